@@ -1,0 +1,6 @@
+"""torch.optim-compatible optimizers from the papers; each module registers its records."""
+
+from optimizers.diffgrad import DiffGrad
+from optimizers.sgmcmc import SGLD
+
+__all__ = ["DiffGrad", "SGLD"]

@@ -1,0 +1,183 @@
+"""Update rules as in-place functions over lists of tensors.
+
+A kernel knows nothing of param groups, state dicts or time grids: it takes lists of tensors
+(one list element per parameter, or per particle tensor) and plain numbers, and updates the
+lists in place with ``torch._foreach_*`` ops. A list of one tensor is the single-tensor case.
+
+Memory traffic, not arithmetic, bounds these rules on CPU. An unfused diffGrad needs about 28
+passes over its arrays against Adam's 18, so the kernels run the whole rule on cache-sized
+blocks (views of at most ``BLOCK_BYTES`` per array) one block at a time: the intermediate passes
+then hit cache instead of memory. Elementwise rules give the same values whatever the blocking.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["BLOCK_BYTES", "blocks", "diffgrad_", "langevin_"]
+
+# Per array, one block of this many bytes; five or six arrays of it fit in a 32 MiB L3 with room
+# to spare, and blocks are large enough that per-op overhead stays a few percent.
+BLOCK_BYTES = 1 << 20
+
+
+def blocks(lists: Sequence[Sequence[Tensor]], scalars: Sequence[float] | None = None):
+    """Yield cache-sized slices of parallel tensor lists.
+
+    ``lists`` are lists of equally shaped tensors (parameter, gradient, state...). Each yielded
+    item is ``(sublists, subscalars)``: views covering at most about ``BLOCK_BYTES`` per list,
+    small tensors batched together and large contiguous ones cut into flat chunks. ``scalars``
+    is one number per tensor (a per-parameter step size) carried along with its chunks.
+    Non-contiguous tensors are passed whole.
+    """
+    n = len(lists[0])
+    budget = max(1, BLOCK_BYTES // max(1, lists[0][0].element_size())) if n else 1
+    cur: list[list[Tensor]] = [[] for _ in lists]
+    cur_s: list[float] = []
+    filled = 0
+    for i in range(n):
+        tensors = [lst[i] for lst in lists]
+        numel = tensors[0].numel()
+        if numel > budget and all(t.is_contiguous() for t in tensors):
+            if filled:
+                yield cur, cur_s
+                cur, cur_s, filled = [[] for _ in lists], [], 0
+            chunks = [t.view(-1).split(budget) for t in tensors]
+            for j in range(len(chunks[0])):
+                yield [[c[j]] for c in chunks], ([scalars[i]] if scalars is not None else [])
+            continue
+        for k, t in enumerate(tensors):
+            cur[k].append(t)
+        if scalars is not None:
+            cur_s.append(scalars[i])
+        filled += numel
+        if filled >= budget:
+            yield cur, cur_s
+            cur, cur_s, filled = [[] for _ in lists], [], 0
+    if filled or cur[0]:
+        yield cur, cur_s
+
+
+def _scalar_or_list(values: Sequence[float]):
+    first = values[0]
+    return first if all(v == first for v in values) else list(values)
+
+
+def diffgrad_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    prev_grads: list[Tensor],
+    *,
+    steps: Sequence[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    max_exp_avg_sqs: list[Tensor] | None = None,
+    maximize: bool = False,
+    friction_sum: list[Tensor] | None = None,
+) -> None:
+    r"""One diffGrad step, in place, for every tensor in the lists.
+
+    ``steps`` holds each tensor's step count t after the increment (per-parameter counters).
+    With ``friction_sum`` (a list holding one 0-dim tensor), the sum of the friction
+    coefficients xi over all elements is added to it.
+    """
+    if not params:
+        return
+    sizes = [lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in steps]
+    lists = [params, grads, exp_avgs, exp_avg_sqs, prev_grads]
+    if max_exp_avg_sqs is not None:
+        lists.append(max_exp_avg_sqs)
+    for block, block_sizes in blocks(lists, sizes):
+        _diffgrad_block(
+            *block,
+            step_size=_scalar_or_list(block_sizes),
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            friction_sum=friction_sum,
+        )
+
+
+def _diffgrad_block(
+    params, grads, exp_avgs, exp_avg_sqs, prev_grads, max_exp_avg_sqs=None, *,
+    step_size, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize,
+    friction_sum,
+):
+    # The gradient the rule sees: -grad under maximize, plus wd * p for coupled (L2) decay.
+    # p.grad itself is never written; a temporary is made only when needed.
+    if weight_decay != 0 and not decoupled_weight_decay:
+        if maximize:
+            decayed = torch._foreach_mul(params, weight_decay)
+            torch._foreach_sub_(decayed, grads)
+            grads = decayed
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    elif maximize:
+        grads = torch._foreach_neg(grads)
+    if weight_decay != 0 and decoupled_weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+
+    # prev_grads becomes xi * m: g_{t-1} - g_t, |.|, sigmoid, times m.
+    torch._foreach_sub_(prev_grads, grads)
+    torch._foreach_abs_(prev_grads)
+    torch._foreach_sigmoid_(prev_grads)
+    if friction_sum is not None:
+        friction_sum[0] += sum(torch._foreach_norm(prev_grads, 1))
+    torch._foreach_mul_(prev_grads, exp_avgs)
+
+    if max_exp_avg_sqs is not None:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        denom = torch._foreach_sqrt(max_exp_avg_sqs)
+    else:
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps)
+    if isinstance(step_size, list):
+        torch._foreach_addcdiv_(params, prev_grads, denom, [-s for s in step_size])
+    else:
+        torch._foreach_addcdiv_(params, prev_grads, denom, -step_size)
+    torch._foreach_copy_(prev_grads, grads)
+
+
+def langevin_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    noises: list[Tensor],
+    *,
+    lr: float,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One overdamped Langevin (Euler--Maruyama) step, in place.
+
+    .. math::
+        x \leftarrow x - h\,(g + \lambda x) + \sqrt{2 T h}\,\xi
+
+    with ``g`` the gradient of the potential (``-g`` under ``maximize``), ``xi`` the given
+    standard normal draws, ``h = lr``, ``T = temperature`` and ``lambda = weight_decay``.
+    """
+    if not params:
+        return
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_add_(params, grads, alpha=lr if maximize else -lr)
+    if temperature != 0:
+        torch._foreach_add_(params, noises, alpha=math.sqrt(2 * temperature * lr))

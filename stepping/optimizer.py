@@ -1,0 +1,191 @@
+"""`KernelOptimizer`: the torch.optim contract written once, for every kernel.
+
+A subclass declares its defaults (validated with the ``check_*`` helpers below), the names of
+its per-parameter state tensors, and an ``_update`` that calls its kernel on lists of tensors
+of one device and dtype. Everything a training loop relies on lives here: the closure under
+``enable_grad``, ``no_grad`` around the update, lazy state, skipping parameters without a
+gradient, rejecting sparse gradients, complex parameters as their real view, per-parameter
+tensor step counters, the explicit generator saved in ``state_dict``, and the optional check
+that the state stays finite.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from stepping.noise import make_generator, standard_normal_like
+
+__all__ = [
+    "KernelOptimizer",
+    "check_lr",
+    "check_beta",
+    "check_betas",
+    "check_nonnegative",
+    "check_positive",
+    "check_flag",
+]
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def check_nonnegative(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and >= 0."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and > 0."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_lr(value) -> float:
+    return check_nonnegative("lr", value)
+
+
+def check_beta(name: str, value) -> float:
+    if not _is_real(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_betas(value) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), got {value!r}")
+    return check_beta("betas[0]", value[0]), check_beta("betas[1]", value[1])
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+class KernelOptimizer(torch.optim.Optimizer):
+    """Base class of the package's optimizers (see the module docstring).
+
+    Subclasses set ``state_names`` (zero-initialised tensors shaped like the parameter), may
+    set ``stochastic = True`` to receive standard normal draws from ``self.generator`` (drawn
+    per parameter, in parameter order), and implement ``_update``.
+    """
+
+    state_names: tuple[str, ...] = ()
+    stochastic: bool = False
+
+    def __init__(self, params, defaults: dict[str, Any], *, generator: torch.Generator | None = None,
+                 check_finite: bool = False):
+        if generator is not None or self.stochastic:
+            # None becomes a fresh OS-seeded generator, never the global RNG. Its state goes
+            # into state_dict, so a resumed run continues the same stream.
+            generator = make_generator(generator)
+        self.generator = generator
+        self.check_finite = check_flag("check_finite", check_finite)
+        super().__init__(params, defaults)
+
+    # -- hooks for subclasses -------------------------------------------------------------
+    def _state_names(self, group: dict) -> tuple[str, ...]:
+        return self.state_names
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor],
+                states: dict[str, list[Tensor]], steps: list[float],
+                noises: list[Tensor] | None) -> None:
+        raise NotImplementedError
+
+    # -- the step --------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Perform one update; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        if self.check_finite:
+            self._assert_finite()
+        return loss
+
+    def _step_group(self, group: dict) -> None:
+        names = self._state_names(group)
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+        if not params:
+            return
+        step_tensors = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                for name in names:
+                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            step_tensors.append(state["step"])
+        torch._foreach_add_(step_tensors, 1.0)
+        steps = torch.stack(step_tensors).tolist()
+        noises = None
+        if self.stochastic:
+            noises = [standard_normal_like(p, self.generator) for p in params]
+
+        # One kernel call per (device, dtype): the kernels' foreach ops need uniform lists.
+        by_key: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            by_key.setdefault((p.device, p.dtype), []).append(i)
+        foreach = group.get("foreach", True) is not False
+        for idx in by_key.values():
+            sub_p = [_real(params[i]) for i in idx]
+            sub_g = [_real(grads[i]) for i in idx]
+            sub_s = {n: [_real(self.state[params[i]][n]) for i in idx] for n in names}
+            sub_steps = [steps[i] for i in idx]
+            sub_noise = [noises[i] for i in idx] if noises is not None else None
+            if foreach:
+                self._update(group, sub_p, sub_g, sub_s, sub_steps, sub_noise)
+            else:
+                for j in range(len(idx)):
+                    self._update(group, sub_p[j:j + 1], sub_g[j:j + 1],
+                                 {n: v[j:j + 1] for n, v in sub_s.items()}, sub_steps[j:j + 1],
+                                 sub_noise[j:j + 1] if sub_noise is not None else None)
+
+    def _assert_finite(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for name, t in [("param", p), *state.items()]:
+                    if name != "step" and isinstance(t, Tensor) and not torch.isfinite(t).all():
+                        step = int(state["step"]) if "step" in state else 0
+                        raise FloatingPointError(
+                            f"{type(self).__name__}: non-finite value in {name} at step {step}")
+
+    # -- generator in the state dict ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        if self.generator is not None:
+            sd["generator_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        gen_state = state_dict.pop("generator_state", None)
+        super().load_state_dict(state_dict)
+        if gen_state is not None:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(gen_state)
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t

@@ -1,0 +1,71 @@
+"""One `AlgorithmInfo` record per public algorithm; the conformance suites run over them.
+
+Capabilities are data here, never special cases by name in tests: adding an algorithm adds a
+record (registered next to its class) and no test code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["AlgorithmInfo", "register", "algorithms", "get"]
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """What the conformance suites need to know about one algorithm.
+
+    Attributes:
+        name: public name, e.g. ``"DiffGrad"``.
+        cls: the class (an optimizer or a stepper).
+        kind: ``"optimizer"`` or ``"stepper"``.
+        paper: citation with arXiv id.
+        default_kwargs: keyword arguments the generic tests construct it with.
+        requires: what it needs from the user: ``"grad"``, ``"closure"``, ``"score"``...
+        stochastic: draws from its ``generator``.
+        supports: optional capabilities tested generically: ``"maximize"``, ``"weight_decay"``,
+            ``"complex"``, ``"foreach"``, ``"fused"``, ``"betas"``, ``"zero_grad_noop"``
+            (a zero gradient leaves the parameter unchanged).
+        invalid_kwargs: ``(kwargs, exception type, text the message must contain)``.
+        reference: ``reference(params, grad_fn, steps, kwargs, generator) -> params`` computing
+            ``steps`` updates by hand from the docstring's math; ``generator`` is a fresh
+            generator seeded like the optimizer's.
+        reference_kwargs: keyword-argument sets the reference test is run with.
+    """
+
+    name: str
+    cls: type
+    kind: str
+    paper: str
+    default_kwargs: dict[str, Any] = field(default_factory=dict)
+    requires: frozenset[str] = frozenset({"grad"})
+    stochastic: bool = False
+    supports: frozenset[str] = frozenset()
+    invalid_kwargs: tuple[tuple[dict[str, Any], type, str], ...] = ()
+    reference: Callable | None = None
+    reference_kwargs: tuple[dict[str, Any], ...] = ({},)
+
+
+_REGISTRY: dict[str, AlgorithmInfo] = {}
+
+
+def register(info: AlgorithmInfo) -> AlgorithmInfo:
+    if info.kind not in ("optimizer", "stepper"):
+        raise ValueError(f"kind must be 'optimizer' or 'stepper', got {info.kind!r}")
+    if info.name in _REGISTRY and _REGISTRY[info.name].cls is not info.cls:
+        raise ValueError(f"an algorithm named {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def algorithms(kind: str | None = None) -> list[AlgorithmInfo]:
+    """Registered records; a record is registered when its algorithm's module is imported."""
+    return [i for i in _REGISTRY.values() if kind is None or i.kind == kind]
+
+
+def get(name: str) -> AlgorithmInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no algorithm named {name!r}; known: {sorted(_REGISTRY)}") from None
