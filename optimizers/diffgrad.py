@@ -220,9 +220,9 @@ register(AlgorithmInfo(
     cls=DiffGrad,
     kind="optimizer",
     paper="Dubey et al., diffGrad, IEEE TNNLS 2020, arXiv:1909.11015",
-    default_kwargs=dict(lr=1e-2),
+    default_kwargs=dict(lr=0.1),
     supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "fused", "betas",
-                        "amsgrad"}),
+                        "amsgrad", "zero_grad_noop"}),
     invalid_kwargs=(
         (dict(lr=-1e-3), ValueError, "lr"),
         (dict(lr=float("nan")), ValueError, "lr"),

@@ -170,6 +170,12 @@ class KernelOptimizer(torch.optim.Optimizer):
                         raise FloatingPointError(
                             f"{type(self).__name__}: non-finite value in {name} at step {step}")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch keeps only defaults, state and param groups (and drops hooks); the generator
+        # and the subclasses' own settings must survive deepcopy and pickling too.
+        extra = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
+        return {**extra, **super().__getstate__()}
+
     # -- generator in the state dict ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()

@@ -1,0 +1,382 @@
+"""The torch.optim contract, for every optimizer in the registry.
+
+Capabilities come from each record (`stepping.registry.AlgorithmInfo`); nothing here names an
+algorithm. Adding an optimizer adds a record, not a test.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+
+import pytest
+import torch
+
+import optimizers  # noqa: F401  (registers the records)
+from stepping.registry import algorithms
+
+RECORDS = algorithms("optimizer")
+IDS = [r.name for r in RECORDS]
+
+
+def make(info, params, **overrides):
+    kwargs = {**info.default_kwargs, **overrides}
+    if info.stochastic and "generator" not in kwargs:
+        kwargs["generator"] = torch.Generator().manual_seed(1234)
+    return info.cls(params, **kwargs)
+
+
+def quadratic_grad(ps):
+    """A fixed nonlinear gradient field: g = A p + sin(p) (+ a shift), tensor by tensor."""
+    out = []
+    for k, p in enumerate(ps):
+        flat = p.reshape(-1)
+        n = flat.numel()
+        a = torch.linspace(0.5, 2.0, n, dtype=p.dtype) if n else flat
+        out.append((a * flat + torch.sin(flat) + 0.1 * (k + 1)).reshape(p.shape))
+    return out
+
+
+def set_grads(params, grad_fn=quadratic_grad):
+    with torch.no_grad():
+        for p, g in zip(params, grad_fn([p.detach() for p in params])):
+            p.grad = g.clone()
+
+
+def fresh_params(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(5, generator=g, dtype=dtype)),
+            torch.nn.Parameter(torch.randn(3, 4, generator=g, dtype=dtype))]
+
+
+def run(opt, params, steps, grad_fn=quadratic_grad):
+    for _ in range(steps):
+        set_grads(params, grad_fn)
+        opt.step()
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b):
+        assert torch.equal(x.detach(), y.detach())
+
+
+# -- construction ------------------------------------------------------------------------------
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_invalid_arguments_raise_naming_them(info):
+    p = torch.nn.Parameter(torch.zeros(2))
+    for kwargs, exc, text in info.invalid_kwargs:
+        with pytest.raises(exc, match=re.escape(text)):
+            info.cls([p], **{**info.default_kwargs, **kwargs})
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_unknown_keyword_is_type_error(info):
+    with pytest.raises(TypeError, match="no_such_option"):
+        make(info, [torch.nn.Parameter(torch.zeros(2))], no_such_option=1)
+
+
+# -- direction ---------------------------------------------------------------------------------
+def _quad(x):
+    return 0.5 * ((x - 1.0) ** 2 * torch.tensor([1.0, 4.0, 0.5])).sum()
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_descends_a_quadratic(info):
+    x = torch.nn.Parameter(torch.tensor([3.0, -2.0, 0.5]))
+    opt = make(info, [x])
+    start = _quad(x).item()
+    for _ in range(100):
+        opt.zero_grad()
+        _quad(x).backward()
+        opt.step()
+    assert _quad(x).item() < 0.5 * start
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "maximize" in r.supports],
+                         ids=lambda r: r.name)
+def test_ascends_with_maximize(info):
+    x = torch.nn.Parameter(torch.tensor([3.0, -2.0, 0.5]))
+    opt = make(info, [x], maximize=True)
+    start = -_quad(x).item()
+    for _ in range(100):
+        opt.zero_grad()
+        (-_quad(x)).backward()
+        opt.step()
+    assert -_quad(x).item() > 0.5 * start
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "maximize" in r.supports],
+                         ids=lambda r: r.name)
+def test_maximize_leaves_grad_untouched(info):
+    params = fresh_params()
+    opt = make(info, params, maximize=True, **({"weight_decay": 0.1}
+                                               if "weight_decay" in info.supports else {}))
+    set_grads(params)
+    before = [p.grad.clone() for p in params]
+    opt.step()
+    assert_same([p.grad for p in params], before)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_step_with_closure_returns_loss(info):
+    x = torch.nn.Parameter(torch.tensor([3.0, -2.0, 0.5]))
+    opt = make(info, [x])
+
+    def closure():
+        opt.zero_grad()
+        loss = _quad(x)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.item() == pytest.approx(_quad(
+        torch.tensor([3.0, -2.0, 0.5])).item())
+
+
+# -- which tensors are touched -----------------------------------------------------------------
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_parameter_without_grad_is_skipped(info):
+    a, b = fresh_params()
+    opt = make(info, [a, b])
+    b_before = b.detach().clone()
+    set_grads([a])
+    opt.step()
+    assert torch.equal(b.detach(), b_before)
+    assert b not in opt.state or not opt.state[b]
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "zero_grad_noop" in r.supports],
+                         ids=lambda r: r.name)
+def test_zero_gradient_is_a_noop(info):
+    params = fresh_params()
+    opt = make(info, params)
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert_same(params, before)
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if not r.stochastic], ids=lambda r: r.name)
+def test_late_first_gradient_starts_at_step_one(info):
+    a, b = fresh_params()
+    b0 = b.detach().clone()
+    opt = make(info, [a, b])
+    for _ in range(3):
+        set_grads([a])
+        opt.step()
+    set_grads([a, b])
+    opt.step()
+    solo = torch.nn.Parameter(b0.clone())
+    solo_opt = make(info, [solo])
+    set_grads([solo], lambda ps: quadratic_grad([a.detach(), *ps])[1:])
+    solo.grad = b.grad.clone()
+    solo_opt.step()
+    assert torch.equal(b.detach(), solo.detach())
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_sparse_gradients_raise(info):
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = make(info, emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
+# -- groups, foreach, dtypes, complex ----------------------------------------------------------
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_param_groups_keep_their_own_hyperparameters(info):
+    a, b = fresh_params()
+    a2, b2 = (torch.nn.Parameter(t.detach().clone()) for t in (a, b))
+    lr = info.default_kwargs.get("lr", 1e-3)
+    opt = make(info, [{"params": [a]}, {"params": [b], "lr": lr * 3}])
+    opt_a = make(info, [a2])
+    opt_b = make(info, [b2], lr=lr * 3)
+    for _ in range(3):
+        set_grads([a, b])
+        set_grads([a2, b2])
+        opt.step()
+        opt_a.step()
+        if info.stochastic:  # continue b's noise stream where a's draws leave it
+            opt_b.generator.set_state(opt_a.generator.get_state())
+        opt_b.step()
+        if info.stochastic:
+            opt_a.generator.set_state(opt_b.generator.get_state())
+    assert_same([a, b], [a2, b2])
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "foreach" in r.supports],
+                         ids=lambda r: r.name)
+def test_foreach_equals_per_tensor_path(info):
+    def build(foreach):
+        g = torch.Generator().manual_seed(3)
+        params = [torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64)),
+                  torch.nn.Parameter(torch.randn(4, 3, generator=g, dtype=torch.float64).t()),
+                  torch.nn.Parameter(torch.zeros(0, dtype=torch.float64)),
+                  torch.nn.Parameter(torch.randn(2, 2, generator=g, dtype=torch.float64))]
+        return params, make(info, params, foreach=foreach)
+
+    (pa, oa), (pb, ob) = build(True), build(False)
+    for k in range(7):
+        use = pa if k != 3 else pa[:2]  # one step where two parameters have no gradient
+        use_b = pb if k != 3 else pb[:2]
+        for p in pa + pb:
+            p.grad = None
+        set_grads(use)
+        set_grads(use_b)
+        oa.step()
+        ob.step()
+    for x, y in zip(pa, pb):
+        torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dtype_is_kept(info, dtype):
+    params = fresh_params(dtype)
+    opt = make(info, params)
+    run(opt, params, 3)
+    for p in params:
+        assert p.dtype == dtype and torch.isfinite(p).all()
+        for name, t in opt.state[p].items():
+            if name != "step":
+                assert t.dtype == dtype
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "complex" in r.supports],
+                         ids=lambda r: r.name)
+def test_complex_parameter_behaves_as_its_real_view(info):
+    g = torch.Generator().manual_seed(5)
+    z = torch.nn.Parameter(torch.randn(4, dtype=torch.complex128, generator=g))
+    r = torch.nn.Parameter(torch.view_as_real(z.detach()).clone())
+    oz, orr = make(info, [z]), make(info, [r])
+    for k in range(4):
+        gr = torch.randn(4, 2, dtype=torch.float64, generator=g)
+        z.grad = torch.view_as_complex(gr.clone())
+        r.grad = gr.clone()
+        oz.step()
+        orr.step()
+    torch.testing.assert_close(torch.view_as_real(z.detach()), r.detach(), rtol=0, atol=0)
+
+
+# -- state: save, load, copy -------------------------------------------------------------------
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_dict_roundtrip_continues_bit_identically(info):
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 3)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    saved_params = [p.detach().clone() for p in params]
+
+    run(opt, params, 3)  # the uninterrupted run
+
+    resumed = [torch.nn.Parameter(t.clone()) for t in saved_params]
+    opt2 = make(info, resumed, **({"generator": torch.Generator().manual_seed(999)}
+                                  if info.stochastic else {}))
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    run(opt2, resumed, 3)
+    assert_same(params, resumed)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_deepcopy_continues_identically(info):
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 2)
+    twin = copy.deepcopy({"params": params, "opt": opt})
+    run(opt, params, 3)
+    run(twin["opt"], twin["params"], 3)
+    assert_same(params, twin["params"])
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_step_hooks_run(info):
+    params = fresh_params()
+    opt = make(info, params)
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    run(opt, params, 1)
+    assert calls == ["pre", "post"]
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_check_finite_raises_with_the_step(info):
+    x = torch.nn.Parameter(torch.ones(3))
+    opt = make(info, [x], check_finite=True)
+    x.grad = torch.ones(3)
+    opt.step()
+    x.grad = torch.tensor([1.0, float("nan"), 1.0])
+    with pytest.raises(FloatingPointError, match="step 2"):
+        opt.step()
+
+
+# -- schedulers --------------------------------------------------------------------------------
+S = torch.optim.lr_scheduler
+SCHEDULERS = {
+    "StepLR": lambda o: S.StepLR(o, step_size=2, gamma=0.5),
+    "MultiStepLR": lambda o: S.MultiStepLR(o, milestones=[1, 3], gamma=0.3),
+    "ExponentialLR": lambda o: S.ExponentialLR(o, gamma=0.9),
+    "CosineAnnealingLR": lambda o: S.CosineAnnealingLR(o, T_max=4),
+    "CosineAnnealingWarmRestarts": lambda o: S.CosineAnnealingWarmRestarts(o, T_0=2),
+    "LinearLR": lambda o: S.LinearLR(o, start_factor=0.2, total_iters=3),
+    "ConstantLR": lambda o: S.ConstantLR(o, factor=0.5, total_iters=2),
+    "PolynomialLR": lambda o: S.PolynomialLR(o, total_iters=5, power=2.0),
+    "LambdaLR": lambda o: S.LambdaLR(o, lambda n: (1 + n) ** -0.33),
+    "MultiplicativeLR": lambda o: S.MultiplicativeLR(o, lambda n: 0.8),
+    "CyclicLR": lambda o: S.CyclicLR(o, base_lr=1e-3, max_lr=1e-2, step_size_up=2,
+                                     cycle_momentum=False),
+    "OneCycleLR": lambda o: S.OneCycleLR(o, max_lr=1e-2, total_steps=6,
+                                         cycle_momentum="betas" in o.defaults),
+    "SequentialLR": lambda o: S.SequentialLR(o, [S.ConstantLR(o, factor=0.5, total_iters=2),
+                                                 S.ExponentialLR(o, gamma=0.9)], milestones=[2]),
+    "ChainedScheduler": lambda o: S.ChainedScheduler([S.ConstantLR(o, factor=0.5, total_iters=2),
+                                                      S.ExponentialLR(o, gamma=0.9)]),
+    "ReduceLROnPlateau": lambda o: S.ReduceLROnPlateau(o, patience=0, factor=0.5),
+}
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_lr_scheduler_drives_the_step(info, name):
+    """The step uses the lr (and betas, under beta cycling) the scheduler set: replaying the
+    recorded hyperparameters by hand gives the same parameters."""
+    params = fresh_params()
+    opt = make(info, params)
+    sched = SCHEDULERS[name](opt)
+    seen = []
+    for _ in range(6):
+        seen.append({k: opt.param_groups[0][k] for k in ("lr", "betas") if k in opt.defaults})
+        run(opt, params, 1)
+        sched.step(1.0) if name == "ReduceLROnPlateau" else sched.step()
+    assert len({h["lr"] for h in seen}) > 1
+    replay = [torch.nn.Parameter(t.detach().clone()) for t in fresh_params()]
+    opt2 = make(info, replay)
+    for hyper in seen:
+        opt2.param_groups[0].update(hyper)
+        run(opt2, replay, 1)
+    assert_same(params, replay)
+
+
+# -- the reference steps -----------------------------------------------------------------------
+MODES = {"foreach": {}, "per_tensor": {"foreach": False}, "fused": {"fused": True}}
+CASES = [(r, kw, mode) for r in RECORDS if r.reference is not None for kw in r.reference_kwargs
+         for mode in MODES if mode == "foreach" or mode in r.supports
+         or (mode == "per_tensor" and "foreach" in r.supports)]
+
+
+@pytest.mark.parametrize("info,kwargs,mode", CASES,
+                         ids=[f"{r.name}-{i}-{m}" for i, (r, _, m) in enumerate(CASES)])
+def test_two_steps_match_the_hand_computed_reference(info, kwargs, mode):
+    p0 = [t.detach().clone() for t in fresh_params(seed=11)]
+    params = [torch.nn.Parameter(t.clone()) for t in p0]
+    opt = info.cls(params, **kwargs, **MODES[mode],
+                   **({"generator": torch.Generator().manual_seed(7)} if info.stochastic else {}))
+    run(opt, params, 2)
+    expected = info.reference(p0, quadratic_grad, 2, kwargs, torch.Generator().manual_seed(7))
+    for got, want in zip(params, expected):
+        torch.testing.assert_close(got.detach(), want.to(got.dtype), rtol=1e-12, atol=1e-14)

@@ -1,0 +1,54 @@
+"""The stepper contract, for every stepper in the registry."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import samplers  # noqa: F401  (registers the records)
+from stepping import Brownian, integrate
+from stepping.registry import algorithms
+
+RECORDS = algorithms("stepper")
+IDS = [r.name for r in RECORDS]
+
+
+def grid(steps=20, h=2.0**-6):
+    return torch.arange(steps + 1, dtype=torch.float64) * h
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_invalid_arguments_raise_naming_them(info):
+    for kwargs, exc, text in info.invalid_kwargs:
+        with pytest.raises(exc, match=re.escape(text)):
+            info.cls(**kwargs)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_declares_its_order(info):
+    stepper = info.cls(**info.default_kwargs)
+    assert stepper.order > 0
+    if info.stochastic:
+        assert stepper.strong_order > 0
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shape_and_dtype_kept_and_input_untouched(info, dtype):
+    x0 = torch.randn(7, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    before = x0.clone()
+    x = integrate(info.cls(**info.default_kwargs), x0, grid(),
+                  noise=Brownian(torch.Generator().manual_seed(1)))
+    assert x.shape == x0.shape and x.dtype == dtype and torch.isfinite(x).all()
+    assert torch.equal(x0, before)
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if r.stochastic], ids=lambda r: r.name)
+def test_reproducible_from_a_generator(info):
+    x0 = torch.zeros(5, 2)
+    run = lambda seed: integrate(info.cls(**info.default_kwargs), x0, grid(),  # noqa: E731
+                                 noise=Brownian(torch.Generator().manual_seed(seed)))
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))

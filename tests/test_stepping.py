@@ -1,0 +1,122 @@
+"""The shared core's parts on their own: blocks, grids, integrate, noise, oracles."""
+
+import math
+
+import pytest
+import torch
+
+from stepping import (Brownian, as_grid, diffgrad_, edm, geometric, hvp, integrate,
+                      score_from_log_prob, uniform, value_and_grad)
+from stepping import kernels
+
+
+def test_blocks_cover_every_element_once_within_budget(monkeypatch):
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", 64 * 4)
+    ts = [torch.zeros(10), torch.zeros(300), torch.zeros(7, 3).t(), torch.zeros(0), torch.zeros(64)]
+    seen = [torch.zeros_like(t) for t in ts]
+    marks = [s.view(-1) if s.is_contiguous() else s for s in seen]
+    for (chunk,), _ in kernels.blocks([seen]):
+        for c in chunk:
+            assert c.numel() <= 64 or not c.is_contiguous()
+            c.add_(1)
+    for s in marks:
+        assert torch.equal(s, torch.ones_like(s))
+
+
+def test_blocked_diffgrad_equals_unblocked(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(1000,), (33, 17), (5,)]
+
+    def state():
+        return [[torch.randn(s, generator=torch.Generator().manual_seed(i + 10 * k))
+                 for i, s in enumerate(shapes)] for k in range(5)]
+
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    kw = dict(steps=[3.0, 3.0, 1.0], lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8)
+    a = state()
+    diffgrad_(a[0], grads, a[2], [t.abs() for t in a[3]], a[4], **kw)
+    monkeypatch.setattr(kernels, "BLOCK_BYTES", 256)
+    b = state()
+    diffgrad_(b[0], grads, b[2], [t.abs() for t in b[3]], b[4], **kw)
+    for x, y in zip(a[0] + a[2] + a[4], b[0] + b[2] + b[4]):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_grids():
+    assert torch.equal(uniform(0.0, 1.0, 4), torch.tensor([0, 0.25, 0.5, 0.75, 1.0],
+                                                          dtype=torch.float64))
+    assert uniform(1.0, 0.0, 2)[0] == 1.0
+    g = geometric(1e-3, 1.0, 3)
+    assert torch.allclose(g, torch.tensor([1e-3, 1e-2, 1e-1, 1.0], dtype=torch.float64))
+    e = edm(80.0, 0.002, 10)
+    assert e[0] == pytest.approx(80.0) and e[-1] == pytest.approx(0.002) and (e.diff() < 0).all()
+    for bad in ([0.0], [0.0, 1.0, 0.5], [[0.0, 1.0]], [0.0, float("nan")], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="grid"):
+            as_grid(bad)
+    with pytest.raises(ValueError, match="steps"):
+        uniform(0.0, 1.0, 0)
+
+
+class Decay:
+    """dx = -x dt by explicit Euler (order 1)."""
+
+    order = 1.0
+
+    def step_(self, x, t0, t1, noise):
+        x.mul_(1 - (t1 - t0))
+
+
+def test_integrate_runs_the_grid_and_saves_the_path():
+    x0 = torch.ones(3)
+    sol = integrate(Decay(), x0, uniform(0.0, 1.0, 10), save_every=4)
+    assert sol.times.tolist() == pytest.approx([0.0, 0.4, 0.8, 1.0])
+    assert sol.path.shape == (4, 3)
+    assert torch.allclose(sol.x, torch.full((3,), 0.9**10))
+    assert torch.equal(x0, torch.ones(3))
+    with pytest.raises(ValueError, match="save_every"):
+        integrate(Decay(), x0, [0.0, 1.0], save_every=0)
+    with pytest.raises(ValueError, match="stepper"):
+        integrate(object(), x0, [0.0, 1.0])
+
+
+def test_integrate_order_is_measurable():
+    errs = [(integrate(Decay(), torch.ones(1), uniform(0.0, 1.0, n)) - math.exp(-1)).abs().item()
+            for n in (50, 100, 200)]
+    slopes = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert all(0.9 < s < 1.1 for s in slopes)
+
+
+def test_brownian_increments_have_variance_dt_and_replay():
+    x = torch.zeros(200_000)
+    a = Brownian(torch.Generator().manual_seed(0)).increment(x, 0.5, 0.25)
+    b = Brownian(torch.Generator().manual_seed(0)).increment(x, 0.5, 0.25)
+    assert torch.equal(a, b)
+    assert a.var().item() == pytest.approx(0.25, rel=0.02)
+    with pytest.raises(ValueError, match="generator"):
+        Brownian(generator=3)
+
+
+def test_value_and_grad_and_hvp_match_closed_forms():
+    a = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+
+    def loss(ps):
+        x, y = ps
+        return 0.5 * x @ a @ x + (y**3).sum()
+
+    x, y = torch.tensor([1.0, -1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
+    value, (gx, gy) = value_and_grad(loss, [x, y])
+    assert value.item() == pytest.approx(0.5 * 3 + 8)
+    assert torch.allclose(gx, a @ x) and torch.allclose(gy, 3 * y**2)
+    hx, hy = hvp(loss, [x, y], [torch.tensor([1.0, 0.0], dtype=torch.float64),
+                                torch.tensor([1.0], dtype=torch.float64)])
+    assert torch.allclose(hx, a[:, 0]) and torch.allclose(hy, 6 * y)
+    with pytest.raises(ValueError, match="scalar"):
+        value_and_grad(lambda ps: ps[0] * 2, [x])
+
+
+def test_score_from_log_prob_checks_shapes():
+    score = score_from_log_prob(lambda x: -0.5 * (x**2).sum(-1))
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(score(x), -x)
+    with pytest.raises(ValueError, match="log_prob"):
+        score_from_log_prob(lambda x: x)(x)
