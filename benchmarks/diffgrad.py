@@ -138,7 +138,7 @@ def run(rounds: int | None, quick: bool) -> str:
     for note in skipped:
         print(f"skipped {note}", flush=True)
     warmup = 1 if quick else WARMUP
-    out = [f"## diffgrad\n",
+    out = ["## diffgrad\n",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
            f"- machine: {harness.machine()}",
            "- method: `optimizer.step()` timed with `time.perf_counter`, contenders interleaved "
@@ -178,6 +178,6 @@ def run(rounds: int | None, quick: bool) -> str:
     print("\n" + "\n".join(targets) + "\n" + bound, flush=True)
     command = "python -m benchmarks diffgrad" + (f" --rounds {rounds}" if rounds else "") + (
         " --quick" if quick else "")
-    out += ["\n### targets\n"] + [f"- {t}" for t in targets] + [f"\n{bound}.",
-                                                              f"\nRerun: `{command}`"]
+    out += ["\n### targets\n", *[f"- {t}" for t in targets], f"\n{bound}.",
+            f"\nRerun from the repository root: `{command}`"]
     return "\n".join(out)

@@ -129,6 +129,9 @@ class DiffGrad(KernelOptimizer):
 
 
 # -- fused: one compiled elementwise kernel per tensor -----------------------------------------
+# Below this many elements a compiled call's fixed cost (~30 us) outweighs its savings, so small
+# tensors take the blocked eager kernel, which computes the same rule.
+FUSED_MIN_NUMEL = 1 << 16
 _compiled: dict[tuple, object] = {}
 
 
@@ -141,43 +144,57 @@ def _diffgrad_pointwise(p, g, m, v, prev, max_v, step_size, beta1, beta2, eps, l
     p_in = p * (1 - lr * wd) if decoupled else p
     m_new = torch.lerp(m, g, 1 - beta1)
     v_new = v * beta2 + (1 - beta2) * g * g
-    xi = torch.sigmoid((prev - g).abs())
     if max_v is not None:
-        max_new = torch.maximum(max_v, v_new)
-        max_v.copy_(max_new)
-        denom = max_new.sqrt() + eps
+        v_den = torch.maximum(max_v, v_new)
+        max_v.copy_(v_den)
     else:
-        denom = v_new.sqrt() + eps
-    p.copy_(p_in - step_size * (xi * m_new) / denom)
+        v_den = v_new
+    # xi * m / (sqrt(v) + eps) with xi = 1 / (1 + exp(-|dg|)), as one division: on one CPU
+    # thread this kernel is bound by arithmetic as much as by memory.
+    inv_xi = 1 + torch.exp(-(prev - g).abs())
+    p.copy_(p_in - step_size * m_new / (inv_xi * (v_den.sqrt() + eps)))
     m.copy_(m_new)
     v.copy_(v_new)
     prev.copy_(g)
-    return xi.sum(dtype=torch.float64) if friction else None
+    return (1 / inv_xi).sum(dtype=torch.float64) if friction else None
 
 
 def _diffgrad_fused(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps, lr, beta1,
                     beta2, eps, weight_decay=0.0, decoupled_weight_decay=False,
                     max_exp_avg_sqs=None, maximize=False, friction_sum=None):
+    lists = [params, grads, exp_avgs, exp_avg_sqs, prev_grads]
+    if max_exp_avg_sqs is not None:
+        lists.append(max_exp_avg_sqs)
+    big = [i for i, p in enumerate(params)
+           if p.numel() >= FUSED_MIN_NUMEL and all(lst[i].is_contiguous() for lst in lists)]
+    options = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                   decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                   friction_sum=friction_sum)
+    if len(big) < len(params):
+        small = sorted(set(range(len(params))) - set(big))
+        pick = lambda lst: [lst[i] for i in small]  # noqa: E731
+        diffgrad_(*map(pick, lists[:5]), steps=pick(steps),
+                  max_exp_avg_sqs=pick(max_exp_avg_sqs) if max_exp_avg_sqs is not None else None,
+                  **options)
+    if not big:
+        return
     flags = dict(coupled=weight_decay != 0 and not decoupled_weight_decay,
                  decoupled=weight_decay != 0 and decoupled_weight_decay,
                  maximize=maximize, friction=friction_sum is not None)
     key = tuple(flags.values())
-    if key not in _compiled:  # one compiled kernel per option set, shapes dynamic
+    if key not in _compiled:  # one compiled kernel per option set; shapes stay dynamic
         _compiled[key] = torch.compile(functools.partial(_diffgrad_pointwise, **flags),
                                        dynamic=True)
     kernel = _compiled[key]
-    # Numbers that change every step go in as 0-dim tensors so the kernel compiles once.
+    # Numbers go in as 0-dim tensors, so changing them (the step size every step) never
+    # recompiles.
     as_t = functools.partial(torch.tensor, dtype=torch.float64)
-    b1, b2, e, lr_t, wd = as_t(beta1), as_t(beta2), as_t(eps), as_t(lr), as_t(weight_decay)
-    for i, p in enumerate(params):
-        t = steps[i]
-        size = as_t(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t))
-        tensors = [p, grads[i], exp_avgs[i], exp_avg_sqs[i], prev_grads[i]]
-        tensors.append(max_exp_avg_sqs[i] if max_exp_avg_sqs is not None else None)
-        if all(t is None or t.is_contiguous() for t in tensors):
-            # Flat views: every parameter then shares one compiled kernel, whatever its rank.
-            tensors = [t if t is None else t.view(-1) for t in tensors]
-        total = kernel(*tensors, size, b1, b2, e, lr_t, wd)
+    scalars = [as_t(x) for x in (beta1, beta2, eps, lr, weight_decay)]
+    size_of = {t: as_t(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)) for t in set(steps)}
+    for i in big:
+        # Flat views: every parameter shares one compiled kernel, whatever its rank.
+        tensors = [lst[i].view(-1) for lst in lists] + [None] * (6 - len(lists))
+        total = kernel(*tensors, size_of[steps[i]], *scalars)
         if friction_sum is not None:
             friction_sum[0] += total
 

@@ -34,37 +34,41 @@ def blocks(lists: Sequence[Sequence[Tensor]], scalars: Sequence[float] | None = 
     is one number per tensor (a per-parameter step size) carried along with its chunks.
     Non-contiguous tensors are passed whole.
     """
-    n = len(lists[0])
-    budget = max(1, BLOCK_BYTES // max(1, lists[0][0].element_size())) if n else 1
-    cur: list[list[Tensor]] = [[] for _ in lists]
-    cur_s: list[float] = []
-    filled = 0
-    for i in range(n):
-        tensors = [lst[i] for lst in lists]
-        numel = tensors[0].numel()
-        if numel > budget and all(t.is_contiguous() for t in tensors):
-            if filled:
-                yield cur, cur_s
-                cur, cur_s, filled = [[] for _ in lists], [], 0
-            chunks = [t.view(-1).split(budget) for t in tensors]
+    if not lists[0]:
+        return
+    budget = max(1, BLOCK_BYTES // lists[0][0].element_size())
+    scalars = list(scalars) if scalars is not None else [0.0] * len(lists[0])
+    start, filled = 0, 0
+    for i, t in enumerate(lists[0]):
+        numel = t.numel()
+        if numel > budget and all(lst[i].is_contiguous() for lst in lists):
+            if start < i:
+                yield [lst[start:i] for lst in lists], scalars[start:i]
+            chunks = [lst[i].view(-1).split(budget) for lst in lists]
             for j in range(len(chunks[0])):
-                yield [[c[j]] for c in chunks], ([scalars[i]] if scalars is not None else [])
+                yield [[c[j]] for c in chunks], scalars[i:i + 1]
+            start, filled = i + 1, 0
             continue
-        for k, t in enumerate(tensors):
-            cur[k].append(t)
-        if scalars is not None:
-            cur_s.append(scalars[i])
         filled += numel
         if filled >= budget:
-            yield cur, cur_s
-            cur, cur_s, filled = [[] for _ in lists], [], 0
-    if filled or cur[0]:
-        yield cur, cur_s
+            yield [lst[start:i + 1] for lst in lists], scalars[start:i + 1]
+            start, filled = i + 1, 0
+    if start < len(lists[0]):
+        yield [lst[start:] for lst in lists], scalars[start:]
 
 
-def _scalar_or_list(values: Sequence[float]):
-    first = values[0]
-    return first if all(v == first for v in values) else list(values)
+def _mul_(tensors: list[Tensor], scalar: float) -> None:
+    """tensors *= scalar. On CPU the 0-dim-tensor overload of ``_foreach_mul_`` costs a quarter
+    of the Python-scalar one per tensor; it rounds the same way for float32/float64 (the scalar
+    is cast to the tensors' dtype either way), but not for half types, which keep the scalar."""
+    if tensors[0].dtype in (torch.float32, torch.float64):
+        torch._foreach_mul_(tensors, torch.tensor(scalar, dtype=tensors[0].dtype))
+    else:
+        torch._foreach_mul_(tensors, scalar)
+
+
+def _scalar_or_list(values: list[float]):
+    return values[0] if values.count(values[0]) == len(values) else values
 
 
 def diffgrad_(
@@ -93,7 +97,8 @@ def diffgrad_(
     """
     if not params:
         return
-    sizes = [lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in steps]
+    size_of = {t: lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in set(steps)}
+    sizes = [size_of[t] for t in steps]
     lists = [params, grads, exp_avgs, exp_avg_sqs, prev_grads]
     if max_exp_avg_sqs is not None:
         lists.append(max_exp_avg_sqs)
@@ -132,7 +137,7 @@ def _diffgrad_block(
         torch._foreach_mul_(params, 1 - lr * weight_decay)
 
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
+    _mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
 
     # prev_grads becomes xi * m: g_{t-1} - g_t, |.|, sigmoid, times m.
@@ -177,7 +182,7 @@ def langevin_(
     if not params:
         return
     if weight_decay != 0:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
+        _mul_(params, 1 - lr * weight_decay)
     torch._foreach_add_(params, grads, alpha=lr if maximize else -lr)
     if temperature != 0:
         torch._foreach_add_(params, noises, alpha=math.sqrt(2 * temperature * lr))

@@ -20,6 +20,8 @@ from torch import Tensor
 
 from stepping.noise import make_generator, standard_normal_like
 
+_ONE = torch.ones((), dtype=torch.float32)
+
 __all__ = [
     "KernelOptimizer",
     "check_lr",
@@ -117,48 +119,51 @@ class KernelOptimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict) -> None:
         names = self._state_names(group)
-        params, grads = [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            params.append(p)
-            grads.append(p.grad)
+        params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
-        step_tensors = []
-        for p in params:
-            state = self.state[p]
+        grads = [p.grad for p in params]
+        if any(g.is_sparse for g in grads):
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 for name in names:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            step_tensors.append(state["step"])
-        torch._foreach_add_(step_tensors, 1.0)
+        step_tensors = [state["step"] for state in states]
+        # The tensor-list overload: on CPU several times cheaper per tensor than the scalar one.
+        torch._foreach_add_(step_tensors, [_ONE] * len(step_tensors))
         steps = torch.stack(step_tensors).tolist()
         noises = None
         if self.stochastic:
             noises = [standard_normal_like(p, self.generator) for p in params]
+        lists = {"params": params, "grads": grads, "noises": noises,
+                 **{n: [state[n] for state in states] for n in names}}
 
         # One kernel call per (device, dtype): the kernels' foreach ops need uniform lists.
-        by_key: dict[tuple, list[int]] = {}
-        for i, p in enumerate(params):
-            by_key.setdefault((p.device, p.dtype), []).append(i)
+        first = params[0]
+        if all(p.dtype == first.dtype and p.device == first.device for p in params):
+            parts = [(first.dtype, lists, steps)]
+        else:
+            by_key: dict[tuple, list[int]] = {}
+            for i, p in enumerate(params):
+                by_key.setdefault((p.device, p.dtype), []).append(i)
+            parts = [(params[idx[0]].dtype,
+                      {k: v if v is None else [v[i] for i in idx] for k, v in lists.items()},
+                      [steps[i] for i in idx]) for idx in by_key.values()]
         foreach = group.get("foreach", True) is not False
-        for idx in by_key.values():
-            sub_p = [_real(params[i]) for i in idx]
-            sub_g = [_real(grads[i]) for i in idx]
-            sub_s = {n: [_real(self.state[params[i]][n]) for i in idx] for n in names}
-            sub_steps = [steps[i] for i in idx]
-            sub_noise = [noises[i] for i in idx] if noises is not None else None
+        for dtype, part, part_steps in parts:
+            if dtype.is_complex:  # complex tensors update as their real views
+                part = {k: v if v is None or k == "noises" else [torch.view_as_real(t) for t in v]
+                        for k, v in part.items()}
+            p, g, z = part.pop("params"), part.pop("grads"), part.pop("noises")
             if foreach:
-                self._update(group, sub_p, sub_g, sub_s, sub_steps, sub_noise)
-            else:
-                for j in range(len(idx)):
-                    self._update(group, sub_p[j:j + 1], sub_g[j:j + 1],
-                                 {n: v[j:j + 1] for n, v in sub_s.items()}, sub_steps[j:j + 1],
-                                 sub_noise[j:j + 1] if sub_noise is not None else None)
+                self._update(group, p, g, part, part_steps, z)
+                continue
+            for j in range(len(p)):
+                self._update(group, p[j:j + 1], g[j:j + 1], {n: v[j:j + 1] for n, v in part.items()},
+                             part_steps[j:j + 1], None if z is None else z[j:j + 1])
 
     def _assert_finite(self) -> None:
         for group in self.param_groups:
@@ -191,7 +196,3 @@ class KernelOptimizer(torch.optim.Optimizer):
             if self.generator is None:
                 self.generator = torch.Generator()
             self.generator.set_state(gen_state)
-
-
-def _real(t: Tensor) -> Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t

@@ -1,0 +1,25 @@
+"""The examples run end to end (briefly) and produce their outputs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"),
+         "--epochs", "2", "--seeds", "1", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "quickstart.png"
+    assert png.is_file() and png.stat().st_size > 0
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    names = [r[0] for r in rows if len(r) > 1 and r[1] in ("1e-03", "5e-04")]
+    assert names == ["DiffGrad", "Adam", "Adam"], proc.stdout
