@@ -145,7 +145,7 @@ def _diffgrad_block(
     torch._foreach_abs_(prev_grads)
     torch._foreach_sigmoid_(prev_grads)
     if friction_sum is not None:
-        friction_sum[0] += sum(torch._foreach_norm(prev_grads, 1))
+        friction_sum[0] += sum(torch._foreach_norm(prev_grads, 1, dtype=torch.float64))
     torch._foreach_mul_(prev_grads, exp_avgs)
 
     if max_exp_avg_sqs is not None:
