@@ -49,8 +49,9 @@ class DiffGrad(KernelOptimizer):
         maximize: ascend instead of descend.
         foreach: apply the update to all tensors of a group at once (default); ``False`` updates
             one tensor at a time with the same kernel.
-        fused: run the whole update as one compiled elementwise kernel per tensor
-            (``torch.compile``; the first step pays a one-time compile).
+        fused: run the whole update as one compiled elementwise kernel per large tensor
+            (``torch.compile``; the first step pays a one-time compile); tensors under
+            ``FUSED_MIN_NUMEL`` elements take the eager kernel, which computes the same rule.
         check_finite: raise ``FloatingPointError`` with the step number if a parameter or state
             becomes NaN or infinite.
         track_friction: record the mean :math:`\xi_t` of each group at every step.
@@ -80,29 +81,35 @@ class DiffGrad(KernelOptimizer):
                  decoupled_weight_decay: bool = False, amsgrad: bool = False,
                  maximize: bool = False, foreach: bool | None = None, fused: bool = False,
                  check_finite: bool = False, track_friction: bool = False):
-        if foreach is not None:
-            check_flag("foreach", foreach)
-        if check_flag("fused", fused) and foreach is False:
-            raise ValueError("fused=True and foreach=False cannot both be set")
-        defaults = dict(lr=check_lr(lr), betas=check_betas(betas), eps=check_positive("eps", eps),
-                        weight_decay=check_nonnegative("weight_decay", weight_decay),
-                        decoupled_weight_decay=check_flag("decoupled_weight_decay",
-                                                          decoupled_weight_decay),
-                        amsgrad=check_flag("amsgrad", amsgrad),
-                        maximize=check_flag("maximize", maximize), foreach=foreach, fused=fused)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, foreach=foreach, fused=fused)
         self.track_friction = check_flag("track_friction", track_friction)
         self._friction: list[tuple[Tensor, int] | None] = []
         super().__init__(params, defaults, check_finite=check_finite)
+
+    def _check_group(self, group):
+        group["lr"] = check_lr(group["lr"])
+        group["betas"] = check_betas(group["betas"])
+        group["eps"] = check_positive("eps", group["eps"])
+        group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
+        for flag in ("decoupled_weight_decay", "amsgrad", "maximize", "fused"):
+            check_flag(flag, group[flag])
+        if group["foreach"] is not None:
+            check_flag("foreach", group["foreach"])
+        if group["fused"] and group["foreach"] is False:
+            raise ValueError("fused=True and foreach=False cannot both be set")
 
     def _state_names(self, group):
         return self.state_names + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     @property
     def mean_friction(self) -> list[float | None]:
-        """Mean friction coefficient xi of each group at its last step (``track_friction``)."""
+        """Mean friction coefficient xi of each group over its elements at the optimizer's last
+        step (``track_friction``); None for a group that had no gradients then."""
         if not self.track_friction:
             raise RuntimeError("construct DiffGrad with track_friction=True to record friction")
-        return [None if f is None else float(f[0]) / f[1] for f in self._friction]
+        return [None if f is None or f[1] == 0 else float(f[0]) / f[1] for f in self._friction]
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -64,12 +64,17 @@ class SGLD(KernelOptimizer):
     def __init__(self, params, lr: float = 1e-3, temperature: float = 1.0,
                  weight_decay: float = 0.0, *, maximize: bool = False, foreach: bool | None = None,
                  generator: torch.Generator | None = None, check_finite: bool = False):
-        if foreach is not None:
-            check_flag("foreach", foreach)
-        defaults = dict(lr=check_lr(lr), temperature=check_nonnegative("temperature", temperature),
-                        weight_decay=check_nonnegative("weight_decay", weight_decay),
-                        maximize=check_flag("maximize", maximize), foreach=foreach)
+        defaults = dict(lr=lr, temperature=temperature, weight_decay=weight_decay,
+                        maximize=maximize, foreach=foreach)
         super().__init__(params, defaults, generator=generator, check_finite=check_finite)
+
+    def _check_group(self, group):
+        group["lr"] = check_lr(group["lr"])
+        group["temperature"] = check_nonnegative("temperature", group["temperature"])
+        group["weight_decay"] = check_nonnegative("weight_decay", group["weight_decay"])
+        check_flag("maximize", group["maximize"])
+        if group["foreach"] is not None:
+            check_flag("foreach", group["foreach"])
 
     def _update(self, group, params, grads, states, steps, noises):
         langevin_(params, grads, noises, lr=group["lr"], temperature=group["temperature"],

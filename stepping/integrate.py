@@ -60,11 +60,15 @@ def integrate(stepper: Stepper, x0: Tensor, grid, *, noise=None, progress: bool 
     saved_t, saved_x = [times[0]], [x.clone()] if save_every else []
     n = len(times) - 1
     bar = tqdm(range(n), desc=desc or type(stepper).__name__, disable=not progress, leave=False)
-    for k in bar:
-        stepper.step_(x, times[k], times[k + 1], noise)
-        if save_every and ((k + 1) % save_every == 0 or k + 1 == n):
-            saved_t.append(times[k + 1])
-            saved_x.append(x.clone())
+    # No autograd across steps: a neural score would otherwise chain one graph through the
+    # whole trajectory. Steppers that need gradients (a score from a log-density) enable them
+    # locally.
+    with torch.no_grad():
+        for k in bar:
+            stepper.step_(x, times[k], times[k + 1], noise)
+            if save_every and ((k + 1) % save_every == 0 or k + 1 == n):
+                saved_t.append(times[k + 1])
+                saved_x.append(x.clone())
     if save_every:
         return Solution(x, torch.tensor(saved_t, dtype=torch.float64), torch.stack(saved_x))
     return x

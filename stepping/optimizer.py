@@ -21,6 +21,9 @@ from torch import Tensor
 from stepping.noise import make_generator, standard_normal_like
 
 _ONE = torch.ones((), dtype=torch.float32)
+# Keys torch itself (named parameters, lr schedulers) puts into param groups.
+_TORCH_GROUP_KEYS = {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum",
+                     "max_momentum"}
 
 __all__ = [
     "KernelOptimizer",
@@ -92,9 +95,39 @@ class KernelOptimizer(torch.optim.Optimizer):
             generator = make_generator(generator)
         self.generator = generator
         self.check_finite = check_flag("check_finite", check_finite)
+        self._check_group(dict(defaults))
         super().__init__(params, defaults)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its own hyperparameters are checked like the constructor's."""
+        unknown = set(param_group) - set(self.defaults) - _TORCH_GROUP_KEYS
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown param group option(s) "
+                            f"{sorted(unknown)}; accepted: {sorted(self.defaults)}")
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        gen_state = state_dict.pop("generator_state", None)
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            # torch moves "step" to the parameter's device for groups with fused=True; the
+            # counters live on the CPU here (they are read as Python numbers every step).
+            step = state.get("step")
+            if isinstance(step, Tensor) and (step.device.type != "cpu" or step.dtype != torch.float32):
+                state["step"] = step.to("cpu", torch.float32)
+        if gen_state is not None:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(gen_state)
+
     # -- hooks for subclasses -------------------------------------------------------------
+    def _check_group(self, group: dict) -> None:
+        """Validate (and normalise in place) one group's hyperparameters; raise ValueError
+        naming the offending one."""
+        raise NotImplementedError
+
     def _state_names(self, group: dict) -> tuple[str, ...]:
         return self.state_names
 
@@ -187,12 +220,3 @@ class KernelOptimizer(torch.optim.Optimizer):
         if self.generator is not None:
             sd["generator_state"] = self.generator.get_state()
         return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        gen_state = state_dict.pop("generator_state", None)
-        super().load_state_dict(state_dict)
-        if gen_state is not None:
-            if self.generator is None:
-                self.generator = torch.Generator()
-            self.generator.set_state(gen_state)

@@ -71,9 +71,25 @@ def test_invalid_arguments_raise_naming_them(info):
 
 
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_param_group_options_are_checked_like_the_constructors(info):
+    p, q = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    group_options = set(make(info, [p]).defaults)
+    for kwargs, exc, text in info.invalid_kwargs:
+        if not set(kwargs) <= group_options:  # constructor-only or unknown: not a group option
+            exc, text = TypeError, min(set(kwargs) - group_options)
+        with pytest.raises(exc, match=re.escape(text)):
+            make(info, [{"params": [p], **kwargs}])
+        opt = make(info, [p])
+        with pytest.raises(exc, match=re.escape(text)):
+            opt.add_param_group({"params": [q], **kwargs})
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
 def test_unknown_keyword_is_type_error(info):
     with pytest.raises(TypeError, match="no_such_option"):
         make(info, [torch.nn.Parameter(torch.zeros(2))], no_such_option=1)
+    with pytest.raises(TypeError, match="no_such_option"):
+        make(info, [{"params": [torch.nn.Parameter(torch.zeros(2))], "no_such_option": 1}])
 
 
 # -- direction ---------------------------------------------------------------------------------
@@ -170,7 +186,6 @@ def test_late_first_gradient_starts_at_step_one(info):
     opt.step()
     solo = torch.nn.Parameter(b0.clone())
     solo_opt = make(info, [solo])
-    set_grads([solo], lambda ps: quadratic_grad([a.detach(), *ps])[1:])
     solo.grad = b.grad.clone()
     solo_opt.step()
     assert torch.equal(b.detach(), solo.detach())
