@@ -188,8 +188,8 @@ def run(rounds: int | None, quick: bool) -> str:
                        if (name, ref, key) in ratios else f"{label}: not run")
     exp_ns, neg_ns = exp_cost()
     per_elem = {name: 1e9 * t / 50_000_000 for name, t in medians_c.items()}
-    why = (f"where the fused step's time goes: on one thread of this CPU the exponential in xi costs "
-           f"{exp_ns - neg_ns:.2f} ns per element beyond a plain pass over the same memory "
+    why = (f"where the fused step's time goes: on one thread of this CPU the exponential in xi "
+           f"costs {exp_ns - neg_ns:.2f} ns per element beyond a plain pass over the same memory "
            f"({exp_ns:.2f} ns for `exp` vs {neg_ns:.2f} ns for `neg`, float32, 2^24 elements)")
     if per_elem:
         why += (f", while fused Adam's whole step costs {per_elem[ADAM_FUSED]:.2f} ns per "

@@ -48,7 +48,7 @@ def geometric(t0: float, t1: float, steps: int) -> Tensor:
 
 
 def edm(sigma_max: float, sigma_min: float, steps: int, rho: float = 7.0) -> Tensor:
-    """Karras et al. (arXiv 2206.00364) noise levels, decreasing from ``sigma_max`` to ``sigma_min``:
+    """Karras et al. (arXiv 2206.00364) noise levels, from ``sigma_max`` down to ``sigma_min``:
     ``(smax^(1/rho) + i/steps (smin^(1/rho) - smax^(1/rho)))^rho``."""
     _check_steps(steps)
     if not 0 < sigma_min < sigma_max:

@@ -87,8 +87,8 @@ class KernelOptimizer(torch.optim.Optimizer):
     state_names: tuple[str, ...] = ()
     stochastic: bool = False
 
-    def __init__(self, params, defaults: dict[str, Any], *, generator: torch.Generator | None = None,
-                 check_finite: bool = False):
+    def __init__(self, params, defaults: dict[str, Any], *,
+                 generator: torch.Generator | None = None, check_finite: bool = False):
         if generator is not None or self.stochastic:
             # None becomes a fresh OS-seeded generator, never the global RNG. Its state goes
             # into state_dict, so a resumed run continues the same stream.
@@ -115,8 +115,8 @@ class KernelOptimizer(torch.optim.Optimizer):
             # torch moves "step" to the parameter's device for groups with fused=True; the
             # counters live on the CPU here (they are read as Python numbers every step).
             step = state.get("step")
-            if isinstance(step, Tensor) and (step.device.type != "cpu" or step.dtype != torch.float32):
-                state["step"] = step.to("cpu", torch.float32)
+            if isinstance(step, Tensor):
+                state["step"] = step.to("cpu", torch.float32)  # a no-op when already there
         if gen_state is not None:
             if self.generator is None:
                 self.generator = torch.Generator()
@@ -195,8 +195,9 @@ class KernelOptimizer(torch.optim.Optimizer):
                 self._update(group, p, g, part, part_steps, z)
                 continue
             for j in range(len(p)):
-                self._update(group, p[j:j + 1], g[j:j + 1], {n: v[j:j + 1] for n, v in part.items()},
-                             part_steps[j:j + 1], None if z is None else z[j:j + 1])
+                self._update(group, p[j:j + 1], g[j:j + 1],
+                             {n: v[j:j + 1] for n, v in part.items()}, part_steps[j:j + 1],
+                             None if z is None else z[j:j + 1])
 
     def _assert_finite(self) -> None:
         for group in self.param_groups:

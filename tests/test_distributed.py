@@ -96,7 +96,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # 12-18 s on 2 cores: two child interpreters import torch and torch.distributed.optim
+# 12-18 s on 2 cores: two child interpreters import torch and torch.distributed.optim
+@pytest.mark.slow
 def test_diffgrad_ddp_and_zero_match_single_process(tmp_path):
     # join=True re-raises a child's exception in the parent (and terminates the other child);
     # the 60 s gloo timeout bounds any collective left waiting on a dead peer.

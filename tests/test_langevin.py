@@ -48,7 +48,8 @@ def test_ula_samples_a_gaussian_with_the_discretisation_bias_theory_predicts():
 def test_ula_from_log_prob_matches_score():
     x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
     grid = torch.arange(11, dtype=torch.float64) * 0.125
-    a = integrate(ULA(score=lambda x: -x), x0, grid, noise=Brownian(torch.Generator().manual_seed(2)))
+    a = integrate(ULA(score=lambda x: -x), x0, grid,
+                  noise=Brownian(torch.Generator().manual_seed(2)))
     b = integrate(ULA(log_prob=lambda x: -0.5 * (x**2).sum(-1)), x0, grid,
                   noise=Brownian(torch.Generator().manual_seed(2)))
     assert torch.equal(a, b)
