@@ -4,13 +4,15 @@ algorithm registry. Imports nothing from the layers above it."""
 from stepping.grids import as_grid, edm, geometric, uniform
 from stepping.integrate import Solution, Stepper, integrate
 from stepping.kernels import diffgrad_, langevin_
-from stepping.noise import Brownian, make_generator, standard_normal_like
+from stepping.noise import (Brownian, FractionalBrownian, fbm_covariance, fbm_path, make_generator,
+                            standard_normal_like)
 from stepping.optimizer import KernelOptimizer
 from stepping.oracles import hvp, score_from_log_prob, value_and_grad
 from stepping.registry import AlgorithmInfo, algorithms, get, register
 
 __all__ = [
-    "AlgorithmInfo", "Brownian", "KernelOptimizer", "Solution", "Stepper", "algorithms",
+    "AlgorithmInfo", "Brownian", "FractionalBrownian", "KernelOptimizer", "Solution", "Stepper",
+    "algorithms", "fbm_covariance", "fbm_path",
     "as_grid", "diffgrad_", "edm", "geometric", "get", "hvp", "integrate", "langevin_",
     "make_generator", "register", "score_from_log_prob", "standard_normal_like", "uniform",
     "value_and_grad",

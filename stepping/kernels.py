@@ -186,3 +186,118 @@ def langevin_(
     torch._foreach_add_(params, grads, alpha=lr if maximize else -lr)
     if temperature != 0:
         torch._foreach_add_(params, noises, alpha=math.sqrt(2 * temperature * lr))
+
+
+# -- SG-MCMC and kinetic Langevin kernels (shared by optimizers/sgmcmc.py and
+# samplers/langevin.py) -------------------------------------------------------------------------
+__all__ += ["psgld_", "sghmc_", "kinetic_ou_"]
+
+
+def psgld_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    noises: list[Tensor],
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One RMSprop-preconditioned Langevin (pSGLD) step, in place.
+
+    .. math::
+        d = g + \lambda x,\quad v \leftarrow \alpha v + (1 - \alpha)\, d^2,\quad
+        G = 1 / (\epsilon + \sqrt{v}),\quad
+        x \leftarrow x - h\, G d + \sqrt{2 T h G}\,\xi
+
+    (``-g`` under ``maximize``). The position update is :func:`langevin_` applied to the
+    preconditioned drift ``G d`` and noise ``sqrt(G) xi``; the divergence term
+    :math:`\Gamma` of the exact preconditioned dynamics is not included.
+    """
+    if not params:
+        return
+    if maximize:
+        drift = torch._foreach_neg(grads)
+        if weight_decay != 0:
+            torch._foreach_add_(drift, params, alpha=weight_decay)
+    elif weight_decay != 0:
+        drift = torch._foreach_add(grads, params, alpha=weight_decay)
+    else:
+        drift = [g.clone() for g in grads]
+    _mul_(square_avgs, alpha)
+    torch._foreach_addcmul_(square_avgs, drift, drift, 1 - alpha)
+    precond = torch._foreach_sqrt(square_avgs)
+    torch._foreach_add_(precond, eps)
+    torch._foreach_reciprocal_(precond)
+    torch._foreach_mul_(drift, precond)
+    scaled_noise = noises
+    if temperature != 0:
+        torch._foreach_sqrt_(precond)
+        scaled_noise = torch._foreach_mul(noises, precond)
+    langevin_(params, drift, scaled_noise, lr=lr, temperature=temperature)
+
+
+def sghmc_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momenta: list[Tensor],
+    noises: list[Tensor],
+    *,
+    lr: float,
+    friction: float,
+    mass: float = 1.0,
+    noise_estimate: float = 0.0,
+    temperature: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""One SGHMC step (Chen, Fox and Guestrin's discretisation), in place.
+
+    .. math::
+        r \leftarrow r - h\,(g + \lambda x) - h\, C M^{-1} r
+            + \sqrt{2 (C - \hat B) T h}\,\xi,\qquad
+        x \leftarrow x + h\, M^{-1} r
+
+    with momentum ``r``, friction ``C``, scalar mass ``M``, gradient-noise estimate
+    ``B_hat = noise_estimate`` and ``-g`` under ``maximize``. With ``g = -score``, ``C = gamma M``
+    and ``B_hat = 0`` it is the semi-implicit Euler scheme for kinetic Langevin dynamics
+    ``dx = M^-1 r dt, dr = -grad U dt - gamma r dt + sqrt(2 gamma M T) dW``.
+    """
+    if not params:
+        return
+    _mul_(momenta, 1 - lr * friction / mass)
+    torch._foreach_add_(momenta, grads, alpha=lr if maximize else -lr)
+    if weight_decay != 0:
+        torch._foreach_add_(momenta, params, alpha=-lr * weight_decay)
+    scale = 2 * (friction - noise_estimate) * temperature * lr
+    if scale > 0:
+        torch._foreach_add_(momenta, noises, alpha=math.sqrt(scale))
+    torch._foreach_add_(params, momenta, alpha=lr / mass)
+
+
+def kinetic_ou_(
+    momenta: list[Tensor],
+    noises: list[Tensor],
+    *,
+    lr: float,
+    gamma: float,
+    mass: float = 1.0,
+    temperature: float = 1.0,
+) -> None:
+    r"""The exact Ornstein--Uhlenbeck flow of the momentum over time ``h`` (the "O" of BAOAB):
+
+    .. math::
+        r \leftarrow c\, r + \sqrt{(1 - c^2)\, M T}\,\xi,\qquad c = e^{-\gamma h}
+
+    It solves :math:`dr = -\gamma r\,dt + \sqrt{2 \gamma M T}\,dW` exactly.
+    """
+    if not momenta:
+        return
+    c = math.exp(-gamma * lr)
+    _mul_(momenta, c)
+    scale = -math.expm1(-2 * gamma * lr) * mass * temperature  # (1 - c^2) M T, accurately
+    if scale > 0:
+        torch._foreach_add_(momenta, noises, alpha=math.sqrt(scale))
