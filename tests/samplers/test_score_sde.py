@@ -1,0 +1,233 @@
+"""Score SDEs (Song et al., arXiv 2011.13456) against exact Gaussian-mixture marginals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from samplers import SubVPSDE, VESDE, VPSDE, dsm_loss, log_likelihood, sample
+from samplers.score_sde import (RK45, EulerMaruyama, Heun, LangevinCorrector, ReverseDiffusion,
+                                denoise, probability_flow)
+from samplers.targets import GaussianMixture
+from stepping import Brownian, integrate, uniform
+
+SDES = [VPSDE(), SubVPSDE(), VESDE()]
+IDS = ["vp", "subvp", "ve"]
+T_END = 1e-3
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def exact_score(gm, sde):
+    return lambda x, t: gm.score(x, *sde.marginal(t))
+
+
+def loglik_gap(gm, sde, y, n_true=200_000, seed=99):
+    """Mean exact log p_{t_end} of ``y`` minus that of true draws (many, so their noise is small)."""
+    b, c = sde.marginal(T_END)
+    true = gm.sample_marginal(n_true, b, c, generator=gen(seed))
+    ref = torch.cat([gm.log_prob(x, b, c) for x in true.split(50_000)]).mean()
+    lp = gm.log_prob(y, b, c)
+    return (lp.mean() - ref).item(), (lp.std() / math.sqrt(len(y))).item()
+
+
+# -- the SDEs themselves ---------------------------------------------------------------------
+def test_closed_forms():
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    big_b = 0.1 * t + 19.9 * t ** 2 / 2
+    b, c = VPSDE().marginal(t)
+    assert torch.allclose(b, (-big_b / 2).exp()) and torch.allclose(c, (1 - (-big_b).exp()).sqrt())
+    b, c = SubVPSDE().marginal(t)
+    assert torch.allclose(b, (-big_b / 2).exp()) and torch.allclose(c, 1 - (-big_b).exp())
+    b, c = VESDE().marginal(t)
+    assert torch.allclose(b, torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(c, 0.01 * 5000 ** t)
+    assert torch.allclose(VESDE().diffusion(t), 0.01 * 5000 ** t * math.sqrt(2 * math.log(5000)))
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_marginal_coefficients_solve_the_moment_equations(sde):
+    # For dx = a(t) x dt + g dw: b' = a b and (c^2)' = 2 a c^2 + g^2.
+    t, h = torch.linspace(0.05, 0.95, 7, dtype=torch.float64), 1e-6
+    (bp, cp), (bm, cm) = sde.marginal(t + h), sde.marginal(t - h)
+    b, c = sde.marginal(t)
+    a, g = sde.drift_coeff(t), sde.diffusion(t)
+    assert torch.allclose((bp - bm) / (2 * h), a * b, rtol=1e-6)
+    assert torch.allclose((cp ** 2 - cm ** 2) / (2 * h), 2 * a * c ** 2 + g ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_simulated_forward_sde_matches_the_marginal(sde):
+    gm = GaussianMixture.eight_modes_2d()
+    t0, t1 = 0.05, 0.5
+    x0 = gm.sample_marginal(20_000, *sde.marginal(t0), generator=gen(0))
+    x = integrate(EulerMaruyama(sde, exact_score(gm, sde)), x0, uniform(t0, t1, 200),
+                  noise=Brownian(gen(1)))
+    b, c = sde.marginal(t1)
+    # moments of the exact marginal b x_data + c eps
+    mean = gm.weights @ gm.means
+    second = (gm.weights[:, None, None] * (gm.covs + gm.means[:, :, None] * gm.means[:, None])).sum(0)
+    cov = b ** 2 * (second - mean[:, None] * mean) + c ** 2 * torch.eye(2, dtype=torch.float64)
+    scale = cov.diagonal().sqrt().max()
+    assert (x.mean(0) - b * mean).abs().max() < 4 * scale / math.sqrt(len(x))
+    assert (torch.cov(x.T) - cov).abs().max() < 0.03 * cov.diagonal().max()
+    # and the exact log-likelihood of the simulated points is that of true draws
+    b1, c1 = sde.marginal(t1)
+    true = gm.sample_marginal(20_000, b1, c1, generator=gen(2))
+    assert abs(gm.log_prob(x, b1, c1).mean() - gm.log_prob(true, b1, c1).mean()) < 0.05
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_prior(sde):
+    z = sde.prior_sample((50_000, 2), generator=gen(0), dtype=torch.float64)
+    assert abs(z.std().item() / sde.prior_std - 1) < 0.01
+    ref = torch.distributions.Normal(0.0, sde.prior_std).log_prob(z[:5]).sum(-1)
+    assert torch.allclose(sde.prior_log_prob(z[:5]), ref)
+
+
+def test_tweedie_denoiser_is_the_exact_posterior_mean():
+    gm = GaussianMixture.eight_modes_2d()
+    for sde in SDES:
+        b, c = sde.marginal(0.05)
+        x = gm.sample_marginal(100, b, c, generator=gen(0))
+        d = denoise(exact_score(gm, sde), sde, x, 0.05)
+        assert torch.allclose(d, gm.denoiser(x, b, c), atol=1e-10)
+
+
+# -- reverse-time samplers with the exact score ---------------------------------------------
+@pytest.mark.parametrize("method, steps", [("euler_maruyama", 500), ("pc", 250)])
+def test_sde_samplers_nfe500_match_true_loglik_2d(method, steps):
+    gm, sde = GaussianMixture.eight_modes_2d(), VPSDE()
+    x = sde.prior_sample((8000, 2), generator=gen(0), dtype=torch.float64)
+    y = sample(exact_score(gm, sde), sde, x, steps=steps, method=method, generator=gen(1))
+    gap, se = loglik_gap(gm, sde, y)
+    assert se < 0.02 and abs(gap) < 0.05, (gap, se)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, steps", [("euler_maruyama", 500), ("pc", 250)])
+def test_sde_samplers_nfe500_match_true_loglik_16d(method, steps):
+    gm, sde = GaussianMixture.four_modes(16), VPSDE()
+    x = sde.prior_sample((20_000, 16), generator=gen(0), dtype=torch.float64)
+    y = sample(exact_score(gm, sde), sde, x, steps=steps, method=method, generator=gen(1),
+               snr=0.05)
+    gap, se = loglik_gap(gm, sde, y)
+    assert se < 0.025 and abs(gap) < 0.05, (gap, se)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 10])
+def test_few_steps_stay_finite(sde, steps):
+    gm = GaussianMixture.eight_modes_2d()
+    x = sde.prior_sample((64, 2), generator=gen(0), dtype=torch.float64)
+    for method in ("euler_maruyama", "reverse_diffusion", "pc", "heun"):
+        y = sample(exact_score(gm, sde), sde, x, steps=steps, method=method, generator=gen(1))
+        assert torch.isfinite(y).all(), method
+
+
+def test_heun_nfe100_path_rmse_against_tight_rk45():
+    gm, sde = GaussianMixture.eight_modes_2d(), VPSDE()
+    field = probability_flow(sde, exact_score(gm, sde))
+    x = sde.prior_sample((300, 2), generator=gen(0), dtype=torch.float64)
+    grid = uniform(1.0, T_END, 50)  # 50 Heun steps = 100 score calls
+    ref = integrate(RK45(field, rtol=1e-9, atol=1e-9), x, grid, save_every=1).path
+    path = integrate(Heun(field), x, grid, save_every=1).path
+    rmse = (path - ref).pow(2).sum(-1).mean().sqrt()
+    assert rmse <= 1e-2, rmse
+    # the default rk45 (rtol = atol = 1e-5, one adaptive solve) is far tighter still
+    y = sample(exact_score(gm, sde), sde, x, steps=1, method="rk45")
+    assert (y - ref[-1]).pow(2).sum(-1).mean().sqrt() < 1e-3
+
+
+def test_heun_is_second_order():
+    # N(0, v) data under VP: the PF-ODE solution is x(t) = x(T) sqrt(var(t) / var(T)).
+    sde, v = VPSDE(), 0.09
+    var = lambda t: sde.marginal(t)[0] ** 2 * v + sde.marginal(t)[1] ** 2  # noqa: E731
+    field = probability_flow(sde, lambda x, t: -x / var(t).to(x)[:, None])
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    exact = x * (var(T_END) / var(1.0)).sqrt()
+    ns = [16, 32, 64, 128]
+    errs = [(integrate(Heun(field), x, uniform(1.0, T_END, n)) - exact).abs().max() for n in ns]
+    slope = -torch.tensor([math.log(e) for e in errs]).diff().mean() / math.log(2)
+    assert 1.8 < slope < 2.3, (slope, errs)
+
+
+# -- likelihood ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_log_likelihood_exact_trace(sde):
+    gm = GaussianMixture.eight_modes_2d()
+    b, c = sde.marginal(T_END)
+    x = gm.sample_marginal(16, b, c, generator=gen(0))
+    ll = log_likelihood(exact_score(gm, sde), sde, x, exact_trace=True)
+    assert ll.shape == (16,)
+    assert (ll - gm.log_prob(x, b, c)).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_log_likelihood_hutchinson_is_unbiased(probe):
+    gm, sde = GaussianMixture.eight_modes_2d(), VPSDE()
+    b, c = sde.marginal(T_END)
+    x = gm.sample_marginal(200, b, c, generator=gen(0))
+    ll = log_likelihood(exact_score(gm, sde), sde, x, probe=probe, generator=gen(1))
+    err = ll - gm.log_prob(x, b, c)
+    assert abs(err.mean()) < 4 * err.std() / math.sqrt(len(x)) + 1e-2
+    more = log_likelihood(exact_score(gm, sde), sde, x, probe=probe, probes=4, generator=gen(1))
+    assert (more - gm.log_prob(x, b, c)).std() < err.std()
+
+
+# -- training loss --------------------------------------------------------------------------
+@pytest.mark.parametrize("weighting", [False, True])
+def test_dsm_loss_is_minimised_by_the_exact_score(weighting):
+    gm, sde = GaussianMixture.eight_modes_2d(), VPSDE()
+    x = gm.sample(20_000, generator=gen(0))
+    a = torch.ones((), dtype=torch.float64, requires_grad=True)
+    loss = dsm_loss(lambda y, t: a * gm.score(y, *sde.marginal(t)), sde, x, t_min=0.05,
+                    likelihood_weighting=weighting, generator=gen(1))
+    (grad,) = torch.autograd.grad(loss, a, create_graph=True)
+    curv = torch.autograd.grad(grad, a)[0]
+    assert abs(grad / curv) < 0.02  # the minimiser along a is within 2 % of the exact score
+
+
+# -- reproducibility and errors ------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["euler_maruyama", "reverse_diffusion", "pc"])
+def test_reproducible_with_a_generator_and_global_rng_untouched(method):
+    sde, x = VESDE(), torch.zeros(8, 3)
+    state = torch.random.get_rng_state()
+    run = lambda s: sample(lambda y, t: -y, sde, x, steps=5, method=method,  # noqa: E731
+                           generator=gen(s))
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.equal(x, torch.zeros(8, 3))
+
+
+def test_errors_name_the_argument():
+    sde, s, x = VPSDE(), (lambda y, t: -y), torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="score"):
+        sample(lambda y, t: y[:, :1], sde, x, steps=3, method="euler_maruyama")
+    with pytest.raises(ValueError, match="steps"):
+        sample(s, sde, x, steps=0, method="heun")
+    with pytest.raises(ValueError, match="method"):
+        sample(s, sde, x, steps=3, method="euler")
+    for t_end in (0.0, 1.0, 2.0):
+        with pytest.raises(ValueError, match="t_end"):
+            sample(s, sde, x, steps=3, method="pc", t_end=t_end)
+    with pytest.raises(ValueError, match="grid"):
+        integrate(EulerMaruyama(sde, s), x, [1.0, 0.5, 0.7], noise=Brownian(gen(0)))
+    with pytest.raises(ValueError, match="t0"):
+        integrate(ReverseDiffusion(sde, s), x, [1.5, 0.5], noise=Brownian(gen(0)))
+    with pytest.raises(ValueError, match="t1"):
+        integrate(LangevinCorrector(sde, s), x, [0.5, -0.1], noise=Brownian(gen(0)))
+    with pytest.raises(ValueError, match="probes"):
+        log_likelihood(s, sde, x, probes=0)
+    with pytest.raises(ValueError, match="sde"):
+        sample(s, "vp", x, steps=3, method="pc")
+    with pytest.raises(ValueError, match="beta_min"):
+        VPSDE(beta_min=-1.0)
+    with pytest.raises(ValueError, match="sigma_max"):
+        VESDE(sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match="snr"):
+        LangevinCorrector(sde, s, snr=0.0)
