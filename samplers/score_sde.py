@@ -123,12 +123,14 @@ class EulerMaruyama(_ScoreStepper):
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
         self._times(t0, t1)
-        z = _needs_noise(noise, "EulerMaruyama").standard_normal(x)
+        # The noise source's own increment over [t0, t1]: Brownian, or e.g. the Markov-
+        # approximate fractional Brownian motion of stepping.noise.FractionalBrownian.
+        dw = _needs_noise(noise, "EulerMaruyama").increment(x, t0, t1)
         h = t1 - t0
         drift = self.sde.drift(x, t0) if h > 0 else \
             self.sde.reverse_drift(x, t0, score_at(self.score, x, t0))
         g = self.sde.expand(self.sde.diffusion(t0), x)
-        x.add_(drift * h).add_(g * math.sqrt(abs(h)) * z)
+        x.add_(drift * h).add_(g * dw)
 
 
 class ReverseDiffusion(_ScoreStepper):

@@ -277,3 +277,22 @@ def test_bad_arguments_of_the_exact_references():
         fbm.increment([0.0], 0.0, 1.0)
     with pytest.raises(ValueError, match="floating"):
         fbm.increment(torch.zeros(2, dtype=torch.long), 0.0, 1.0)
+
+
+def test_euler_maruyama_is_driven_by_the_noise_sources_increments():
+    """Any SDE stepper that takes noise.increment runs on fractional noise unchanged: the
+    forward VE SDE (zero drift) moves by exactly g(t0) * (B_H(t1) - B_H(t0)) per step."""
+    from samplers.score_sde import EulerMaruyama
+    from samplers.sde import VESDE
+    from stepping import integrate, uniform
+
+    sde, grid = VESDE(), uniform(0.0, 1.0, 16)
+    x0 = torch.zeros(64, 3, dtype=torch.float64)
+    x = integrate(EulerMaruyama(sde, lambda x, t: -x), x0, grid,
+                  noise=FractionalBrownian(0.7, generator=torch.Generator().manual_seed(3)))
+    twin = FractionalBrownian(0.7, generator=torch.Generator().manual_seed(3))
+    times = grid.tolist()
+    expected = x0.clone()
+    for t0, t1 in zip(times[:-1], times[1:]):
+        expected += float(sde.diffusion(t0)) * twin.increment(x0, t0, t1)
+    torch.testing.assert_close(x, expected, rtol=1e-12, atol=1e-12)
