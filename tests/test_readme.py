@@ -22,3 +22,11 @@ def test_quickstart_has_a_main_job_and_a_test_command():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert quickstart_commands()[1] in ci
+
+
+def test_readme_python_snippets_run():
+    readme = (ROOT / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(snippets) >= 3
+    for code in snippets:
+        exec(compile(code, "README.md", "exec"), {})
