@@ -731,6 +731,9 @@ register(AlgorithmInfo(
     kind="stepper",
     paper=_PAPER,
     default_kwargs=dict(velocity=lambda x, t: -x),
+    supports=frozenset({"reverse_time"}),
+    linear_problem=lambda: (InterpolantODE(lambda x, t: -x), torch.ones(3, dtype=torch.float64),
+                            0.0, 1.0, torch.full((3,), math.exp(-1.0), dtype=torch.float64)),
     requires=frozenset({"velocity"}),
     stochastic=False,
     invalid_kwargs=(
@@ -746,6 +749,11 @@ register(AlgorithmInfo(
     kind="stepper",
     paper=_PAPER,
     default_kwargs=dict(velocity=lambda x, t: -x, score=lambda x, t: -x, epsilon=1.0),
+    supports=frozenset({"reverse_time"}),
+    # Noise-free, the forward drift b + eps s is -2x here.
+    linear_problem=lambda: (InterpolantSDE(lambda x, t: -x, lambda x, t: -x, epsilon=1.0),
+                            torch.ones(3, dtype=torch.float64), 0.0, 1.0,
+                            torch.full((3,), math.exp(-2.0), dtype=torch.float64)),
     requires=frozenset({"velocity", "score"}),
     stochastic=True,
     invalid_kwargs=(

@@ -106,6 +106,7 @@ register(AlgorithmInfo(
         (dict(), ValueError, "score"),
         (dict(score=lambda x: -x, step=0.1), TypeError, "step"),
     ),
+    linear_problem=lambda: _ula_linear(),  # defined below, with the other records' helpers
 ))
 
 
@@ -486,6 +487,22 @@ def _minus(x):
     return -x
 
 
+def _ones():
+    return torch.ones(3, dtype=torch.float64)
+
+
+def _ula_linear():
+    """x' = -x from 1 over [0, 1] (ULA's drift for a standard normal target)."""
+    return ULA(score=_minus), _ones(), 0.0, 1.0, _ones() * math.exp(-1.0)
+
+
+def _underdamped_linear():
+    """x'' = -x - x' from x = 1, r = 0 over [0, 1]: the damped oscillator in closed form."""
+    w = math.sqrt(0.75)
+    exact = math.exp(-0.5) * (math.cos(w) + math.sin(w) / (2 * w))
+    return UnderdampedLangevin(score=_minus, gamma=1.0), _ones(), 0.0, 1.0, _ones() * exact
+
+
 register(AlgorithmInfo(
     name="UnderdampedLangevin",
     cls=UnderdampedLangevin,
@@ -502,6 +519,7 @@ register(AlgorithmInfo(
         (dict(), ValueError, "score"),
         (dict(score=_minus, friction=1.0), TypeError, "friction"),
     ),
+    linear_problem=_underdamped_linear,
     reference=_underdamped_reference,
     reference_kwargs=(dict(score=_minus), dict(score=lambda x: -x ** 3, gamma=0.5, mass=2.0,
                                               temperature=0.3),

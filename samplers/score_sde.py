@@ -13,6 +13,7 @@ and returns a tensor shaped like ``x``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -655,12 +656,32 @@ def _score(x, t):  # the score of N(1, I) data under a VP-type SDE: never zero a
     return 1.0 - x
 
 
+def _reverse_vp_linear(make):
+    """The reverse VP SDE for standard normal data (score -x, marginal variance 1) run from
+    x(1) = 1 to t = 1e-3 without noise: the mean obeys x' = beta x / 2, so
+    x(1e-3) = exp(-(B(1) - B(1e-3)) / 2)."""
+    sde, ones = VPSDE(), torch.ones(3, dtype=torch.float64)
+    drop = float(sde.integrated_beta(torch.tensor(1.0)) - sde.integrated_beta(torch.tensor(1e-3)))
+    return make(sde), ones, 1.0, 1e-3, ones * math.exp(-drop / 2)
+
+
+def _decay_linear(make):
+    """x' = -x from 1 over [0, 1]."""
+    ones = torch.ones(3, dtype=torch.float64)
+    return make(lambda x, t: -x), ones, 0.0, 1.0, ones * math.exp(-1.0)
+
+
 _PAPER = "Song et al., Score-Based Generative Modeling through SDEs, arXiv 2011.13456"
 _STEPPER_KW = dict(sde=VPSDE(), score=_score)
 for _cls in (EulerMaruyama, ReverseDiffusion, LangevinCorrector):
     register(AlgorithmInfo(
         name=f"score_sde.{_cls.__name__}", cls=_cls, kind="stepper", paper=_PAPER,
         default_kwargs=_STEPPER_KW, requires=frozenset({"score"}), stochastic=True,
+        supports=frozenset({"reverse_time"}),
+        # The corrector is a Langevin move at one time, not a time integrator: no order to
+        # measure (noise-free it does not move).
+        linear_problem=None if _cls is LangevinCorrector else functools.partial(
+            _reverse_vp_linear, functools.partial(_cls, score=lambda x, t: -x)),
         invalid_kwargs=(
             (dict(sde="vp", score=_score), ValueError, "sde"),
             (dict(sde=VESDE(), score=None), ValueError, "score"),
@@ -670,11 +691,16 @@ register(AlgorithmInfo(
     name="score_sde.PredictorCorrector", cls=PredictorCorrector, kind="stepper", paper=_PAPER,
     default_kwargs=dict(predictor=EulerMaruyama(**_STEPPER_KW),
                         corrector=LangevinCorrector(**_STEPPER_KW)),
-    requires=frozenset({"score"}), stochastic=True,
-    invalid_kwargs=((dict(predictor=None, corrector=None), ValueError, "predictor"),)))
+    requires=frozenset({"score"}), stochastic=True, supports=frozenset({"reverse_time"}),
+    invalid_kwargs=((dict(predictor=None, corrector=None), ValueError, "predictor"),),
+    linear_problem=functools.partial(_reverse_vp_linear, lambda sde: PredictorCorrector(
+        EulerMaruyama(sde, lambda x, t: -x), LangevinCorrector(sde, lambda x, t: -x)))))
 for _cls in (Heun, RK45):
     register(AlgorithmInfo(
         name=f"score_sde.{_cls.__name__}", cls=_cls, kind="stepper", paper=_PAPER,
         default_kwargs=dict(field=lambda x, t: -x), requires=frozenset({"score"}),
+        supports=frozenset({"reverse_time"}),
+        # RK45 picks its own sub-steps, so refining the grid measures its tolerance, not 5.
+        linear_problem=functools.partial(_decay_linear, _cls) if _cls is Heun else None,
         invalid_kwargs=((dict(field=3), ValueError, "field"),
                         (dict(field=lambda x, t: x, tol=1), TypeError, "tol"))))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Brownian", "FBMState", "FractionalBrownian", "fbm_covariance", "fbm_path",
+__all__ = ["NoNoise", "Brownian", "FBMState", "FractionalBrownian", "fbm_covariance", "fbm_path",
            "ma_fbm_weights", "make_generator", "standard_normal_like"]
 
 
@@ -266,6 +266,21 @@ class _Path:
         self.elapsed = 0.0
         self.ou = ou
         self.dw: Tensor | None = None
+
+
+class NoNoise:
+    """A noise source that draws zeros.
+
+    A stochastic stepper driven by it follows its drift alone; for an SDE with a linear drift
+    that is exactly the stepper's recursion for the mean, so its deterministic order can be
+    measured (the conformance suite does).
+    """
+
+    def standard_normal(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(torch.view_as_real(x) if x.is_complex() else x)
+
+    def increment(self, x: Tensor, t0: float, t1: float) -> Tensor:
+        return self.standard_normal(x)
 
 
 class FractionalBrownian:

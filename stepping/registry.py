@@ -26,12 +26,18 @@ class AlgorithmInfo:
         stochastic: draws from its ``generator``.
         supports: optional capabilities tested generically: ``"maximize"``, ``"weight_decay"``,
             ``"complex"``, ``"foreach"``, ``"fused"``, ``"betas"``, ``"zero_grad_noop"``
-            (a zero gradient leaves the parameter unchanged).
+            (a zero gradient leaves the parameter unchanged); for steppers ``"reverse_time"``
+            (runs on decreasing grids; the others must refuse them naming the grid).
         invalid_kwargs: ``(kwargs, exception type, text the message must contain)``.
         reference: ``reference(params, grad_fn, steps, kwargs, generator) -> params`` computing
             ``steps`` updates by hand from the docstring's math; ``generator`` is a fresh
             generator seeded like the optimizer's.
         reference_kwargs: keyword-argument sets the reference test is run with.
+        linear_problem: for steppers, ``linear_problem() -> (stepper, x0, t_start, t_end,
+            exact)``: a problem with a linear drift whose exact solution at ``t_end`` is
+            ``exact``; run noise-free (:class:`stepping.noise.NoNoise`), the error must fall
+            as ``h ** order`` (None where grid refinement measures no order: adaptive or
+            Metropolis-corrected steps, correctors).
     """
 
     name: str
@@ -45,6 +51,7 @@ class AlgorithmInfo:
     invalid_kwargs: tuple[tuple[dict[str, Any], type, str], ...] = ()
     reference: Callable | None = None
     reference_kwargs: tuple[dict[str, Any], ...] = ({},)
+    linear_problem: Callable | None = None
 
 
 _REGISTRY: dict[str, AlgorithmInfo] = {}
