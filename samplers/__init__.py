@@ -10,3 +10,5 @@ __all__ = ["ULA", "MALA", "UnderdampedLangevin", "rhat", "thin",
            "SubVPSDE", "VESDE", "VPSDE", "dsm_loss", "log_likelihood", "sample"]
 __all__ += ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSDE",
             "interpolant_log_likelihood"]
+from samplers.dmcmc import DMCMCResult, LangevinGibbs, dmcmc_sample  # noqa: E402
+__all__ += ["DMCMCResult", "LangevinGibbs", "dmcmc_sample"]
