@@ -633,8 +633,9 @@ class _DivergenceField:
             x = y[..., :-1].detach().requires_grad_(True)
             b = Interpolant._eval(self.velocity, x, t, "velocity")
             if not b.requires_grad:
-                div = torch.zeros(x.shape[:-1], dtype=y.dtype, device=y.device)
-            elif self.probes is None:  # exact trace, one backward pass per dimension
+                raise ValueError("velocity must be differentiable in x for the likelihood: its "
+                                 "output does not require grad (no_grad or detach inside?)")
+            if self.probes is None:  # exact trace, one backward pass per dimension
                 d = x.shape[-1]
                 div = sum(torch.autograd.grad(b[..., i].sum(), x, retain_graph=i < d - 1)[0]
                           [..., i] for i in range(d))

@@ -150,22 +150,23 @@ def _run(stepper, x0, step_size, steps, generator, progress):
 
 
 class _Cache:
-    """Values computed at the tensor ``x`` as it is now (same object, no in-place change
-    since); anything else misses."""
+    """Values computed by ``fn`` at the tensor ``x`` as it is now (same object, no in-place
+    change since, same function: a target swapped between steps, as in tempering, misses)."""
 
     def __init__(self):
         self.clear()
 
     def clear(self):
-        self._ref, self._version, self.value = None, None, None
+        self._ref, self._version, self._fn, self.value = None, None, None, None
 
-    def get(self, x):
-        if self._ref is not None and self._ref() is x and x._version == self._version:
+    def get(self, x, fn):
+        if (self._ref is not None and self._ref() is x and x._version == self._version
+                and self._fn is fn):
             return self.value
         return None
 
-    def put(self, x, value):
-        self._ref, self._version, self.value = weakref.ref(x), x._version, value
+    def put(self, x, fn, value):
+        self._ref, self._version, self._fn, self.value = weakref.ref(x), x._version, fn, value
 
 
 # -- MALA --------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class MALA:
     def step_(self, x: Tensor, t0: float, t1: float, noise: Brownian) -> Tensor:
         h = _forward_step("MALA", t0, t1, noise)
         T = self.temperature
-        cached = self._cache.get(x)
+        cached = self._cache.get(x, self.log_prob)
         lp_x, s_x = cached if cached is not None else self._evaluate(x)
         xi = noise.standard_normal(x)
         y = x.clone()
@@ -273,7 +274,8 @@ class MALA:
         accept = accept & torch.isfinite(lp_y)  # never move to a point outside the support
         a = accept.unsqueeze(-1)
         x.copy_(torch.where(a, y, x))
-        self._cache.put(x, (torch.where(accept, lp_y, lp_x), torch.where(a, s_y, s_x)))
+        self._cache.put(x, self.log_prob,
+                        (torch.where(accept, lp_y, lp_x), torch.where(a, s_y, s_x)))
         if self.accepted is None or self.accepted.shape != accept.shape:
             self.accepted, self.proposed = torch.zeros(accept.shape, dtype=torch.int64), 0
         self.accepted += accept.cpu()
@@ -440,7 +442,7 @@ class UnderdampedLangevin:
             sghmc_([x], [s], [r], [xi], lr=h, friction=self.gamma * m, mass=m,
                    temperature=T, maximize=True)
             return
-        s = self._force.get(x)
+        s = self._force.get(x, self.score)
         if s is None:
             s = _checked_score(self.score, x)
         torch._foreach_add_([r], [s], alpha=h / 2)           # B
@@ -450,7 +452,7 @@ class UnderdampedLangevin:
         torch._foreach_add_([x], [r], alpha=h / (2 * m))     # A
         s = _checked_score(self.score, x)
         torch._foreach_add_([r], [s], alpha=h / 2)           # B
-        self._force.put(x, s)
+        self._force.put(x, self.score, s)
 
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
                generator: torch.Generator | None = None, progress: bool = False) -> Tensor:

@@ -456,7 +456,7 @@ def _stepper(method: str, sde: SDE, score: Score, snr: float):
 
 def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end: float = 1e-3,
            generator: torch.Generator | None = None, progress: bool = False,
-           snr: float = 0.16, denoise_last: bool = False) -> Tensor:
+           snr: float | None = None, denoise_last: bool = False) -> Tensor:
     r"""Draw samples of :math:`p_{t_{end}}` by integrating from ``sde.T`` down to ``t_end``.
 
     The grid is ``steps`` equal intervals from :math:`T` to :math:`t_{end}`. Methods:
@@ -480,7 +480,8 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
         t_end: last time, in ``(0, T)`` (default 1e-3).
         generator: randomness of the SDE methods.
         progress: show a progress bar.
-        snr: the corrector's signal-to-noise ratio (``"pc"`` only).
+        snr: the corrector's signal-to-noise ratio (``"pc"`` only; default 0.16, the
+            reference's).
         denoise_last: apply :func:`denoise` at ``t_end`` (the reference's ``noise_removal``);
             off by default so that the samples follow :math:`p_{t_{end}}`.
 
@@ -506,7 +507,9 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_end = _check_t_end(sde, t_end)
-    stepper = _stepper(method, sde, score, snr)
+    if snr is not None and method != "pc":
+        raise ValueError(f"snr sets the corrector of method='pc' only, got method={method!r}")
+    stepper = _stepper(method, sde, score, 0.16 if snr is None else snr)
     noise = Brownian(make_generator(generator)) if method not in ("heun", "rk45") else None
     out = integrate(stepper, x, uniform(sde.T, t_end, steps), noise=noise, progress=progress,
                     desc=method)
@@ -607,11 +610,12 @@ def dsm_loss(score: Score, sde: SDE, x: Tensor, *, t_min: float = 1e-5,
     :math:`x_t = b(t) x + c(t) \varepsilon`,
 
     .. math::
-        L = E\,\|c(t)\,s(x_t, t) + \varepsilon\|^2 \quad\text{or, with likelihood weighting,}\quad
-        L = E\,g(t)^2 \|s(x_t, t) + \varepsilon / c(t)\|^2,
+        L = \tfrac12 E\,\|c(t)\,s(x_t, t) + \varepsilon\|^2 \quad\text{or, with likelihood
+        weighting,}\quad L = \tfrac12 E\,g(t)^2 \|s(x_t, t) + \varepsilon / c(t)\|^2,
 
-    the norm summed over dimensions (or averaged with ``reduce_mean``), as the reference's
-    continuous-time loss. Its minimiser is the marginal score.
+    half the squared norm summed over dimensions, or (``reduce_mean``) the squared norm
+    averaged over them, exactly as the reference's continuous-time loss reduces. Its minimiser
+    is the marginal score.
 
     Args:
         score: the model ``score(x, t)``.
@@ -648,7 +652,7 @@ def dsm_loss(score: Score, sde: SDE, x: Tensor, *, t_min: float = 1e-5,
     else:
         per = (sde.expand(c, x) * s + z) ** 2
     per = per.reshape(x.shape[0], -1)
-    return (per.mean(-1) if reduce_mean else per.sum(-1)).mean()
+    return (per.mean(-1) if reduce_mean else 0.5 * per.sum(-1)).mean()
 
 
 # -- registry --------------------------------------------------------------------------------

@@ -324,8 +324,8 @@ class FractionalBrownian:
     :math:`|t_1 - t_0|`, so decreasing (reverse-time) grids are accepted; the weights are
     fitted for a path of length at most ``T``.
 
-    :meth:`standard_normal` returns white N(0, I) draws (as :class:`Brownian`) and does not
-    touch the OU states: a stepper gets fractional noise only through :meth:`increment`.
+    A stepper gets fractional noise only through :meth:`increment`; :meth:`standard_normal`
+    raises, so a stepper that draws white noise cannot silently ignore the fractional one.
 
     Args:
         hurst: Hurst index H in (0, 1); H = 1/2 approximates Brownian motion.
@@ -433,8 +433,11 @@ class FractionalBrownian:
         return out
 
     def standard_normal(self, x: Tensor) -> Tensor:
-        """xi ~ N(0, I) shaped like ``x`` (white noise, as :class:`Brownian`; no path state)."""
-        return standard_normal_like(x, self.generator)
+        """Refused: a stepper that asks for white standard normals would silently ignore the
+        fractional noise. Fractional noise reaches steppers that draw :meth:`increment`."""
+        raise ValueError("this stepper draws white noise (noise.standard_normal); "
+                         "FractionalBrownian drives only steppers built on noise.increment, "
+                         "e.g. samplers.score_sde.EulerMaruyama")
 
     def increment(self, x: Tensor, t0: float, t1: float) -> Tensor:
         """B_H(t1) - B_H(t0) of the approximate fBM path for ``x``'s shape, shaped like ``x``

@@ -4,11 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("matplotlib")
-pytest.importorskip("sklearn")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,3 +18,15 @@ def test_quickstart_runs(tmp_path):
     rows = [line.split() for line in proc.stdout.splitlines()]
     names = [r[0] for r in rows if len(r) > 1 and r[1] in ("1e-03", "5e-04")]
     assert names == ["DiffGrad", "Adam", "Adam"], proc.stdout
+
+
+def test_score_sde_2d_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "score_sde_2d.py"),
+         "--iters", "30", "--steps", "10", "--samples", "200", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "score_sde_2d.png"
+    assert png.is_file() and png.stat().st_size > 0
+    assert "energy distance to data" in proc.stdout, proc.stdout
+
