@@ -113,8 +113,10 @@ def test_sde_samplers_nfe500_match_true_loglik_2d(method, steps):
 def test_sde_samplers_nfe500_match_true_loglik_16d(method, steps):
     gm, sde = GaussianMixture.four_modes(16), VPSDE()
     x = sde.prior_sample((20_000, 16), generator=gen(0), dtype=torch.float64)
+    # At the reference's snr = 0.16 the corrector's fixed-snr bias (about -snr^2 d / 2) costs
+    # PC about 0.2 nats in 16-D; 0.05 meets the target.
     y = sample(exact_score(gm, sde), sde, x, steps=steps, method=method, generator=gen(1),
-               snr=0.05)
+               **({"snr": 0.05} if method == "pc" else {}))
     gap, se = loglik_gap(gm, sde, y)
     assert se < 0.025 and abs(gap) < 0.05, (gap, se)
 
