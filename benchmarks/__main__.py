@@ -10,6 +10,7 @@ from benchmarks import harness
 # Suite name -> module defining ``run(rounds, quick) -> str``; imported only when selected.
 SUITES = {
     "diffgrad": "benchmarks.diffgrad",
+    "srrw": "benchmarks.srrw",
     "samplers": "benchmarks.samplers",
 }
 

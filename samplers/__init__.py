@@ -12,3 +12,5 @@ __all__ += ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSD
             "interpolant_log_likelihood"]
 from samplers.dmcmc import DMCMCResult, LangevinGibbs, dmcmc_sample  # noqa: E402
 __all__ += ["DMCMCResult", "LangevinGibbs", "dmcmc_sample"]
+from samplers.random_walks import SRRW, NonBacktrackingWalk  # noqa: E402
+__all__ += ["SRRW", "NonBacktrackingWalk"]

@@ -30,3 +30,14 @@ def test_score_sde_2d_runs(tmp_path):
     assert png.is_file() and png.stat().st_size > 0
     assert "energy distance to data" in proc.stdout, proc.stdout
 
+
+def test_srrw_graph_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "srrw_graph.py"), "--quick", "--no-progress",
+         "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("srrw_variance.png", "srrw_optimization.png"):
+        png = tmp_path / name
+        assert png.is_file() and png.stat().st_size > 0
+    assert "closed form" in proc.stdout and "SRRW alpha=5" in proc.stdout, proc.stdout

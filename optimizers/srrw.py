@@ -1,0 +1,562 @@
+"""SA-SRRW: a token optimizer driven by a self-repellent random walk on a graph (Hu, Doshi, Eun,
+arXiv 2401.09665), on the walk of `stepping/walks.py` (Doshi, Hu, Eun, arXiv 2305.05097).
+
+Three ways to run the same recursion, sharing one walk construction and one update formula:
+
+- :class:`SASRRW`, a ``torch.optim.Optimizer`` whose token node the training loop reads;
+- :func:`simulate_token`, R independent runs advanced in lockstep on tensors (for the MSE curves
+  the paper plots);
+- ``examples/srrw_distributed.py``, one process per agent on ``torch.distributed``, which moves
+  the token (parameters plus the walk state of :func:`token_state`) between agents.
+
+The standard problem, distributed L2-regularised logistic regression with its exact optimum,
+is :class:`LogisticProblem`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from stepping.noise import make_generator
+from stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
+from stepping.registry import AlgorithmInfo, register
+from stepping.walks import BaseChain, Graph, SelfRepellentWalk
+
+__all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
+           "logistic_shard", "make_token_walk", "token_state", "load_token_state",
+           "check_exponent"]
+
+BASES = ("mhrw", "srw")
+
+
+# -- shared pieces: validation, the walk, its state ------------------------------------------
+def check_exponent(name: str, value) -> float:
+    """A step-size exponent in (0.5, 1] (the range of the paper's CLT), else ValueError."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not 0.5 < value <= 1.0:
+        raise ValueError(f"{name} must lie in (0.5, 1], got {value!r}")
+    return float(value)
+
+
+class _PowerGamma:
+    """gamma_{n+1} = (n+2)^(-a) as the walk's ``gamma(n)`` callable (picklable, unlike a lambda).
+    With a = 1 it is the walk's classic 1/(n+2): x_0 counts as one pseudo-visit."""
+
+    def __init__(self, exponent: float):
+        self.exponent = exponent
+
+    def __call__(self, n: int) -> float:
+        return (n + 2.0) ** -self.exponent
+
+
+def _graph(graph) -> Graph:
+    if isinstance(graph, Graph):
+        return graph
+    return Graph.from_networkx(graph)  # ValueError for directed / disconnected / non-graphs
+
+
+def _chain(graph, base) -> BaseChain:
+    if isinstance(base, BaseChain):
+        return base
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
+    g = _graph(graph)
+    return BaseChain.metropolis_hastings(g) if base == "mhrw" else BaseChain.simple(g)
+
+
+def make_token_walk(graph, *, alpha, gamma_exponent, base="mhrw", walkers: int = 1, start=None,
+                    generator: torch.Generator | None = None) -> tuple[SelfRepellentWalk, Tensor]:
+    """The token's walk after its first move, and the importance weights.
+
+    Builds the SRRW on ``base`` (``"mhrw"``: Metropolis-Hastings towards uniform; ``"srw"``:
+    simple random walk) with ``gamma_n = (n+1)^(-gamma_exponent)``, starting at ``start``
+    (drawn from mu when None), and draws X_1 ~ K[x_0](X_0, .). Returns the walk and
+    ``1 / (N mu)`` (float64, ``(N,)``). :class:`SASRRW`, :func:`simulate_token` and the
+    distributed example all build their walk here, so equal seeds give equal node sequences.
+    """
+    alpha = check_nonnegative("alpha", alpha)
+    a = check_exponent("gamma_exponent", gamma_exponent)
+    chain = _chain(graph, base)
+    walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=_PowerGamma(a), start=start,
+                             generator=generator)
+    walk.step()  # X_1: the first SA update uses H(theta_0, X_1)
+    weights = 1.0 / (chain.num_nodes * chain.target)
+    return walk, weights
+
+
+def token_state(walk: SelfRepellentWalk) -> dict[str, Tensor]:
+    """Everything that determines the walk's future, as tensors (``weights_only``-loadable):
+    current node(s), the unnormalised measure ``y`` and its ``scale``, the move count and the
+    generator state."""
+    return {"current": walk.current.clone(), "y": walk.y.clone(),
+            "scale": torch.tensor(walk.scale, dtype=torch.float64),
+            "steps": torch.tensor(walk.steps, dtype=torch.int64),
+            "generator": walk.generator.get_state()}
+
+
+def load_token_state(walk: SelfRepellentWalk, state: dict[str, Tensor]) -> None:
+    """Inverse of :func:`token_state` (in place)."""
+    y = state["y"].to(torch.float64)
+    if y.shape != walk.y.shape:
+        raise ValueError(f"token state is for a measure of shape {tuple(y.shape)}, this walk "
+                         f"has {tuple(walk.y.shape)} (a different graph or number of walkers)")
+    walk.y = y.clone()
+    walk.current = state["current"].to(torch.int64).clone()
+    walk.scale = float(state["scale"])
+    walk.steps = int(state["steps"])
+    walk.generator.set_state(state["generator"])
+
+
+def _step_size(lr: float, k: int, exponent: float) -> float:
+    """beta_k = lr (k+1)^(-b), a Python float (the same number in every code path)."""
+    return lr * (k + 1.0) ** -exponent
+
+
+# -- the optimizer ----------------------------------------------------------------------------
+class SASRRW(KernelOptimizer):
+    r"""SA-SRRW: stochastic approximation driven by a self-repellent random walk (token algorithm).
+
+    Agents are the nodes of an undirected, connected graph; agent :math:`i` holds a local loss
+    :math:`f_i` and the objective is :math:`f = \frac1N\sum_i f_i`. A token carrying
+    :math:`\theta` walks the graph with the SRRW kernel of the base chain :math:`P` (stationary
+    :math:`\mu`), :math:`K_{ij}[x] \propto P_{ij} (x_j/\mu_j)^{-\alpha}`. For :math:`n \ge 0`:
+
+    .. math::
+        X_{n+1} &\sim K_{X_n,\cdot}[x_n] \\
+        x_{n+1} &= x_n + \gamma_{n+1} (\delta_{X_{n+1}} - x_n),
+            \qquad \gamma_n = (n+1)^{-a} \\
+        \theta_{n+1} &= \theta_n - \beta_{n+1}\,
+            \frac{\nabla f_{X_{n+1}}(\theta_n)}{N \mu_{X_{n+1}}},
+            \qquad \beta_n = \mathrm{lr}\,(n+1)^{-b}
+
+    with :math:`a` = ``gamma_exponent``, :math:`b` = ``lr_exponent`` and :math:`x_0 = \mu`.
+    The regimes of the paper: :math:`a < b` (:math:`\beta_n = o(\gamma_n)`, the recommended one,
+    asymptotic covariance :math:`O(1/\alpha^2)`), :math:`a = b` and :math:`a > b`.
+
+    **Order of operations.** The walk is always one move ahead: the constructor draws
+    :math:`X_0` (or takes ``start``) and moves the token to :math:`X_1`; :attr:`node` is
+    :math:`X_{n+1}`, the agent holding the token. The loop computes that agent's loss at the
+    current parameters :math:`\theta_n` and calls ``backward``; ``step()`` then applies the
+    :math:`\theta` update above with :math:`\beta_{n+1}` and moves the token to
+    :math:`X_{n+2}` (updating :math:`x`). So every gradient is taken at the node the token just
+    moved to, as in the spec, and each ``step()`` moves the token exactly once (also when no
+    parameter has a gradient). :math:`n` is the token's count, shared by all parameters;
+    ``lr`` and ``lr_exponent`` may differ between param groups, the walk is shared.
+
+    Args:
+        params: parameters or parameter groups.
+        graph: an undirected, connected ``networkx`` graph (or a ``stepping.walks.Graph``).
+        lr: scale of :math:`\beta_n` (>= 0).
+        alpha: repellence strength :math:`\alpha \ge 0` (0: the base chain).
+        gamma_exponent: :math:`a \in (0.5, 1]`.
+        lr_exponent: :math:`b \in (0.5, 1]`.
+        base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, weights 1) or ``"srw"``
+            (simple random walk, :math:`\mu_i = d_i/2|E|`, weights :math:`2|E|/(N d_i)`), or a
+            ``stepping.walks.BaseChain``.
+        start: the first node id :math:`X_0` (default: drawn from :math:`\mu`).
+        maximize: ascend (use :math:`+\nabla`).
+        foreach: update all tensors of a group at once (default) or one at a time.
+        generator: the ``torch.Generator`` the walk draws from (fresh OS-seeded if None). The
+            token node, the measure, the move count and this generator's state are saved in
+            ``state_dict``, so a resumed run continues bit-identically.
+        check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+
+    References:
+        J. Hu, V. Doshi, D. Y. Eun, "Accelerating Distributed Stochastic Optimization via
+        Self-Repellent Random Walks", ICLR 2024, arXiv:2401.09665.
+        V. Doshi, J. Hu, D. Y. Eun, "Self-Repellent Random Walks on General Graphs -- Achieving
+        Minimal Sampling Variance via Nonlinear Markov Chains", ICML 2023, arXiv:2305.05097.
+
+    Example:
+        >>> import networkx as nx, torch
+        >>> from optimizers import SASRRW
+        >>> targets = torch.tensor([[0.0], [1.0], [2.0], [3.0]])  # f_i = (theta - c_i)^2 / 2
+        >>> theta = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = SASRRW([theta], nx.cycle_graph(4), lr=1.0, alpha=5.0, gamma_exponent=0.6,
+        ...              lr_exponent=0.9, generator=torch.Generator().manual_seed(0))
+        >>> for _ in range(300):
+        ...     opt.zero_grad()
+        ...     (0.5 * (theta - targets[opt.node]) ** 2).sum().backward()  # at the token's node
+        ...     _ = opt.step()
+        >>> abs(theta.item() - 1.5) < 0.1  # the minimiser of (1/N) sum_i f_i
+        True
+    """
+
+    def __init__(self, params, graph, *, lr: float, alpha: float, gamma_exponent: float,
+                 lr_exponent: float, base="mhrw", start=None, maximize: bool = False,
+                 foreach: bool | None = None, generator: torch.Generator | None = None,
+                 check_finite: bool = False):
+        generator = make_generator(generator)
+        # Validate the walk's arguments before touching params (clear errors, no draws yet).
+        check_nonnegative("alpha", alpha)
+        check_exponent("gamma_exponent", gamma_exponent)
+        chain = _chain(graph, base)
+        defaults = dict(lr=lr, lr_exponent=lr_exponent, maximize=maximize, foreach=foreach)
+        # The walk's generator is the KernelOptimizer's: one stream, saved once. The class does
+        # not set ``stochastic`` (that would draw Gaussian noise from it every step).
+        super().__init__(params, defaults, generator=generator, check_finite=check_finite)
+        self.alpha, self.gamma_exponent = float(alpha), float(gamma_exponent)
+        self._walk, self._weights = make_token_walk(
+            chain.graph, alpha=alpha, gamma_exponent=gamma_exponent, base=chain, start=start,
+            generator=self.generator)
+
+    def _check_group(self, group):
+        group["lr"] = check_lr(group["lr"])
+        group["lr_exponent"] = check_exponent("lr_exponent", group["lr_exponent"])
+        check_flag("maximize", group["maximize"])
+        if group["foreach"] is not None:
+            check_flag("foreach", group["foreach"])
+
+    # -- the token ---------------------------------------------------------------------------
+    @property
+    def node_index(self) -> int:
+        """Id (0..N-1) of the node holding the token, :math:`X_{n+1}`."""
+        return int(self._walk.current[0])
+
+    @property
+    def node(self):
+        """The agent holding the token, :math:`X_{n+1}`, as its networkx label: compute the loss
+        on this node's data before the next ``step()``."""
+        return self._walk.chain.graph.nodes[self.node_index]
+
+    @property
+    def num_steps(self) -> int:
+        """n: the number of ``step()`` calls so far."""
+        return self._walk.steps - 1
+
+    @property
+    def empirical_measure(self) -> Tensor:
+        """x_{n+1}, ``(N,)`` float64 (it includes the visit of :attr:`node`)."""
+        return self._walk.empirical_measure[0]
+
+    @property
+    def importance_weights(self) -> Tensor:
+        """``1 / (N mu)``, ``(N,)`` float64."""
+        return self._weights
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        """Update with the gradient at :attr:`node` (see the class docstring), then move the
+        token once; ``closure`` must evaluate the loss at :attr:`node`."""
+        k = self._walk.steps  # the update theta_k uses beta_k and X_k
+        self._k, self._w = k, float(self._weights[self.node_index])
+        loss = super().step(closure)
+        self._walk.step()
+        return loss
+
+    def _update(self, group, params, grads, states, steps, noises):
+        coef = _step_size(group["lr"], self._k, group["lr_exponent"]) * self._w
+        scaled = torch._foreach_mul(grads, coef)  # product, then difference: two roundings,
+        if group["maximize"]:                     # the same numbers as simulate_token's
+            torch._foreach_add_(params, scaled)
+        else:
+            torch._foreach_sub_(params, scaled)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["token"] = {k: v for k, v in token_state(self._walk).items() if k != "generator"}
+        return sd  # the generator (shared with the walk) is saved as "generator_state"
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        token = state_dict.pop("token", None)
+        super().load_state_dict(state_dict)  # restores the shared generator
+        if token is not None:
+            load_token_state(self._walk, {**token, "generator": self.generator.get_state()})
+
+
+# -- lockstep simulation ----------------------------------------------------------------------
+@dataclass
+class TokenRun:
+    """Result of :func:`simulate_token`.
+
+    Attributes:
+        recorded: the iteration numbers n that were recorded, ``(T,)`` int64 (0 is theta_0).
+        theta: theta_n at those iterations, ``(T, R, D)``.
+        nodes: X_1..X_steps, the node each update used, ``(steps, R)`` int64.
+        final: theta after the last step, ``(R, D)``.
+        mse: mean over runs of ||theta_n - theta*||^2, ``(T,)`` (None without ``theta_star``).
+        measure: the walks' final empirical measures, ``(R, N)``.
+    """
+
+    recorded: Tensor
+    theta: Tensor
+    nodes: Tensor
+    final: Tensor
+    mse: Tensor | None
+    measure: Tensor
+
+
+def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *, runs: int,
+                   steps: int, lr: float, alpha: float, gamma_exponent: float,
+                   lr_exponent: float, base="mhrw", start=None, theta_star=None,
+                   record_every: int = 1, generator: torch.Generator | None = None) -> TokenRun:
+    r"""Run SA-SRRW (the recursion of :class:`SASRRW`) ``runs`` times in lockstep.
+
+    One :class:`~stepping.walks.SelfRepellentWalk` with ``walkers=runs`` moves all tokens;
+    ``grad_fn(theta, nodes)`` maps ``(R, D)`` parameters and ``(R,)`` node ids to the
+    ``(R, D)`` local gradients :math:`\nabla f_{X_{n+1}}(\theta_n)`, and
+
+    .. math::
+        \theta_{n+1} = \theta_n - \beta_{n+1} \nabla f_{X_{n+1}}(\theta_n) / (N\mu_{X_{n+1}})
+
+    in float64, the same operations as the optimizer (so ``runs=1`` reproduces it bit for bit
+    from the same seed). With ``theta_star`` the mean squared error over runs is recorded.
+
+    Args:
+        graph, lr, alpha, gamma_exponent, lr_exponent, base, start: as for :class:`SASRRW`.
+        grad_fn: batched local gradient oracle.
+        theta0: ``(D,)`` (shared by all runs) or ``(R, D)``.
+        runs: R >= 1 independent runs.
+        steps: number of updates.
+        theta_star: the optimum, ``(D,)``, for the MSE curve.
+        record_every: keep theta_n for n = 0, k, 2k, ... and the last step.
+        generator: the ``torch.Generator`` every draw comes from.
+
+    References:
+        J. Hu, V. Doshi, D. Y. Eun, ICLR 2024, arXiv:2401.09665.
+
+    Example:
+        >>> import networkx as nx, torch
+        >>> from optimizers.srrw import LogisticProblem, simulate_token
+        >>> prob = LogisticProblem.generate(6, samples=20, dim=3, seed=0)
+        >>> star = prob.solve()
+        >>> out = simulate_token(nx.cycle_graph(6), prob.grad, torch.zeros(3), runs=4,
+        ...                      steps=200, lr=1.0, alpha=2.0, gamma_exponent=0.6,
+        ...                      lr_exponent=0.8, theta_star=star, record_every=100,
+        ...                      generator=torch.Generator().manual_seed(0))
+        >>> out.theta.shape, out.recorded.tolist()
+        (torch.Size([3, 4, 3]), [0, 100, 200])
+        >>> bool(out.mse[-1] < 0.1 * out.mse[0])
+        True
+    """
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
+        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
+    lr = check_lr(lr)
+    b = check_exponent("lr_exponent", lr_exponent)
+    generator = make_generator(generator)
+    theta = torch.as_tensor(theta0, dtype=torch.float64)
+    if theta.dim() == 1:
+        theta = theta.expand(runs, -1)
+    if theta.dim() != 2 or theta.shape[0] != runs:
+        raise ValueError(f"theta0 must be (D,) or (runs, D), got {tuple(theta.shape)}")
+    theta = theta.clone()
+    star = None if theta_star is None else torch.as_tensor(theta_star, dtype=torch.float64)
+    walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
+                                    base=base, walkers=runs, start=start, generator=generator)
+    recorded, traj = [0], [theta.clone()]
+    nodes = torch.empty(steps, runs, dtype=torch.int64)
+    for k in range(1, steps + 1):
+        cur = walk.current
+        nodes[k - 1] = cur
+        g = grad_fn(theta, cur)
+        if g.shape != theta.shape:
+            raise ValueError(f"grad_fn must return {tuple(theta.shape)}, got {tuple(g.shape)}")
+        coef = _step_size(lr, k, b) * weights[cur]
+        theta = theta - g.to(torch.float64) * coef[:, None]
+        walk.step()
+        if k % record_every == 0 or k == steps:
+            recorded.append(k)
+            traj.append(theta.clone())
+    thetas = torch.stack(traj)
+    mse = None if star is None else ((thetas - star) ** 2).sum(-1).mean(-1)
+    return TokenRun(torch.tensor(recorded), thetas, nodes, theta, mse, walk.empirical_measure)
+
+
+# -- the standard problem: distributed L2-regularised logistic regression ---------------------
+def logistic_grad(theta: Tensor, features: Tensor, labels: Tensor, reg: float) -> Tensor:
+    r"""Batched gradient of :math:`f_i(\theta) = \frac1m \sum_j \log(1 + e^{-b_j a_j^\top
+    \theta}) + \frac{\lambda}{2}\|\theta\|^2`: ``theta (R, D)``, ``features (R, m, D)``,
+    ``labels (R, m)`` in {-1, +1} -> ``(R, D)``. Elementwise ops and fixed-shape reductions
+    only, so one agent's gradient (R = 1) is the same number in every process."""
+    margin = labels * (features * theta[:, None, :]).sum(-1)
+    coef = -labels * torch.sigmoid(-margin)
+    return (coef[..., None] * features).mean(-2) + reg * theta
+
+
+def logistic_shard(node: int, *, samples: int, dim: int, seed: int,
+                   spread: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Node ``node``'s data (``(samples, dim)`` features, ``(samples,)`` labels in {-1, +1}),
+    float64, drawn from its own generator: an agent generates only its own shard. The shared
+    ground truth comes from ``seed``; features are shifted per node (heterogeneous agents)."""
+    truth = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (node + 1))
+    shift = spread * torch.randn(dim, generator=gen, dtype=torch.float64)
+    features = torch.randn(samples, dim, generator=gen, dtype=torch.float64) + shift
+    prob = torch.sigmoid(features @ truth)
+    labels = torch.where(torch.rand(samples, generator=gen, dtype=torch.float64) < prob, 1.0, -1.0)
+    return features, labels.to(torch.float64)
+
+
+class LogisticProblem:
+    r"""Distributed L2-regularised logistic regression: agent :math:`i` holds ``features[i]``
+    and ``labels[i]``; the objective is :math:`f = \frac1N \sum_i f_i` (see
+    :func:`logistic_grad`), strongly convex for ``reg > 0``, with its exact optimum from
+    :meth:`solve`.
+
+    Example:
+        >>> from optimizers.srrw import LogisticProblem
+        >>> prob = LogisticProblem.generate(4, samples=10, dim=2, seed=0)
+        >>> star = prob.solve()
+        >>> float(prob.full_grad(star).abs().max()) < 1e-12
+        True
+    """
+
+    def __init__(self, features: Tensor, labels: Tensor, reg: float):
+        self.features = features.to(torch.float64)
+        self.labels = labels.to(torch.float64)
+        self.reg = check_nonnegative("reg", reg)
+        self.num_nodes, _, self.dim = self.features.shape
+
+    @classmethod
+    def generate(cls, num_nodes: int, *, samples: int = 50, dim: int = 5, reg: float = 0.1,
+                 seed: int = 0, spread: float = 1.0) -> "LogisticProblem":
+        """Stack :func:`logistic_shard` for nodes 0..num_nodes-1."""
+        shards = [logistic_shard(i, samples=samples, dim=dim, seed=seed, spread=spread)
+                  for i in range(num_nodes)]
+        return cls(torch.stack([f for f, _ in shards]), torch.stack([y for _, y in shards]),
+                   reg)
+
+    def grad(self, theta: Tensor, nodes: Tensor) -> Tensor:
+        """Local gradients, ``(R, D)``, at ``theta (R, D)`` for agents ``nodes (R,)``."""
+        return logistic_grad(theta, self.features[nodes], self.labels[nodes], self.reg)
+
+    def loss(self, theta: Tensor) -> Tensor:
+        """f(theta) for ``theta (D,)``."""
+        margin = self.labels * (self.features @ theta)
+        return torch.nn.functional.softplus(-margin).mean() + 0.5 * self.reg * theta.dot(theta)
+
+    def full_grad(self, theta: Tensor) -> Tensor:
+        """grad f(theta) = (1/N) sum_i grad f_i(theta) for ``theta (D,)``."""
+        n = self.num_nodes
+        return self.grad(theta.expand(n, -1), torch.arange(n)).mean(0)
+
+    def solve(self, iterations: int = 50, tol: float = 1e-14) -> Tensor:
+        """theta* by full-batch Newton steps from 0 (f is strongly convex and smooth, so this
+        converges quadratically; it stops once the gradient is below ``tol``)."""
+        a = self.features.reshape(-1, self.dim)
+        b = self.labels.reshape(-1)
+        theta = torch.zeros(self.dim, dtype=torch.float64)
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        for _ in range(iterations):
+            g = self.full_grad(theta)
+            if float(g.abs().max()) < tol:
+                break
+            s = torch.sigmoid(b * (a @ theta))
+            hess = (a.T * (s * (1 - s))) @ a / a.shape[0] + self.reg * eye
+            theta = theta - torch.linalg.solve(hess, g)
+        return theta
+
+
+# -- the registry record ----------------------------------------------------------------------
+def _default_graph():
+    import networkx as nx
+    g = nx.cycle_graph(5)
+    g.add_edge(0, 2)  # degrees 3, 2, 3, 2, 2: the SRW weights differ between nodes
+    return g
+
+
+def _directed_graph():
+    import networkx as nx
+    return nx.DiGraph([(0, 1), (1, 2), (2, 0)])
+
+
+def _disconnected_graph():
+    import networkx as nx
+    return nx.Graph([(0, 1), (2, 3)])
+
+
+def _reference(params, grad_fn, steps, kwargs, generator):
+    """The docstring's recursion by hand, in float64. The walk is the noise source (like
+    ``standard_normal_like`` for SGLD): its draws come from ``SelfRepellentWalk`` on the same
+    generator; the kernel row K[x_n] it draws from, the measure update and the importance
+    weight are recomputed here from the formulas and checked."""
+    kw = {**_REF_DEFAULTS, **kwargs}
+    lr, a, b, alpha = kw["lr"], kw["gamma_exponent"], kw["lr_exponent"], kw["alpha"]
+    sign = -1.0 if kw.get("maximize", False) else 1.0
+    graph = _graph(kw["graph"])
+    n_nodes = graph.num_nodes
+    deg = graph.degree.to(torch.float64)
+    if kw["base"] == "srw":
+        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
+        P[graph.row_ids(), graph.indices] = (1 / deg)[graph.row_ids()]
+        mu = deg / deg.sum()
+    else:
+        mu = torch.full((n_nodes,), 1.0 / n_nodes, dtype=torch.float64)
+        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
+        src, dst = graph.row_ids(), graph.indices
+        P[src, dst] = torch.minimum(1 / deg[src], 1 / deg[dst])
+        P += torch.diag(1 - P.sum(1))
+    chain = _chain(graph, kw["base"])
+    walk = SelfRepellentWalk(chain, alpha, walkers=1, gamma=_PowerGamma(a),
+                             start=kw.get("start"), generator=generator)
+    x = mu.clone()
+
+    def move():
+        nonlocal x
+        prev = int(walk.current[0])
+        row = P[prev] * (x / mu) ** -alpha
+        row = row / row.sum()
+        node = int(walk.step()[0])
+        assert row[node] > 0, "the walk moved along an edge of probability zero"
+        gamma = (walk.steps + 1.0) ** -a  # gamma_n for the n-th move (n = walk.steps)
+        x = x + gamma * (torch.eye(n_nodes, dtype=torch.float64)[node] - x)
+        torch.testing.assert_close(walk.empirical_measure[0], x, rtol=1e-10, atol=1e-12)
+        return node
+
+    node = move()  # X_1
+    ps = [p.detach().to(torch.float64).clone() for p in params]
+    for k in range(1, steps + 1):
+        grads = grad_fn([p.clone() for p in ps])
+        beta = lr * (k + 1.0) ** -b
+        ps = [p - (beta / (n_nodes * float(mu[node]))) * sign * g.to(torch.float64)
+              for p, g in zip(ps, grads)]
+        node = move()
+    return ps
+
+
+_REF_DEFAULTS = dict(base="mhrw", maximize=False)
+
+register(AlgorithmInfo(
+    name="SASRRW",
+    cls=SASRRW,
+    kind="optimizer",
+    paper="Hu, Doshi & Eun, ICLR 2024, arXiv:2401.09665",
+    default_kwargs=dict(graph=_default_graph(), lr=0.2, alpha=1.0, gamma_exponent=0.8,
+                        lr_exponent=0.9),
+    requires=frozenset({"grad", "node"}),
+    stochastic=True,
+    supports=frozenset({"maximize", "complex", "foreach", "zero_grad_noop"}),
+    invalid_kwargs=(
+        (dict(lr=-0.1), ValueError, "lr"),
+        (dict(alpha=-1.0), ValueError, "alpha"),
+        (dict(gamma_exponent=0.5), ValueError, "gamma_exponent"),
+        (dict(gamma_exponent=1.2), ValueError, "gamma_exponent"),
+        (dict(lr_exponent=0.3), ValueError, "lr_exponent"),
+        (dict(lr_exponent=1.01), ValueError, "lr_exponent"),
+        (dict(base="nbrw"), ValueError, "base"),
+        (dict(graph="not a graph"), ValueError, "graph"),
+        (dict(graph=_directed_graph()), ValueError, "undirected"),
+        (dict(graph=_disconnected_graph()), ValueError, "connected"),
+        (dict(generator=0), ValueError, "generator"),
+        (dict(momentum=0.9), TypeError, "momentum"),
+    ),
+    reference=_reference,
+    reference_kwargs=(
+        dict(graph=_default_graph(), lr=0.3, alpha=2.0, gamma_exponent=0.7, lr_exponent=0.9),
+        dict(graph=_default_graph(), lr=0.3, alpha=3.0, gamma_exponent=0.9, lr_exponent=0.6,
+             base="srw"),
+        dict(graph=_default_graph(), lr=0.2, alpha=0.0, gamma_exponent=1.0, lr_exponent=1.0,
+             base="srw", maximize=True, start=3),
+    ),
+))

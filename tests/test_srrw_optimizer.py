@@ -1,0 +1,221 @@
+"""SASRRW and simulate_token: hand-computed steps, order of operations, importance weights,
+step-size regimes, resumption, and convergence to theta* on distributed logistic regression."""
+
+from __future__ import annotations
+
+import io
+
+import networkx as nx
+import pytest
+import torch
+
+from optimizers import SASRRW
+from optimizers.srrw import (LogisticProblem, logistic_grad, make_token_walk, simulate_token)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: intra-op threads only add contention on the shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _graph():
+    g = nx.path_graph(4)
+    g.add_edge(1, 3)  # degrees 1, 3, 2, 2; |E| = 4
+    return g
+
+
+KW = dict(lr=0.5, alpha=2.0, gamma_exponent=0.7, lr_exponent=0.9)
+
+
+def _run_quadratic(opt, theta, centers, steps):
+    nodes = []
+    for _ in range(steps):
+        nodes.append(opt.node)
+        opt.zero_grad()
+        (0.5 * (theta - centers[opt.node]) ** 2).sum().backward()
+        opt.step()
+    return nodes
+
+
+def test_steps_by_hand_gradient_at_the_node_the_token_moved_to():
+    centers = torch.tensor([[0.0], [1.0], [-2.0], [4.0]], dtype=torch.float64)
+    theta = torch.nn.Parameter(torch.tensor([0.3], dtype=torch.float64))
+    opt = SASRRW([theta], _graph(), base="srw", generator=torch.Generator().manual_seed(3), **KW)
+    # The constructor already moved the token once: node is X_1 of the shared walk construction.
+    walk, w = make_token_walk(_graph(), alpha=2.0, gamma_exponent=0.7, base="srw",
+                              generator=torch.Generator().manual_seed(3))
+    assert opt.node == int(walk.current[0]) and opt.num_steps == 0
+    deg = torch.tensor([1.0, 3.0, 2.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(opt.importance_weights, 2 * 4 / (4 * deg), rtol=0, atol=0)
+
+    t, x = 0.3, torch.full((4,), 0.0, dtype=torch.float64)
+    x = deg / deg.sum()  # x_0 = mu
+    x = x + 2.0 ** -0.7 * (torch.eye(4, dtype=torch.float64)[opt.node] - x)  # x_1
+    adjacency = nx.to_numpy_array(_graph(), nodelist=range(4)) + torch.eye(4).numpy()
+    for k in range(1, 8):
+        i = opt.node
+        torch.testing.assert_close(opt.empirical_measure, x)
+        opt.zero_grad()
+        (0.5 * (theta - centers[i]) ** 2).sum().backward()
+        opt.step()
+        t = t - KW["lr"] * (k + 1) ** -0.9 * (t - float(centers[i])) * 8 / (4 * float(deg[i]))
+        assert theta.item() == pytest.approx(t, rel=1e-14, abs=1e-15)
+        j = opt.node
+        assert adjacency[i, j] > 0 and j != i  # SRW has no self-loops: the token moved
+        x = x + (k + 2.0) ** -0.7 * (torch.eye(4, dtype=torch.float64)[j] - x)
+    assert opt.num_steps == 7
+
+
+def test_importance_weights_under_mhrw_are_one_and_srw_corrects_degree():
+    star = nx.star_graph(4)  # centre degree 4, leaves 1; |E| = 4, N = 5
+    p = torch.nn.Parameter(torch.zeros(1))
+    mh = SASRRW([p], star, generator=torch.Generator().manual_seed(0), **KW)
+    torch.testing.assert_close(mh.importance_weights, torch.ones(5, dtype=torch.float64))
+    srw = SASRRW([p], star, base="srw", generator=torch.Generator().manual_seed(0), **KW)
+    expected = torch.tensor([8 / 20] + [8 / 5] * 4, dtype=torch.float64)
+    torch.testing.assert_close(srw.importance_weights, expected)
+
+
+@pytest.mark.parametrize("a,b", [(0.6, 0.9), (0.8, 0.8), (0.9, 0.6), (1.0, 1.0)],
+                         ids=["beta=o(gamma)", "beta=gamma", "gamma=o(beta)", "a=b=1"])
+def test_every_regime_is_reachable_and_converges(a, b):
+    centers = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    theta = torch.nn.Parameter(torch.zeros(1))
+    opt = SASRRW([theta], _graph(), lr=0.5, alpha=3.0, gamma_exponent=a, lr_exponent=b,
+                 base="srw", generator=torch.Generator().manual_seed(1))
+    _run_quadratic(opt, theta, centers, 600)
+    assert abs(theta.item() - 1.5) < 0.2  # minimiser of (1/N) sum_i f_i despite SRW's bias
+
+
+@pytest.mark.parametrize("name", ["gamma_exponent", "lr_exponent"])
+@pytest.mark.parametrize("value", [0.5, 0.2, 1.01, 0.0, float("nan"), "0.7"])
+def test_exponents_outside_the_range_are_rejected(name, value):
+    with pytest.raises(ValueError, match=name):
+        SASRRW([torch.nn.Parameter(torch.zeros(1))], _graph(), **{**KW, name: value})
+
+
+@pytest.mark.parametrize("kwargs,text", [
+    (dict(alpha=-0.5), "alpha"),
+    (dict(graph=nx.Graph([(0, 1), (2, 3)])), "connected"),
+    (dict(graph=nx.DiGraph([(0, 1), (1, 0)])), "undirected"),
+    (dict(base="nbrw"), "base"),
+    (dict(lr=-1.0), "lr"),
+])
+def test_invalid_walk_arguments(kwargs, text):
+    kw = {"graph": _graph(), **KW, **kwargs}
+    with pytest.raises(ValueError, match=text):
+        SASRRW([torch.nn.Parameter(torch.zeros(1))], **kw)
+
+
+def _optimizer_run(prob, graph, steps, seed, **kw):
+    theta = torch.nn.Parameter(torch.zeros(prob.dim, dtype=torch.float64))
+    opt = SASRRW([theta], graph, generator=torch.Generator().manual_seed(seed), **kw)
+    traj, nodes = [], []
+    for _ in range(steps):
+        i = opt.node
+        nodes.append(i)
+        # The agent's gradient with the same batched function simulate_token calls (R = 1).
+        theta.grad = logistic_grad(theta.detach()[None], prob.features[i][None],
+                                   prob.labels[i][None], prob.reg)[0]
+        opt.step()
+        traj.append(theta.detach().clone())
+    return torch.stack(traj), torch.tensor(nodes), opt
+
+
+@pytest.mark.parametrize("base", ["mhrw", "srw"])
+def test_optimizer_reproduces_simulate_token_bit_for_bit(base):
+    graph = nx.connected_watts_strogatz_graph(6, 2, 0.5, seed=2)
+    prob = LogisticProblem.generate(6, samples=10, dim=3, seed=1)
+    kw = dict(lr=1.5, alpha=4.0, gamma_exponent=0.6, lr_exponent=0.85, base=base)
+    traj, nodes, _ = _optimizer_run(prob, graph, 40, seed=5, **kw)
+    sim = simulate_token(graph, prob.grad, torch.zeros(3), runs=1, steps=40,
+                         generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(sim.nodes[:, 0], nodes)
+    assert torch.equal(sim.theta[1:, 0], traj)
+
+
+def test_state_dict_resume_is_bit_identical():
+    graph = nx.cycle_graph(5)
+    prob = LogisticProblem.generate(5, samples=8, dim=2, seed=2)
+    kw = dict(lr=1.0, alpha=2.0, gamma_exponent=0.7, lr_exponent=0.9, base="srw")
+    theta = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = SASRRW([theta], graph, generator=torch.Generator().manual_seed(0), **kw)
+
+    def advance(opt, theta, steps):
+        out = []
+        for _ in range(steps):
+            i = opt.node
+            theta.grad = prob.grad(theta.detach()[None], torch.tensor([i]))[0]
+            opt.step()
+            out.append((i, theta.detach().clone()))
+        return out
+
+    advance(opt, theta, 12)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    saved = theta.detach().clone()
+    ahead = advance(opt, theta, 15)
+
+    theta2 = torch.nn.Parameter(saved.clone())
+    opt2 = SASRRW([theta2], graph, generator=torch.Generator().manual_seed(99), **kw)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    resumed = advance(opt2, theta2, 15)
+    assert [i for i, _ in ahead] == [i for i, _ in resumed]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(ahead, resumed))
+    assert torch.equal(opt.empirical_measure, opt2.empirical_measure)
+
+
+def test_same_seed_same_run_other_seed_other_walk():
+    prob = LogisticProblem.generate(6, samples=8, dim=2, seed=0)
+    graph = nx.cycle_graph(6)
+    kw = dict(lr=1.0, alpha=1.0, gamma_exponent=0.8, lr_exponent=0.9)
+    a = _optimizer_run(prob, graph, 30, seed=1, **kw)
+    b = _optimizer_run(prob, graph, 30, seed=1, **kw)
+    c = _optimizer_run(prob, graph, 30, seed=2, **kw)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_logistic_optimum_is_exact():
+    prob = LogisticProblem.generate(8, samples=20, dim=4, seed=3)
+    star = prob.solve()
+    assert float(prob.full_grad(star).abs().max()) < 1e-13
+    # and it minimises f: any small perturbation increases the loss
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        d = 1e-3 * torch.randn(4, generator=gen, dtype=torch.float64)
+        assert prob.loss(star + d) > prob.loss(star)
+
+
+def test_converges_to_theta_star_and_repellence_helps_in_regime_one():
+    """Hu, Doshi, Eun: with beta = o(gamma), larger alpha lowers the error of theta_n."""
+    graph = nx.connected_watts_strogatz_graph(10, 4, 0.3, seed=1)
+    prob = LogisticProblem.generate(10, samples=30, dim=4, seed=0)
+    star = prob.solve()
+    mse = {}
+    for alpha in (0.0, 5.0):
+        out = simulate_token(graph, prob.grad, torch.zeros(4), runs=20, steps=1500, lr=2.0,
+                             alpha=alpha, gamma_exponent=0.6, lr_exponent=0.9, theta_star=star,
+                             record_every=500, generator=torch.Generator().manual_seed(0))
+        assert out.recorded.tolist() == [0, 500, 1000, 1500]
+        mse[alpha] = out.mse
+    assert mse[0.0][-1] < 1e-3 * mse[0.0][0]  # theta_n -> theta*
+    assert mse[5.0][-1] < 0.3 * mse[0.0][-1]  # about 10x lower at alpha = 5
+
+
+def test_simulate_token_validates_its_arguments():
+    prob = LogisticProblem.generate(4, samples=5, dim=2, seed=0)
+    kw = dict(lr=1.0, alpha=1.0, gamma_exponent=0.7, lr_exponent=0.9)
+    with pytest.raises(ValueError, match="lr_exponent"):
+        simulate_token(nx.cycle_graph(4), prob.grad, torch.zeros(2), runs=2, steps=3,
+                       **{**kw, "lr_exponent": 0.5})
+    with pytest.raises(ValueError, match="runs"):
+        simulate_token(nx.cycle_graph(4), prob.grad, torch.zeros(2), runs=0, steps=3, **kw)
+    with pytest.raises(ValueError, match="grad_fn"):
+        simulate_token(nx.cycle_graph(4), lambda t, n: t[:, :1], torch.zeros(2), runs=2,
+                       steps=3, **kw)
