@@ -61,7 +61,10 @@ def _graph(graph) -> Graph:
 
 
 def _chain(graph, base) -> BaseChain:
-    if isinstance(base, BaseChain):
+    if isinstance(base, BaseChain):  # validated when built
+        if graph is not None and _graph(graph).num_nodes != base.num_nodes:
+            raise ValueError("graph and base describe different graphs: pass the graph the "
+                             "base chain was built on")
         return base
     if base not in BASES:
         raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")

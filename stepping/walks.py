@@ -99,10 +99,41 @@ class BaseChain:
 
     def __init__(self, graph: Graph, indptr: Tensor, indices: Tensor, probs: Tensor,
                  target: Tensor, name: str):
-        self.graph, self.indptr, self.indices, self.probs = graph, indptr, indices, probs
-        self.target = target  # stationary distribution mu, float64, (N,)
+        self.graph, self.indptr, self.indices = graph, indptr, indices
+        self.probs = torch.as_tensor(probs, dtype=torch.float64)
+        self.target = torch.as_tensor(target, dtype=torch.float64)  # stationary mu, (N,)
         self.log_probs = probs.log()
         self.name = name
+        self._validate()
+
+    def _validate(self, tol: float = 1e-7) -> None:
+        """Raise ValueError unless P is stochastic on the graph's edges plus self-loops, mu is
+        a positive distribution, and mu_i P_ij = mu_j P_ji (reversible, hence mu P = mu): the
+        self-repellent kernel's theory needs all of it."""
+        n, mu, p = self.num_nodes, self.target, self.probs
+        if self.indptr.shape != (n + 1,) or p.shape != self.indices.shape:
+            raise ValueError("base chain: indptr must have N + 1 entries and probs match indices")
+        if mu.shape != (n,) or not torch.isfinite(mu).all() or (mu <= 0).any() or \
+                abs(float(mu.sum()) - 1) > tol:
+            raise ValueError("base chain: target must be N positive numbers summing to 1")
+        if not torch.isfinite(p).all() or (p <= 0).any():
+            raise ValueError("base chain: transition probabilities must be finite and > 0 "
+                             "(store only the positive entries)")
+        rows = torch.repeat_interleave(torch.arange(n), self.indptr.diff())
+        cols = self.indices
+        if (torch.zeros(n, dtype=p.dtype).index_add_(0, rows, p) - 1).abs().max() > tol:
+            raise ValueError("base chain: every row of P must sum to 1")
+        edges = self.graph.row_ids() * n + self.graph.indices
+        keys = rows * n + cols
+        pos = torch.searchsorted(edges, keys).clamp_max(max(edges.numel() - 1, 0))
+        if not ((rows == cols) | (edges[pos] == keys)).all():
+            raise ValueError("base chain: P may move only along the graph's edges or stay put")
+        order = torch.argsort(keys)
+        back = order[torch.searchsorted(keys[order], cols * n + rows).clamp_max(len(keys) - 1)]
+        flux = mu[rows] * p
+        if not (keys[back] == cols * n + rows).all() or (flux - flux[back]).abs().max() > tol:
+            raise ValueError("base chain: P must be reversible with respect to target "
+                             "(mu_i P_ij = mu_j P_ji)")
 
     @property
     def num_nodes(self) -> int:
@@ -346,20 +377,17 @@ class SelfRepellentWalk:
         """The measure update x_{n+1} = x_n + gamma_{n+1} (delta_{nodes} - x_n), one node per
         walker, and n += 1 (:meth:`step` calls it; other walks reuse it for their bookkeeping)."""
         g = 1.0 / (self.steps + 2) if self.gamma is None else float(self.gamma(self.steps))
-        if not 0 < g <= 1:
-            raise ValueError(f"gamma({self.steps}) must lie in (0, 1], got {g}")
+        # gamma = 1 would collapse x onto one node, leaving the simplex's interior where the
+        # kernel lives (an easy off-by-one: gamma_{n+1} is (n+2)^-a, not (n+1)^-a).
+        if not 0 < g < 1:
+            raise ValueError(f"gamma({self.steps}) must lie in (0, 1), got {g}")
         y = self.y.view(-1)
         visited = torch.arange(0, y.numel(), self.y.shape[1]).add_(nodes)
-        if g == 1:  # x_{n+1} = delta: restart the representation
-            self.y.zero_()
+        self.scale *= 1 - g
+        y.index_add_(0, visited, torch.full((self.walkers,), g / self.scale, dtype=y.dtype))
+        if self.scale < _RENORMALISE_BELOW[self.y.dtype]:  # before 1/scale overflows
+            self.y.mul_(self.scale)
             self.scale = 1.0
-            y.index_fill_(0, visited, 1.0)
-        else:
-            self.scale *= 1 - g
-            y.index_add_(0, visited, torch.full((self.walkers,), g / self.scale, dtype=y.dtype))
-            if self.scale < _RENORMALISE_BELOW[self.y.dtype]:  # before 1/scale overflows
-                self.y.mul_(self.scale)
-                self.scale = 1.0
         self.steps += 1
 
 

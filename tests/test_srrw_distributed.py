@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 # ~6-10 s on 2 shared cores: four child interpreters import torch
 @pytest.mark.slow
-@pytest.mark.parametrize("base", ["srw"])
+@pytest.mark.parametrize("base", ["srw", "mhrw"])  # mhrw: self-loops keep the token in place
 def test_four_agents_reproduce_the_simulation_bit_for_bit(tmp_path, base):
     cfg = example.Config(steps=60, seed=3, alpha=4.0, gamma_exponent=0.7, lr_exponent=0.9,
                          base=base, lr=1.5, timeout_s=30, out=str(tmp_path / "run.pt"))

@@ -240,3 +240,18 @@ def test_graph_conversion_matches_networkx():
         row = g.indices[g.indptr[i]:g.indptr[i + 1]].tolist()
         assert row == sorted(g.nodes.index(u) for u in graph.neighbors(v) if u != v)
     assert BaseChain.simple(g).dense().sum(1).sub(1).abs().max() < 1e-15
+
+
+def test_a_hand_built_base_chain_is_validated():
+    g = Graph.from_networkx(nx.cycle_graph(5))
+    rows, cols = g.row_ids(), g.indices
+    uniform = torch.full((5,), 0.2, dtype=torch.float64)
+    half = torch.full((10,), 0.5, dtype=torch.float64)
+    BaseChain(g, g.indptr, g.indices, half, uniform, "symmetric")  # reversible: accepted
+    drift = torch.where(cols == (rows + 1) % 5, 0.9, 0.1).to(torch.float64)
+    with pytest.raises(ValueError, match="reversible"):  # stationary but not reversible
+        BaseChain(g, g.indptr, g.indices, drift, uniform, "rotating")
+    with pytest.raises(ValueError, match="edges"):
+        BaseChain(g, g.indptr, (g.indices + 1) % 5, half, uniform, "off-graph")
+    with pytest.raises(ValueError, match="sum to 1"):
+        BaseChain(g, g.indptr, g.indices, half * 0.9, uniform, "leaky")
