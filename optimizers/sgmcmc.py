@@ -93,7 +93,8 @@ def _reference(params, grad_fn, steps, kwargs, generator):
     ps = [p.detach().clone() for p in params]
     for _ in range(steps):
         grads = grad_fn([p.clone() for p in ps])
-        xis = [standard_normal_like(p, generator).view_as(torch.view_as_real(p) if p.is_complex() else p)
+        xis = [standard_normal_like(p, generator).view_as(
+                   torch.view_as_real(p) if p.is_complex() else p)
                for p in ps]
         new = []
         for p, g, xi in zip(ps, grads, xis):

@@ -15,7 +15,6 @@ is :class:`LogisticProblem`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Callable

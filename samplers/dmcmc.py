@@ -150,7 +150,8 @@ class LangevinGibbs:
         return t
 
     def logits(self, x: Tensor) -> Tensor:
-        r""":math:`\ell_{n, i} = \log \pi(t_i) + \log p_{t_i}(x_n)`, shape ``(batch, m)``, float64."""
+        r""":math:`\ell_{n, i} = \log \pi(t_i) + \log p_{t_i}(x_n)`, shape ``(batch, m)``,
+        float64."""
         n, m = x.shape[0], self.time_grid.numel()
         if self.time_logits is not None:
             out = self.time_logits(x)

@@ -72,7 +72,8 @@ class ULA:
         if t1 <= t0:
             raise ValueError(f"ULA runs forward in time: the grid must increase, got {t0} -> {t1}")
         if not hasattr(noise, "standard_normal"):
-            raise ValueError("ULA needs a noise source: pass noise=Brownian(generator) to integrate")
+            raise ValueError("ULA needs a noise source: pass noise=Brownian(generator) to "
+                             "integrate")
         s = self.score(x)
         if not isinstance(s, Tensor) or s.shape != x.shape:
             raise ValueError(f"score must return a tensor shaped like x {tuple(x.shape)}, got "

@@ -278,7 +278,8 @@ class Heun:
     r"""Heun's method (explicit trapezoidal rule, order 2) for :math:`dx/dt = v(x, t)`.
 
     .. math::
-        \tilde x = x + h\,v(x, t_0), \qquad x \leftarrow x + \tfrac h2\,[v(x, t_0) + v(\tilde x, t_1)]
+        \tilde x = x + h\,v(x, t_0), \qquad
+        x \leftarrow x + \tfrac h2\,[v(x, t_0) + v(\tilde x, t_1)]
 
     with :math:`h = t_1 - t_0` of either sign; two field evaluations per step.
 

@@ -13,14 +13,16 @@ __all__ = ["NoNoise", "Brownian", "FBMState", "FractionalBrownian", "fbm_covaria
            "ma_fbm_weights", "make_generator", "standard_normal_like"]
 
 
-def make_generator(generator: torch.Generator | None = None, *, name: str = "generator") -> torch.Generator:
+def make_generator(generator: torch.Generator | None = None, *,
+                   name: str = "generator") -> torch.Generator:
     """Return ``generator``, or a fresh one seeded from OS entropy when it is None."""
     if generator is None:
         generator = torch.Generator()
         generator.seed()
         return generator
     if not isinstance(generator, torch.Generator):
-        raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+        raise ValueError(f"{name} must be a torch.Generator or None, "
+                         f"got {type(generator).__name__}")
     return generator
 
 

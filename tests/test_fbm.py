@@ -10,7 +10,7 @@ from scipy import integrate as quadpack
 from scipy.special import gamma as gamma_fn
 
 from stepping.integrate import integrate
-from stepping.noise import (Brownian, FractionalBrownian, fbm_covariance, fbm_path,
+from stepping.noise import (FractionalBrownian, fbm_covariance, fbm_path,
                             ma_fbm_weights)
 
 

@@ -117,7 +117,7 @@ def stationary_cov(scheme, k, gamma, m, T, h):
         B = np.array([[1.0, 0.0], [-h * k / 2, 1.0]])
         A = np.array([[1.0, h / (2 * m)], [0.0, 1.0]])
         c = math.exp(-gamma * h)
-        O = np.diag([1.0, c])
+        O = np.diag([1.0, c])  # noqa: E741  (the "O" of BAOAB)
         M = B @ A @ O @ A @ B
         N = B @ A @ np.array([[0.0], [math.sqrt((1 - c * c) * m * T)]])
     else:

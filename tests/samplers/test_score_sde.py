@@ -27,7 +27,7 @@ def exact_score(gm, sde):
 
 
 def loglik_gap(gm, sde, y, n_true=200_000, seed=99):
-    """Mean exact log p_{t_end} of ``y`` minus that of true draws (many, so their noise is small)."""
+    """Mean exact log p_{t_end} of ``y`` minus that of true draws (many: their noise is small)."""
     b, c = sde.marginal(T_END)
     true = gm.sample_marginal(n_true, b, c, generator=gen(seed))
     ref = torch.cat([gm.log_prob(x, b, c) for x in true.split(50_000)]).mean()
@@ -70,7 +70,8 @@ def test_simulated_forward_sde_matches_the_marginal(sde):
     b, c = sde.marginal(t1)
     # moments of the exact marginal b x_data + c eps
     mean = gm.weights @ gm.means
-    second = (gm.weights[:, None, None] * (gm.covs + gm.means[:, :, None] * gm.means[:, None])).sum(0)
+    outer = gm.means[:, :, None] * gm.means[:, None]
+    second = (gm.weights[:, None, None] * (gm.covs + outer)).sum(0)
     cov = b ** 2 * (second - mean[:, None] * mean) + c ** 2 * torch.eye(2, dtype=torch.float64)
     scale = cov.diagonal().sqrt().max()
     assert (x.mean(0) - b * mean).abs().max() < 4 * scale / math.sqrt(len(x))
