@@ -84,14 +84,7 @@ class ULA:
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
                generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
         """Run ``steps`` steps of size ``step_size`` from ``x0`` (not modified)."""
-        h = check_nonnegative("step_size", step_size)
-        if h == 0:
-            raise ValueError("step_size must be > 0")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        grid = torch.arange(steps + 1, dtype=torch.float64) * h
-        return integrate(self, x0, grid, noise=Brownian(make_generator(generator)),
-                         progress=progress)
+        return _run(self, x0, step_size, steps, generator, progress)
 
 
 register(AlgorithmInfo(
