@@ -12,6 +12,7 @@ SUITES = {
     "diffgrad": "benchmarks.diffgrad",
     "srrw": "benchmarks.srrw",
     "samplers": "benchmarks.samplers",
+    "hessian": "benchmarks.hessian",
 }
 
 

@@ -1,11 +1,20 @@
 """Checks of the papers' claims that users run on their own models (grows with later work)."""
 
+from theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace, loss_from_model,
+                                   spectral_density, top_eigenvalues)
+from theory_checks.properties import (assert_converges, assert_diverges_above,
+                                      assert_linear_rate, assert_monotone_loss,
+                                      assert_same_trajectory, run_optimizer)
 from theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
                                 measure_sa_srrw_covariance, measure_srrw_variance,
                                 reversible_eigenpairs, sa_srrw_asymptotic_covariance,
                                 srrw_asymptotic_covariance)
 
 __all__: list[str] = [
+    "assert_converges", "assert_diverges_above", "assert_linear_rate", "assert_monotone_loss",
+    "assert_same_trajectory", "run_optimizer",
+    "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model", "spectral_density",
+    "top_eigenvalues",
     "VarianceCheck", "base_chain_asymptotic_covariance", "measure_sa_srrw_covariance",
     "measure_srrw_variance", "reversible_eigenpairs", "sa_srrw_asymptotic_covariance",
     "srrw_asymptotic_covariance",
