@@ -9,12 +9,7 @@ from theory_checks import (hessian_trace, loss_from_model, spectral_density,
                            top_eigenvalues)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
 def make_mlp(seed=0, d_in=5, hidden=8, d_out=3, batch=32, dtype=torch.float64):

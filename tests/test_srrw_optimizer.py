@@ -13,13 +13,7 @@ from optimizers import SASRRW
 from optimizers.srrw import (LogisticProblem, logistic_grad, make_token_walk, simulate_token)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on the shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
 def _graph():

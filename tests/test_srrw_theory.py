@@ -9,15 +9,7 @@ from theory_checks.srrw import (base_chain_asymptotic_covariance, measure_sa_srr
                                 measure_srrw_variance, reversible_eigenpairs,
                                 sa_srrw_asymptotic_covariance, srrw_asymptotic_covariance)
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The lockstep simulations are many small ops: one thread is fastest (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
 def small_graph():

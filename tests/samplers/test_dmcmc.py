@@ -16,12 +16,7 @@ from stepping import Brownian, integrate
 T_END = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
 def gen(seed):
