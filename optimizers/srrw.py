@@ -26,6 +26,7 @@ from stepping.noise import make_generator
 from stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
 from stepping.registry import AlgorithmInfo, register
 from stepping.walks import BaseChain, Graph, SelfRepellentWalk
+from stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
            "logistic_shard", "make_token_walk", "token_state", "load_token_state",
@@ -338,12 +339,9 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
         >>> bool(out.mse[-1] < 0.1 * out.mse[0])
         True
     """
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
-        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
+    check_int("runs", runs)
+    check_int("steps", steps, 0)
+    check_int("record_every", record_every)
     lr = check_lr(lr)
     b = check_exponent("lr_exponent", lr_exponent)
     generator = make_generator(generator)

@@ -28,6 +28,7 @@ from stepping.integrate import integrate
 from stepping.kernels import langevin_
 from stepping.noise import Brownian, make_generator
 from stepping.registry import AlgorithmInfo, register
+from stepping.checks import check_int
 
 __all__ = ["LangevinGibbs", "DMCMCResult", "dmcmc_sample", "INTEGRATORS"]
 
@@ -326,8 +327,7 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
     if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] < 1 or not x0.is_floating_point():
         raise ValueError("x0 must be a floating tensor of shape (chains, ...)")
     for name, v in (("mcmc_steps", mcmc_steps), ("steps", steps)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_int(name, v)
     if isinstance(langevin_step, bool) or not isinstance(langevin_step, (int, float)) \
             or not 0 < langevin_step < math.inf:
         raise ValueError(f"langevin_step must be a finite number > 0, got {langevin_step!r}")

@@ -20,6 +20,7 @@ from torch import Tensor
 from stepping.integrate import integrate
 from stepping.noise import make_generator
 from stepping.registry import AlgorithmInfo, register
+from stepping.checks import check_int
 
 __all__ = ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSDE",
            "interpolant_log_likelihood"]
@@ -699,8 +700,7 @@ def interpolant_log_likelihood(velocity: Field, x: Tensor, grid, *, base_log_pro
     if divergence == "exact":
         probes = None
     elif divergence == "hutchinson":
-        if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-            raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+        check_int("n_probes", n_probes)
         gen = make_generator(generator)
         shape = (n_probes, *x.shape)
         if probe == "rademacher":

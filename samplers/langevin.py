@@ -18,6 +18,7 @@ from stepping.optimizer import check_nonnegative, check_positive
 from stepping.oracles import score_from_log_prob
 from stepping.integrate import Solution, integrate
 from stepping.registry import AlgorithmInfo, register
+from stepping.checks import check_int
 
 __all__ = ["ULA", "MALA", "UnderdampedLangevin", "thin", "rhat"]
 
@@ -136,8 +137,7 @@ def _run(stepper, x0, step_size, steps, generator, progress):
     h = check_nonnegative("step_size", step_size)
     if h == 0:
         raise ValueError("step_size must be > 0")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int("steps", steps)
     grid = torch.arange(steps + 1, dtype=torch.float64) * h
     return integrate(stepper, x0, grid, noise=Brownian(make_generator(generator)),
                      progress=progress)
@@ -546,9 +546,8 @@ def thin(states: Solution | Tensor | Iterable[Tensor], *, burn_in: int = 0, ever
         >>> thin(chain(), burn_in=4, every=3)[:, 0].tolist()
         [5.0, 8.0]
     """
-    for name, v, low in (("burn_in", burn_in, 0), ("every", every, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    check_int("burn_in", burn_in, 0)
+    check_int("every", every)
     if isinstance(states, Solution):
         return Solution(states.x, states.times[burn_in::every], states.path[burn_in::every])
     if isinstance(states, Tensor):

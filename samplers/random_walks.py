@@ -16,6 +16,7 @@ from torch import Tensor
 
 from stepping.noise import make_generator
 from stepping.walks import BaseChain, Graph, SelfRepellentWalk, nonbacktracking_step
+from stepping.checks import check_int
 
 __all__ = ["SRRW", "NonBacktrackingWalk"]
 
@@ -33,8 +34,7 @@ class _PowerGamma:
 
 
 def _check_walkers(walkers) -> int:
-    if isinstance(walkers, bool) or not isinstance(walkers, int) or walkers < 1:
-        raise ValueError(f"walkers must be an integer >= 1, got {walkers!r}")
+    check_int("walkers", walkers)
     return walkers
 
 
@@ -172,8 +172,7 @@ class SRRW:
 
     def run(self, steps: int) -> tuple[Tensor, Tensor]:
         """Advance every walker ``steps`` times; returns (current node ids, empirical measures)."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        check_int("steps", steps, 0)
         for _ in range(steps):
             self.walk.step()
         return self.current, self.empirical_measure
@@ -254,8 +253,7 @@ class NonBacktrackingWalk:
 
     def run(self, steps: int) -> tuple[Tensor, Tensor]:
         """Advance every walker ``steps`` times; returns (current node ids, empirical measures)."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        check_int("steps", steps, 0)
         for _ in range(steps):
             self.step()
         return self.current, self.empirical_measure

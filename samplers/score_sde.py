@@ -25,6 +25,7 @@ from stepping.grids import uniform
 from stepping.integrate import integrate
 from stepping.noise import Brownian, make_generator, standard_normal_like
 from stepping.registry import AlgorithmInfo, register
+from stepping.checks import check_int
 
 __all__ = [
     "EulerMaruyama", "ReverseDiffusion", "LangevinCorrector", "PredictorCorrector", "Heun",
@@ -220,8 +221,7 @@ class LangevinCorrector(_ScoreStepper):
         super().__init__(sde, score)
         if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not 0 < snr < math.inf:
             raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        check_int("n_steps", n_steps)
         self.snr, self.n_steps = float(snr), n_steps
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
@@ -368,8 +368,7 @@ class RK45(Heun):
         for name, v in (("rtol", rtol), ("atol", atol)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        check_int("max_steps", max_steps)
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), max_steps
         self.nfe = 0
 
@@ -503,8 +502,7 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
         True
     """
     _check_sde(sde), _check_callable("score", score), _check_batch(x)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int("steps", steps)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_end = _check_t_end(sde, t_end)
@@ -564,8 +562,7 @@ def log_likelihood(score: Score, sde: SDE, x: Tensor, *, t_end: float = 1e-3,
     """
     _check_sde(sde), _check_callable("score", score), _check_batch(x)
     t_end = _check_t_end(sde, t_end)
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    check_int("probes", probes)
     if probe not in ("rademacher", "gaussian"):
         raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
     n, d = x.shape[0], x[0].numel()

@@ -20,16 +20,11 @@ import math
 import torch
 from torch import Tensor
 
+from stepping.checks import check_positive
 from stepping.noise import make_generator, standard_normal_like
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE"]
 
-
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _time(t) -> Tensor:
@@ -147,8 +142,8 @@ class VPSDE(SDE):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = _positive("beta_min", beta_min)
-        self.beta_max = _positive("beta_max", beta_max)
+        self.beta_min = check_positive("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got {beta_max} < {beta_min}")
 
@@ -244,8 +239,8 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        self.sigma_min = _positive("sigma_min", sigma_min)
-        self.sigma_max = _positive("sigma_max", sigma_max)
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must be > sigma_min, got {sigma_max} <= {sigma_min}")
         self.prior_std = self.sigma_max

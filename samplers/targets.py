@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from stepping.noise import make_generator
+from stepping.checks import check_int
 
 __all__ = ["GaussianMixture"]
 
@@ -103,8 +104,7 @@ class GaussianMixture:
 
     def sample_marginal(self, n: int, b, c, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws of ``b x_data + c eps``, shape ``(n, d)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_int("n", n)
         gen = make_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         z = torch.randn(n, self.dim, generator=gen, dtype=self.dtype)

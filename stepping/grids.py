@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+from stepping.checks import check_int
+
 __all__ = ["as_grid", "uniform", "geometric", "edm"]
 
 
@@ -25,15 +27,10 @@ def as_grid(grid) -> Tensor:
     return g
 
 
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    return steps
-
 
 def uniform(t0: float, t1: float, steps: int) -> Tensor:
     """``steps`` equal intervals from ``t0`` to ``t1`` (``t1 < t0`` runs backwards)."""
-    _check_steps(steps)
+    check_int("steps", steps)
     if t0 == t1:
         raise ValueError("t0 and t1 must differ")
     return as_grid(torch.linspace(t0, t1, steps + 1, dtype=torch.float64))
@@ -41,7 +38,7 @@ def uniform(t0: float, t1: float, steps: int) -> Tensor:
 
 def geometric(t0: float, t1: float, steps: int) -> Tensor:
     """Times equally spaced in log between ``t0`` and ``t1`` (both > 0)."""
-    _check_steps(steps)
+    check_int("steps", steps)
     if not (t0 > 0 and t1 > 0) or t0 == t1:
         raise ValueError(f"geometric grid needs distinct t0, t1 > 0, got {t0}, {t1}")
     return as_grid(torch.logspace(math.log10(t0), math.log10(t1), steps + 1, dtype=torch.float64))
@@ -50,7 +47,7 @@ def geometric(t0: float, t1: float, steps: int) -> Tensor:
 def edm(sigma_max: float, sigma_min: float, steps: int, rho: float = 7.0) -> Tensor:
     """Karras et al. (arXiv 2206.00364) noise levels, from ``sigma_max`` down to ``sigma_min``:
     ``(smax^(1/rho) + i/steps (smin^(1/rho) - smax^(1/rho)))^rho``."""
-    _check_steps(steps)
+    check_int("steps", steps)
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"edm grid needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     if rho <= 0:

@@ -9,6 +9,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from stepping.checks import check_int, check_positive
+
 __all__ = ["NoNoise", "Brownian", "FBMState", "FractionalBrownian", "fbm_covariance", "fbm_path",
            "ma_fbm_weights", "make_generator", "standard_normal_like"]
 
@@ -76,12 +78,6 @@ def _check_hurst(hurst) -> float:
         raise ValueError(f"hurst must be a number in the open interval (0, 1), got {hurst!r}")
     return float(hurst)
 
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_times(times) -> Tensor:
@@ -177,8 +173,7 @@ def fbm_path(hurst: float, times, n_paths: int, generator: torch.Generator | Non
         >>> b.shape, b.dtype
         (torch.Size([4, 3]), torch.float64)
     """
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-        raise ValueError(f"n_paths must be an integer >= 1, got {n_paths!r}")
+    check_int("n_paths", n_paths)
     cov = fbm_covariance(hurst, times, kind=kind)
     generator = make_generator(generator)
     z = standard_normal_like(torch.empty(n_paths, cov.shape[0], dtype=torch.float64), generator)
@@ -226,7 +221,7 @@ def ma_fbm_weights(hurst: float, gammas: Tensor, T: float = 1.0) -> tuple[Tensor
         (torch.Size([2]), True)
     """
     h = _check_hurst(hurst)
-    T = _check_positive("T", T)
+    T = check_positive("T", T)
     g = torch.as_tensor(gammas, dtype=torch.float64)
     if g.ndim != 1 or g.numel() == 0 or not torch.isfinite(g).all() or (g <= 0).any():
         raise ValueError("gammas must be a non-empty 1-D sequence of finite numbers > 0")
@@ -367,13 +362,12 @@ class FractionalBrownian:
     def __init__(self, hurst: float, K: int = 5, *, gamma_max: float = 20.0, T: float = 1.0,
                  generator: torch.Generator | None = None):
         self.hurst = _check_hurst(hurst)
-        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-            raise ValueError(f"K must be an integer >= 1, got {K!r}")
+        check_int("K", K)
         self.K = K
-        self.gamma_max = _check_positive("gamma_max", gamma_max)
+        self.gamma_max = check_positive("gamma_max", gamma_max)
         if not self.gamma_max > 1.0:
             raise ValueError(f"gamma_max must be > 1, got {gamma_max!r}")
-        self.T = _check_positive("T", T)
+        self.T = check_positive("T", T)
         self.generator = make_generator(generator)
         k = torch.arange(1, K + 1, dtype=torch.float64)
         r = self.gamma_max ** (2.0 / (K - 1)) if K > 1 else 1.0

@@ -11,13 +11,12 @@ that the state stays finite.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from stepping.checks import _is_real, check_flag, check_nonnegative, check_positive
 from stepping.noise import make_generator, standard_normal_like
 
 _ONE = torch.ones((), dtype=torch.float32)
@@ -36,24 +35,6 @@ __all__ = [
 ]
 
 
-def _is_real(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
-
-
-def check_nonnegative(name: str, value) -> float:
-    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and >= 0."""
-    if not _is_real(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_positive(name: str, value) -> float:
-    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and > 0."""
-    if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def check_lr(value) -> float:
     return check_nonnegative("lr", value)
 
@@ -69,11 +50,6 @@ def check_betas(value) -> tuple[float, float]:
         raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), got {value!r}")
     return check_beta("betas[0]", value[0]), check_beta("betas[1]", value[1])
 
-
-def check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 class KernelOptimizer(torch.optim.Optimizer):

@@ -30,6 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from stepping.noise import make_generator
+from stepping.checks import check_int
 
 __all__ = ["Graph", "BaseChain", "SelfRepellentWalk", "nonbacktracking_step",
            "FLOAT64_MEASURE_LIMIT"]
@@ -302,8 +303,7 @@ class SelfRepellentWalk:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
                 math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if isinstance(walkers, bool) or not isinstance(walkers, int) or walkers < 1:
-            raise ValueError(f"walkers must be an integer >= 1, got {walkers!r}")
+        check_int("walkers", walkers)
         if gamma is not None and not callable(gamma):
             raise ValueError("gamma must be None or a callable n -> gamma_{n+1}")
         n = chain.num_nodes

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from stepping.checks import check_int
 from stepping.noise import make_generator
 from stepping.oracles import hvp as _oracle_hvp
 
@@ -92,11 +93,6 @@ def _check_loss(loss_fn, params: list[Tensor]) -> None:
     if not value.is_floating_point():
         raise ValueError(f"loss_fn must return a floating-point scalar, got {value.dtype}")
 
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -221,8 +217,8 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
         (12.0, 0.0)
     """
     params = _check_params(params, dtype)
-    probes = _check_int("probes", probes, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    probes = check_int("probes", probes, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     _check_loss(loss_fn, params)
     generator = make_generator(generator)
     op = _HVP(loss_fn, params, method)
@@ -352,8 +348,8 @@ def top_eigenvalues(loss_fn: LossFn, params: Sequence[Tensor], *, k: int = 1,
     if which not in ("largest", "smallest"):
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
     params = _check_params(params, dtype)
-    k = _check_int("k", k, 1)
-    iters = _check_int("iters", iters, 1)
+    k = check_int("k", k, 1)
+    iters = check_int("iters", iters, 1)
     n = sum(p.numel() for p in params)
     if k > n:
         raise ValueError(f"k must be <= the number of parameters ({n}), got {k}")
@@ -431,9 +427,9 @@ def spectral_density(loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 
         1.0
     """
     params = _check_params(params, dtype)
-    iters = _check_int("iters", iters, 1)
-    runs = _check_int("runs", runs, 1)
-    grid_points = _check_int("grid_points", grid_points, 2)
+    iters = check_int("iters", iters, 1)
+    runs = check_int("runs", runs, 1)
+    grid_points = check_int("grid_points", grid_points, 2)
     if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
         raise ValueError(f"sigma must be a positive number or None, got {sigma!r}")
     _check_loss(loss_fn, params)

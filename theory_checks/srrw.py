@@ -57,6 +57,7 @@ from torch import Tensor
 
 from stepping.noise import make_generator
 from stepping.walks import BaseChain, SelfRepellentWalk
+from stepping.checks import check_int
 
 __all__ = [
     "reversible_eigenpairs",
@@ -326,10 +327,8 @@ def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: i
         >>> out[0].alpha, out[0].predicted > 0
         (0.0, True)
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(walkers, bool) or not isinstance(walkers, int) or walkers < 2:
-        raise ValueError(f"walkers must be an integer >= 2, got {walkers!r}")
+    check_int("steps", steps)
+    check_int("walkers", walkers, 2)
     a = _check_exponent(gamma_exponent, "gamma_exponent")
     generator = make_generator(generator)
     mu = chain.target
@@ -401,10 +400,8 @@ def measure_sa_srrw_covariance(chain: BaseChain, alphas: Sequence[float], center
         >>> [r.alpha for r in out]
         [0.0, 5.0]
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(walkers, bool) or not isinstance(walkers, int) or walkers < 2:
-        raise ValueError(f"walkers must be an integer >= 2, got {walkers!r}")
+    check_int("steps", steps)
+    check_int("walkers", walkers, 2)
     a = _check_exponent(gamma_exponent, "gamma_exponent")
     b = _check_exponent(beta_exponent, "beta_exponent")
     if a == b:

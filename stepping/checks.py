@@ -1,0 +1,41 @@
+"""Argument checks shared by every layer: each returns the normalised value or raises a
+ValueError that names the argument and what it accepts."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+__all__ = ["check_flag", "check_int", "check_nonnegative", "check_positive"]
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def check_nonnegative(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and >= 0."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and > 0."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_int(name: str, value, low: int = 1) -> int:
+    """Return ``value``, or raise ValueError naming ``name`` unless an integer >= ``low``
+    (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
