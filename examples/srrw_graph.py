@@ -42,7 +42,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from stepping.walks import BaseChain, Graph, SelfRepellentWalk, nonbacktracking_step  # noqa: E402
+from stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk,  # noqa: E402
+                            nonbacktracking_step)
 from theory_checks.srrw import measure_srrw_variance, srrw_asymptotic_covariance  # noqa: E402
 
 GRAPHS = {
@@ -181,7 +182,7 @@ def token_run(method: str, alpha: float, graph: Graph, problem, theta_star, args
         walk = None
     else:
         walk = SelfRepellentWalk(chain, alpha, walkers=runs, generator=gen,
-                                 gamma=lambda n: (n + 2.0) ** -a)
+                                 gamma=PowerGamma(a))
     theta = torch.zeros(runs, X.shape[-1], dtype=torch.float64)
     record = set(torch.unique(torch.logspace(0, math.log10(args.opt_steps), 60).long()).tolist())
     ns, mse = [], []

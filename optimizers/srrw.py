@@ -16,7 +16,6 @@ is :class:`LogisticProblem`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 from typing import Callable
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor
 from stepping.noise import make_generator
 from stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
 from stepping.registry import AlgorithmInfo, register
-from stepping.walks import BaseChain, Graph, SelfRepellentWalk
+from stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent
 from stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
@@ -36,24 +35,6 @@ BASES = ("mhrw", "srw")
 
 
 # -- shared pieces: validation, the walk, its state ------------------------------------------
-def check_exponent(name: str, value) -> float:
-    """A step-size exponent in (0.5, 1] (the range of the paper's CLT), else ValueError."""
-    if not isinstance(value, Real) or isinstance(value, bool) or not 0.5 < value <= 1.0:
-        raise ValueError(f"{name} must lie in (0.5, 1], got {value!r}")
-    return float(value)
-
-
-class _PowerGamma:
-    """gamma_{n+1} = (n+2)^(-a) as the walk's ``gamma(n)`` callable (picklable, unlike a lambda).
-    With a = 1 it is the walk's classic 1/(n+2): x_0 counts as one pseudo-visit."""
-
-    def __init__(self, exponent: float):
-        self.exponent = exponent
-
-    def __call__(self, n: int) -> float:
-        return (n + 2.0) ** -self.exponent
-
-
 def _graph(graph) -> Graph:
     if isinstance(graph, Graph):
         return graph
@@ -85,7 +66,7 @@ def make_token_walk(graph, *, alpha, gamma_exponent, base="mhrw", walkers: int =
     alpha = check_nonnegative("alpha", alpha)
     a = check_exponent("gamma_exponent", gamma_exponent)
     chain = _chain(graph, base)
-    walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=_PowerGamma(a), start=start,
+    walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=PowerGamma(a), start=start,
                              generator=generator)
     walk.step()  # X_1: the first SA update uses H(theta_0, X_1)
     weights = 1.0 / (chain.num_nodes * chain.target)
@@ -498,7 +479,7 @@ def _reference(params, grad_fn, steps, kwargs, generator):
         P[src, dst] = torch.minimum(1 / deg[src], 1 / deg[dst])
         P += torch.diag(1 - P.sum(1))
     chain = _chain(graph, kw["base"])
-    walk = SelfRepellentWalk(chain, alpha, walkers=1, gamma=_PowerGamma(a),
+    walk = SelfRepellentWalk(chain, alpha, walkers=1, gamma=PowerGamma(a),
                              start=kw.get("start"), generator=generator)
     x = mu.clone()
 

@@ -8,29 +8,18 @@ of ``list(graph.nodes)``.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 
 import torch
 from torch import Tensor
 
+from stepping.checks import check_int, check_nonnegative
 from stepping.noise import make_generator
-from stepping.walks import BaseChain, Graph, SelfRepellentWalk, nonbacktracking_step
-from stepping.checks import check_int
+from stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent,
+                            nonbacktracking_step)
 
 __all__ = ["SRRW", "NonBacktrackingWalk"]
 
 BASES = ("mhrw", "srw")
-
-
-class _PowerGamma:
-    """gamma_{n+1} = (n+2)^(-a): the spec's gamma_n = (n+1)^(-a); a = 1 is 1/(n+2)."""
-
-    def __init__(self, exponent: float):
-        self.exponent = exponent
-
-    def __call__(self, n: int) -> float:
-        return (n + 2.0) ** -self.exponent
 
 
 def _check_walkers(walkers) -> int:
@@ -115,17 +104,13 @@ class SRRW:
     def __init__(self, graph, alpha: float, *, base: str = "mhrw", target=None,
                  walkers: int = 1, gamma_exponent: float = 1.0, start=None,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (
-                math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        alpha = check_nonnegative("alpha", alpha)
         if base == "nbrw":
             raise ValueError("base 'nbrw' is not a reversible chain on the nodes, so SRRW is not "
                              "built on it; use samplers.NonBacktrackingWalk as the baseline")
         if base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {base!r}")
-        if isinstance(gamma_exponent, bool) or not isinstance(gamma_exponent, Real) or not (
-                0.5 < gamma_exponent <= 1.0):
-            raise ValueError(f"gamma_exponent must lie in (0.5, 1], got {gamma_exponent!r}")
+        gamma_exponent = check_exponent("gamma_exponent", gamma_exponent)
         walkers = _check_walkers(walkers)
         self.graph = Graph.from_networkx(graph)  # ValueError: directed, disconnected, ...
         if base == "srw":
@@ -137,7 +122,7 @@ class SRRW:
             mu = None if target is None else _target_vector(self.graph, target)
             self.chain = BaseChain.metropolis_hastings(self.graph, mu)
         self.alpha, self.base, self.gamma_exponent = float(alpha), base, float(gamma_exponent)
-        gamma = None if gamma_exponent == 1.0 else _PowerGamma(float(gamma_exponent))
+        gamma = None if gamma_exponent == 1.0 else PowerGamma(float(gamma_exponent))
         self.walk = SelfRepellentWalk(self.chain, self.alpha, walkers=walkers, gamma=gamma,
                                       start=_start_ids(self.graph, start),
                                       generator=make_generator(generator), dtype=dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import mmap
+from numbers import Real
 from typing import Callable
 
 import numpy as np
@@ -29,11 +30,31 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
+from stepping.checks import check_int, check_nonnegative
 from stepping.noise import make_generator
-from stepping.checks import check_int
 
-__all__ = ["Graph", "BaseChain", "SelfRepellentWalk", "nonbacktracking_step",
+__all__ = ["PowerGamma", "check_exponent", "Graph", "BaseChain", "SelfRepellentWalk",
+           "nonbacktracking_step",
            "FLOAT64_MEASURE_LIMIT"]
+
+
+def check_exponent(name: str, value) -> float:
+    """A step-size exponent in (0.5, 1] (the range of the SRRW/SA-SRRW CLTs), else ValueError."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not 0.5 < value <= 1.0:
+        raise ValueError(f"{name} must lie in (0.5, 1], got {value!r}")
+    return float(value)
+
+
+class PowerGamma:
+    """gamma_{n+1} = (n+2)^(-a), the spec's gamma_n = (n+1)^(-a), as the walk's ``gamma(n)``
+    callable (picklable, unlike a lambda). With a = 1 it is the classic 1/(n+2): x_0 counts as
+    one pseudo-visit."""
+
+    def __init__(self, exponent: float):
+        self.exponent = exponent
+
+    def __call__(self, n: int) -> float:
+        return (n + 2.0) ** -self.exponent
 
 
 class Graph:
@@ -300,9 +321,7 @@ class SelfRepellentWalk:
                  gamma: Callable[[int], float] | None = None, start=None,
                  x0: Tensor | None = None, generator: torch.Generator | None = None,
                  dtype: torch.dtype | None = None):
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-                math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        alpha = check_nonnegative("alpha", alpha)
         check_int("walkers", walkers)
         if gamma is not None and not callable(gamma):
             raise ValueError("gamma must be None or a callable n -> gamma_{n+1}")

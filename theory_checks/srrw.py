@@ -55,9 +55,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from stepping.checks import check_int, check_nonnegative
 from stepping.noise import make_generator
-from stepping.walks import BaseChain, SelfRepellentWalk
-from stepping.checks import check_int
+from stepping.walks import BaseChain, PowerGamma, SelfRepellentWalk, check_exponent
 
 __all__ = [
     "reversible_eigenpairs",
@@ -142,19 +142,6 @@ def base_chain_asymptotic_covariance(chain_or_P, mu: Tensor | None = None) -> Te
     return D @ Z + Z.T @ D - D - torch.outer(mu, mu)
 
 
-def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-            math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    return float(alpha)
-
-
-def _check_exponent(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 < value <= 1:
-        raise ValueError(f"{name} must lie in (0.5, 1], got {value!r}")
-    return float(value)
-
-
 def srrw_asymptotic_covariance(chain_or_P, mu: Tensor | None, alpha: float,
                                gamma_exponent: float = 1.0) -> Tensor:
     """Closed-form asymptotic covariance V(alpha) of (x_n - mu)/sqrt(gamma_n) for SRRW.
@@ -186,8 +173,8 @@ def srrw_asymptotic_covariance(chain_or_P, mu: Tensor | None, alpha: float,
         >>> V.shape, bool(V.sum(1).abs().max() < 1e-12)
         (torch.Size([3, 3]), True)
     """
-    alpha = _check_alpha(alpha)
-    a = _check_exponent(gamma_exponent, "gamma_exponent")
+    alpha = check_nonnegative("alpha", alpha)
+    a = check_exponent("gamma_exponent", gamma_exponent)
     lam, U = reversible_eigenpairs(chain_or_P, mu)
     lam, U = lam[1:], U[:, 1:]
     weight = (1 + lam) / (1 - lam) / (2 * alpha * (1 + lam) + 2 - (1.0 if a == 1 else 0.0))
@@ -233,8 +220,8 @@ def sa_srrw_asymptotic_covariance(chain_or_P, mu: Tensor | None, alpha: float, H
     """
     from scipy.linalg import solve_continuous_lyapunov
 
-    alpha = _check_alpha(alpha)
-    b = _check_exponent(beta_exponent, "beta_exponent")
+    alpha = check_nonnegative("alpha", alpha)
+    b = check_exponent("beta_exponent", beta_exponent)
     if regime not in ("i", "iii"):
         raise ValueError(f"regime must be 'i' or 'iii', got {regime!r}")
     lam, U = reversible_eigenpairs(chain_or_P, mu)
@@ -329,7 +316,7 @@ def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: i
     """
     check_int("steps", steps)
     check_int("walkers", walkers, 2)
-    a = _check_exponent(gamma_exponent, "gamma_exponent")
+    a = check_exponent("gamma_exponent", gamma_exponent)
     generator = make_generator(generator)
     mu = chain.target
     if f is not None:
@@ -337,11 +324,11 @@ def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: i
         if f.shape != mu.shape:
             raise ValueError(f"f must have {mu.numel()} entries, got {f.numel()}")
     # gamma_{n+1} = (n + 2)^{-a}: the walk's callable maps n to gamma_{n+1}.
-    gamma = None if a == 1 else (lambda n: (n + 2.0) ** -a)
+    gamma = None if a == 1 else PowerGamma(a)
     gamma_n = 1.0 / (steps + 1) if a == 1 else (steps + 1.0) ** -a
     out = []
     for alpha in alphas:
-        alpha = _check_alpha(alpha)
+        alpha = check_nonnegative("alpha", alpha)
         walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=gamma,
                                  generator=generator)
         for _ in _progress(range(steps), progress, f"SRRW alpha={alpha:g}"):
@@ -402,8 +389,8 @@ def measure_sa_srrw_covariance(chain: BaseChain, alphas: Sequence[float], center
     """
     check_int("steps", steps)
     check_int("walkers", walkers, 2)
-    a = _check_exponent(gamma_exponent, "gamma_exponent")
-    b = _check_exponent(beta_exponent, "beta_exponent")
+    a = check_exponent("gamma_exponent", gamma_exponent)
+    b = check_exponent("beta_exponent", beta_exponent)
     if a == b:
         raise ValueError("regime (ii) (gamma_exponent == beta_exponent) is not implemented")
     regime = "i" if a < b else "iii"
@@ -416,10 +403,10 @@ def measure_sa_srrw_covariance(chain: BaseChain, alphas: Sequence[float], center
     theta_star = centers.mean(0)
     weight = 1.0 / (n_nodes * mu)
     H = (centers - theta_star) * weight[:, None]
-    gamma = None if a == 1 else (lambda n: (n + 2.0) ** -a)
+    gamma = None if a == 1 else PowerGamma(a)
     out = []
     for alpha in alphas:
-        alpha = _check_alpha(alpha)
+        alpha = check_nonnegative("alpha", alpha)
         walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=gamma,
                                  generator=generator)
         theta = torch.zeros(walkers, centers.shape[1], dtype=torch.float64)
