@@ -31,6 +31,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
 from stepping.checks import check_int
 from stepping.noise import make_generator
@@ -93,13 +94,6 @@ def _check_loss(loss_fn, params: list[Tensor]) -> None:
     if not value.is_floating_point():
         raise ValueError(f"loss_fn must return a floating-point scalar, got {value.dtype}")
 
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc)
 
 
 # ----------------------------------------------------------------------------- HVP engine
@@ -223,7 +217,7 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
     generator = make_generator(generator)
     op = _HVP(loss_fn, params, method)
     samples = torch.empty(probes, dtype=torch.float64)
-    bar = _progress(probes, progress, "hutchinson")
+    bar = tqdm(total=probes, desc="hutchinson", disable=not progress)
     done = 0
     while done < probes:
         b = min(batch_size, probes - done)
@@ -233,10 +227,8 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
         else:
             samples[done] = torch.dot(op(z[0]), z[0]).item()
         done += b
-        if bar is not None:
-            bar.update(b)
-    if bar is not None:
-        bar.close()
+        bar.update(b)
+    bar.close()
     mean = samples.mean().item()
     stderr = (samples.std(correction=1).item() / math.sqrt(probes)) if probes > 1 else math.nan
     return HessianTrace(mean, stderr)
@@ -263,8 +255,7 @@ def _lanczos(op: _HVP, q0: Tensor, iters: int, generator: torch.Generator, bar
         w = op(q)
         alpha[j] = torch.dot(w, q).item()
         if j == m - 1:
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             break
         # full reorthogonalization, twice (classical Gram-Schmidt "twice is enough")
         basis = Q[: j + 1]
@@ -288,8 +279,7 @@ def _lanczos(op: _HVP, q0: Tensor, iters: int, generator: torch.Generator, bar
         else:
             beta[j] = b
             q = w / b
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
     T = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
     return T, Q
 
@@ -358,11 +348,10 @@ def top_eigenvalues(loss_fn: LossFn, params: Sequence[Tensor], *, k: int = 1,
     _check_loss(loss_fn, params)
     generator = make_generator(generator)
     op = _HVP(loss_fn, params, method)
-    bar = _progress(min(iters, n), progress, "lanczos")
+    bar = tqdm(total=min(iters, n), desc="lanczos", disable=not progress)
     q0 = _rademacher((n,), generator, op.dtype, op.device)
     T, Q = _lanczos(op, q0, iters, generator, bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
     theta, S = torch.linalg.eigh(T)
     idx = torch.arange(k) if which == "smallest" else torch.arange(len(theta) - 1,
                                                                    len(theta) - 1 - k, -1)
@@ -436,7 +425,7 @@ def spectral_density(loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 
     generator = make_generator(generator)
     op = _HVP(loss_fn, params, method)
     m = min(iters, op.n)
-    bar = _progress(runs * m, progress, "slq")
+    bar = tqdm(total=runs * m, desc="slq", disable=not progress)
     nodes = torch.empty(runs, m, dtype=torch.float64)
     weights = torch.empty(runs, m, dtype=torch.float64)
     for r in range(runs):
@@ -444,8 +433,7 @@ def spectral_density(loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 
         T, _ = _lanczos(op, v, m, generator, bar)
         theta, S = torch.linalg.eigh(T)
         nodes[r], weights[r] = theta, S[0] ** 2
-    if bar is not None:
-        bar.close()
+    bar.close()
     lo, hi = nodes.min().item(), nodes.max().item()
     if sigma is None:
         sigma = 0.01 * (hi - lo) if hi > lo else 1e-3 * max(abs(hi), 1.0)

@@ -54,6 +54,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from stepping.checks import check_int, check_nonnegative
 from stepping.noise import make_generator
@@ -262,14 +263,6 @@ class VarianceCheck:
         return self.measured / self.predicted
 
 
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False)
-
-
 def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: int,
                           walkers: int, f: Tensor | None = None,
                           gamma_exponent: float = 1.0,
@@ -331,7 +324,8 @@ def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: i
         alpha = check_nonnegative("alpha", alpha)
         walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=gamma,
                                  generator=generator)
-        for _ in _progress(range(steps), progress, f"SRRW alpha={alpha:g}"):
+        for _ in tqdm(range(steps), desc=f"SRRW alpha={alpha:g}", leave=False,
+                      disable=not progress):
             walk.step()
         err = (walk.empirical_measure - mu) / math.sqrt(gamma_n)
         V = srrw_asymptotic_covariance(chain, None, alpha, a)
@@ -410,7 +404,8 @@ def measure_sa_srrw_covariance(chain: BaseChain, alphas: Sequence[float], center
         walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=gamma,
                                  generator=generator)
         theta = torch.zeros(walkers, centers.shape[1], dtype=torch.float64)
-        for n in _progress(range(steps), progress, f"SA-SRRW alpha={alpha:g}"):
+        for n in tqdm(range(steps), desc=f"SA-SRRW alpha={alpha:g}", leave=False,
+                      disable=not progress):
             node = walk.step()
             beta = (n + 2.0) ** -b
             theta += (beta * weight[node])[:, None] * (centers[node] - theta)
