@@ -20,8 +20,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from samplers.score_sde import (RK45, EulerMaruyama, Heun, LangevinCorrector, PredictorCorrector,
-                                ReverseDiffusion, denoise, probability_flow)
+from samplers.score_sde import (METHODS, _NFE_PER_STEP, _check_t_end, _stepper, denoise)
 from samplers.sde import SDE, VPSDE
 from stepping.grids import uniform
 from stepping.integrate import integrate
@@ -32,7 +31,7 @@ from stepping.checks import check_int
 
 __all__ = ["LangevinGibbs", "DMCMCResult", "dmcmc_sample", "INTEGRATORS"]
 
-INTEGRATORS = ("euler_maruyama", "reverse_diffusion", "pc", "heun", "rk45")
+INTEGRATORS = METHODS
 _GIBBS = ("exact", "argmax")
 
 
@@ -232,19 +231,6 @@ class DMCMCResult(NamedTuple):
     nfe: Tensor
 
 
-def _integrator(name: str, sde: SDE, score, snr: float):
-    if name == "euler_maruyama":
-        return EulerMaruyama(sde, score), 1
-    if name == "reverse_diffusion":
-        return ReverseDiffusion(sde, score), 1
-    if name == "pc":
-        return PredictorCorrector(ReverseDiffusion(sde, score),
-                                  LangevinCorrector(sde, score, snr=snr)), 2
-    if name == "heun":
-        return Heun(probability_flow(sde, score)), 2
-    return RK45(probability_flow(sde, score)), None
-
-
 def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor, *,
                  mcmc_steps: int, langevin_step: float, time_grid, steps: int,
                  log_prob: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -331,8 +317,7 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
     if isinstance(langevin_step, bool) or not isinstance(langevin_step, (int, float)) \
             or not 0 < langevin_step < math.inf:
         raise ValueError(f"langevin_step must be a finite number > 0, got {langevin_step!r}")
-    if isinstance(t_end, bool) or not isinstance(t_end, (int, float)) or not 0 < t_end < sde.T:
-        raise ValueError(f"t_end must lie in (0, {sde.T}) (the SDE's domain), got {t_end!r}")
+    t_end = _check_t_end(sde, t_end)
     grid = _check_time_grid(time_grid)
     if grid.min() < t_end or grid.max() > sde.T:
         raise ValueError(f"time_grid must lie within [t_end, T] = [{t_end}, {sde.T}], got "
@@ -360,7 +345,7 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
         if t <= t_end or math.isclose(t, t_end, rel_tol=1e-6):  # float32 grids: 1.00000005e-3
             continue
         rows = (t_star == t).nonzero()[:, 0]
-        stepper, per_step = _integrator(integrator, sde, score, snr)
+        stepper, per_step = _stepper(integrator, sde, score, snr), _NFE_PER_STEP[integrator]
         out[rows.to(x.device)] = integrate(stepper, x[rows.to(x.device)], uniform(t, t_end, steps),
                                            noise=noise, progress=progress, desc=integrator)
         nfe[rows] += stepper.nfe if per_step is None else per_step * steps

@@ -35,6 +35,8 @@ __all__ = [
 
 Score = Callable[[Tensor, Tensor], Tensor]
 METHODS = ("euler_maruyama", "reverse_diffusion", "pc", "heun", "rk45")
+# Score evaluations per step of each method (RK45 counts its own, in ``RK45.nfe``).
+_NFE_PER_STEP = {"euler_maruyama": 1, "reverse_diffusion": 1, "pc": 2, "heun": 2, "rk45": None}
 
 
 # -- checks ------------------------------------------------------------------------------
