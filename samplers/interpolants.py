@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from stepping.integrate import integrate
-from stepping.noise import make_generator
+from stepping.noise import make_generator, require_noise
 from stepping.registry import AlgorithmInfo, register
 from stepping.checks import check_int
 
@@ -605,9 +605,7 @@ class InterpolantSDE:
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
         _check_times(t0, t1)
-        if not hasattr(noise, "standard_normal"):
-            raise ValueError("InterpolantSDE needs a noise source: pass "
-                             "noise=Brownian(generator) to integrate")
+        require_noise(noise, "InterpolantSDE")
         h, eps = t1 - t0, self.epsilon_at(t0)
         b = _field_at(self.velocity, "velocity", x, t0)
         s = _field_at(self.score, "score", x, t0) if eps > 0 else None

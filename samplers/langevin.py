@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from stepping.kernels import kinetic_ou_, langevin_, sghmc_
-from stepping.noise import Brownian, make_generator, standard_normal_like
+from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
 from stepping.optimizer import check_nonnegative, check_positive
 from stepping.oracles import score_from_log_prob
 from stepping.integrate import Solution, integrate
@@ -70,17 +70,13 @@ class ULA:
         self.temperature = check_nonnegative("temperature", temperature)
 
     def step_(self, x: Tensor, t0: float, t1: float, noise: Brownian) -> None:
-        if t1 <= t0:
-            raise ValueError(f"ULA runs forward in time: the grid must increase, got {t0} -> {t1}")
-        if not hasattr(noise, "standard_normal"):
-            raise ValueError("ULA needs a noise source: pass noise=Brownian(generator) to "
-                             "integrate")
+        h = _forward_step("ULA", t0, t1, noise)
         s = self.score(x)
         if not isinstance(s, Tensor) or s.shape != x.shape:
             raise ValueError(f"score must return a tensor shaped like x {tuple(x.shape)}, got "
                              f"{tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__}")
         xi = noise.standard_normal(x)
-        langevin_([x], [s], [xi], lr=t1 - t0, temperature=self.temperature, maximize=True)
+        langevin_([x], [s], [xi], lr=h, temperature=self.temperature, maximize=True)
 
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
                generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
@@ -127,9 +123,7 @@ def _checked_score(score, x):
 def _forward_step(name, t0, t1, noise):
     if t1 <= t0:
         raise ValueError(f"{name} runs forward in time: the grid must increase, got {t0} -> {t1}")
-    if not hasattr(noise, "standard_normal"):
-        raise ValueError(f"{name} needs a noise source: pass noise=Brownian(generator) to "
-                         "integrate")
+    require_noise(noise, name)
     return t1 - t0
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from samplers.sde import SDE, SubVPSDE, VESDE, VPSDE
 from stepping.grids import uniform
 from stepping.integrate import integrate
-from stepping.noise import Brownian, make_generator, standard_normal_like
+from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
 from stepping.registry import AlgorithmInfo, register
 from stepping.checks import check_int
 
@@ -87,12 +87,6 @@ class _ScoreStepper:
         self.sde.check_time(t0, "t0"), self.sde.check_time(t1, "t1")
 
 
-def _needs_noise(noise, who: str):
-    if not hasattr(noise, "standard_normal"):
-        raise ValueError(f"{who} needs a noise source: pass noise=Brownian(generator) to integrate")
-    return noise
-
-
 # -- predictors and corrector ------------------------------------------------------------
 class EulerMaruyama(_ScoreStepper):
     r"""Euler--Maruyama predictor: one step of the reverse SDE (forward SDE on an increasing grid).
@@ -129,7 +123,7 @@ class EulerMaruyama(_ScoreStepper):
         self._times(t0, t1)
         # The noise source's own increment over [t0, t1]: Brownian, or e.g. the Markov-
         # approximate fractional Brownian motion of stepping.noise.FractionalBrownian.
-        dw = _needs_noise(noise, "EulerMaruyama").increment(x, t0, t1)
+        dw = require_noise(noise, "EulerMaruyama").increment(x, t0, t1)
         h = t1 - t0
         drift = self.sde.drift(x, t0) if h > 0 else \
             self.sde.reverse_drift(x, t0, score_at(self.score, x, t0))
@@ -171,7 +165,7 @@ class ReverseDiffusion(_ScoreStepper):
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
         self._times(t0, t1)
-        z = _needs_noise(noise, "ReverseDiffusion").standard_normal(x)
+        z = require_noise(noise, "ReverseDiffusion").standard_normal(x)
         f, g = self.sde.discretize(x, t0, t1)
         if t1 > t0:
             x.add_(f).add_(g * z)
@@ -228,7 +222,7 @@ class LangevinCorrector(_ScoreStepper):
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
         self._times(t0, t1)
-        noise = _needs_noise(noise, "LangevinCorrector")
+        noise = require_noise(noise, "LangevinCorrector")
         alpha = self.sde.corrector_alpha(t0, t1)
         for _ in range(self.n_steps):
             s = score_at(self.score, x, t0)

@@ -11,8 +11,8 @@ from torch import Tensor
 
 from stepping.checks import check_int, check_positive
 
-__all__ = ["NoNoise", "Brownian", "FBMState", "FractionalBrownian", "fbm_covariance", "fbm_path",
-           "ma_fbm_weights", "make_generator", "standard_normal_like"]
+__all__ = ["NoNoise", "require_noise", "Brownian", "FBMState", "FractionalBrownian",
+           "fbm_covariance", "fbm_path", "ma_fbm_weights", "make_generator", "standard_normal_like"]
 
 
 def make_generator(generator: torch.Generator | None = None, *,
@@ -37,6 +37,14 @@ def standard_normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
     real = torch.view_as_real(x) if x.is_complex() else x
     z = torch.randn(real.shape, generator=generator, dtype=real.dtype, device=generator.device)
     return z.to(real.device)
+
+
+def require_noise(noise, who: str):
+    """Return ``noise``, or raise ValueError if it is not a noise source (a stochastic stepper
+    was run by :func:`stepping.integrate` without ``noise=``)."""
+    if not hasattr(noise, "standard_normal"):
+        raise ValueError(f"{who} needs a noise source: pass noise=Brownian(generator) to integrate")
+    return noise
 
 
 class Brownian:
