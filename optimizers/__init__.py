@@ -2,6 +2,8 @@
 
 from optimizers.diffgrad import DiffGrad
 from optimizers.sgmcmc import PSGLD, SGHMC, SGLD
+from optimizers.cbo import CBO, cbo_minimize, cbs_sample
 from optimizers.srrw import SASRRW, simulate_token
 
-__all__ = ["DiffGrad", "PSGLD", "SGHMC", "SGLD", "SASRRW", "simulate_token"]
+__all__ = ["CBO", "DiffGrad", "PSGLD", "SGHMC", "SGLD", "SASRRW", "cbo_minimize", "cbs_sample",
+           "simulate_token"]

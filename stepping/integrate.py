@@ -2,7 +2,8 @@
 
 A stepper is any object with ``step_(x, t0, t1, noise)`` that advances ``x`` in place from time
 ``t0`` to ``t1`` and declares its deterministic ``order`` (and ``strong_order`` if stochastic).
-Predictor-corrector schemes are compositions of steppers, not new loops.
+A stepper that sets its attribute ``finished`` to True ends the run after that step (a stopping
+rule). Predictor-corrector schemes are compositions of steppers, not new loops.
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ def integrate(stepper: Stepper, x0: Tensor, grid, *, noise=None, progress: bool 
     with torch.no_grad():
         for k in bar:
             stepper.step_(x, times[k], times[k + 1], noise)
-            if save_every and ((k + 1) % save_every == 0 or k + 1 == n):
+            done = getattr(stepper, "finished", False)
+            if save_every and ((k + 1) % save_every == 0 or k + 1 == n or done):
                 saved_t.append(times[k + 1])
                 saved_x.append(x.clone())
+            if done:
+                break
     if save_every:
         return Solution(x, torch.tensor(saved_t, dtype=torch.float64), torch.stack(saved_x))
     return x
