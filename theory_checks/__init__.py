@@ -1,5 +1,7 @@
 """Checks of the papers' claims that users run on their own models (grows with later work)."""
 
+from theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density, fp_residual_score,
+                                         ou_ode_sde_gap, wasserstein2_1d)
 from theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace, loss_from_model,
                                    spectral_density, top_eigenvalues)
 from theory_checks.properties import (assert_converges, assert_diverges_above,
@@ -11,6 +13,8 @@ from theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
                                 srrw_asymptotic_covariance)
 
 __all__: list[str] = [
+    "OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
+    "wasserstein2_1d",
     "assert_converges", "assert_diverges_above", "assert_linear_rate", "assert_monotone_loss",
     "assert_same_trajectory", "run_optimizer",
     "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model", "spectral_density",
