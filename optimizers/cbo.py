@@ -23,6 +23,7 @@ then reduced by ``all_reduce`` in log space.
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Real
 from typing import Callable, NamedTuple
 
@@ -572,6 +573,9 @@ def _run(stepper: _Particles, x0: Tensor, steps: int, dt: float, progress: bool,
     grid = uniform(0.0, steps * dt, steps)
     final = integrate(stepper, x, grid, noise=Brownian(stepper.generator), progress=progress,
                       desc=desc)
+    if stepper.invalid:
+        warnings.warn(f"{desc}: the objective returned {stepper.invalid} non-finite energies; "
+                      "those particles got weight zero", RuntimeWarning, stacklevel=3)
     hist = {name: (torch.stack(v) if v and isinstance(v[0], Tensor) else
                    torch.tensor(v, dtype=torch.float64))
             for name, v in stepper.history.items()}
