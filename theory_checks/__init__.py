@@ -1,5 +1,8 @@
 """Checks of the papers' claims that users run on their own models (grows with later work)."""
 
+from theory_checks.batch_size import (LRScaling, MinibatchHessianExtremes, StabilityTrial,
+                                      StableLR, SuggestedLR, largest_stable_lr, lr_batch_scaling,
+                                      minibatch_hessian_extremes, stability_trial, suggest_lr)
 from theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density, fp_residual_score,
                                          ou_ode_sde_gap, wasserstein2_1d)
 from theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace, loss_from_model,
@@ -13,6 +16,9 @@ from theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
                                 srrw_asymptotic_covariance)
 
 __all__: list[str] = [
+    "LRScaling", "MinibatchHessianExtremes", "StabilityTrial", "StableLR", "SuggestedLR",
+    "largest_stable_lr", "lr_batch_scaling", "minibatch_hessian_extremes", "stability_trial",
+    "suggest_lr",
     "OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
     "wasserstein2_1d",
     "assert_converges", "assert_diverges_above", "assert_linear_rate", "assert_monotone_loss",
