@@ -10,6 +10,9 @@ from theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace,
 from theory_checks.properties import (assert_converges, assert_diverges_above,
                                       assert_linear_rate, assert_monotone_loss,
                                       assert_same_trajectory, run_optimizer)
+from theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit, StochasticProblem,
+                                 TemperatureSweep, l1_problem, last_iterate_gap,
+                                 least_squares_problem, loglog_slope, perceptron_temperature)
 from theory_checks.stability import (MinimaComparison, StabilityReport, diagonal_network_minima,
                                      relu_network_minima, stability_report)
 from theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
@@ -27,6 +30,9 @@ __all__: list[str] = [
     "assert_same_trajectory", "run_optimizer",
     "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model", "spectral_density",
     "top_eigenvalues",
+    "STEP_SCHEDULES", "LastIterateGaps", "PowerLawFit", "StochasticProblem", "TemperatureSweep",
+    "l1_problem", "last_iterate_gap", "least_squares_problem", "loglog_slope",
+    "perceptron_temperature",
     "MinimaComparison", "StabilityReport", "diagonal_network_minima", "relu_network_minima",
     "stability_report",
     "VarianceCheck", "base_chain_asymptotic_covariance", "measure_sa_srrw_covariance",
