@@ -20,7 +20,7 @@ import torch
 
 from benchmarks import harness
 from theory_checks import hessian_trace, loss_from_model, spectral_density, top_eigenvalues
-from theory_checks.hessian import _HVP
+from theory_checks.hessian import HessianOperator
 
 OURS_TR = "ours hessian_trace (100 probes)"
 PYH_TR = "PyHessian trace (100 probes)"
@@ -55,7 +55,7 @@ def make_problem(hidden: int, seed: int = 0):
 
 def exact_trace(loss_fn, params, block: int = 8) -> float:
     """Sum of all diagonal entries of H, from batched HVPs with unit vectors (float64)."""
-    op = _HVP(loss_fn, [p.double() for p in params], "autograd")
+    op = HessianOperator(loss_fn, [p.double() for p in params], "autograd")
     total = 0.0
     for start in range(0, op.n, block):
         idx = torch.arange(start, min(start + block, op.n))
@@ -69,7 +69,7 @@ def reference_eig(loss_fn, params, iters: int) -> tuple[float, float]:
     """Largest algebraic eigenvalue by float64 Lanczos, and its residual ||Hv - lambda v||."""
     lam, (vec,) = top_eigenvalues(loss_fn, params, iters=iters, dtype=torch.float64,
                                   eigenvectors=True, generator=torch.Generator().manual_seed(9))
-    op = _HVP(loss_fn, [p.double() for p in params], "autograd")
+    op = HessianOperator(loss_fn, [p.double() for p in params], "autograd")
     v = torch.cat([c.reshape(-1) for c in vec])
     return lam.item(), (op(v) - lam.item() * v).norm().item()
 

@@ -48,7 +48,7 @@ from stepping.checks import check_int, check_nonnegative, check_positive
 from stepping.integrate import integrate
 from stepping.noise import Brownian, make_generator, standard_normal_like
 from stepping.grids import uniform
-from theory_checks.hessian import _rademacher
+from theory_checks.hessian import rademacher
 
 __all__ = ["OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
            "wasserstein2_1d"]
@@ -79,7 +79,7 @@ def _divergence(v: Tensor, x: Tensor, method: str, probes: int,
         return total
     total = x.new_zeros(batch)
     for _ in range(probes):
-        z = _rademacher(tuple(x.shape), generator, x.dtype, x.device)
+        z = rademacher(tuple(x.shape), generator, x.dtype, x.device)
         zj = _grad((v * z).sum(), x)  # z^T J, row by row
         total = total + (zj * z).reshape(batch, -1).sum(-1)
     return total / probes

@@ -37,8 +37,8 @@ from stepping.checks import check_int
 from stepping.noise import make_generator
 from stepping.oracles import hvp as _oracle_hvp
 
-__all__ = ["HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model",
-           "spectral_density", "top_eigenvalues"]
+__all__ = ["HessianOperator", "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model",
+           "rademacher", "spectral_density", "top_eigenvalues"]
 
 LossFn = Callable[[list[Tensor]], Tensor]
 
@@ -98,8 +98,9 @@ def _check_loss(loss_fn, params: list[Tensor]) -> None:
 
 # ----------------------------------------------------------------------------- HVP engine
 
-class _HVP:
-    """Products ``H v`` at one point, with ``v`` and ``H v`` as flat vectors.
+class HessianOperator:
+    """Products ``H v`` at one point, with ``v`` and ``H v`` as flat vectors (``.n`` entries;
+    ``.split`` turns a flat vector back into tensors shaped like the params).
 
     ``method="autograd"`` builds the gradient graph once and back-propagates through it for every
     vector; ``method="vmap"`` calls the :func:`stepping.oracles.hvp` oracle (``jvp(grad)``).
@@ -157,7 +158,8 @@ class _HVP:
         return self._flat(outs, lead)
 
 
-def _rademacher(shape: tuple, generator: torch.Generator, dtype, device) -> Tensor:
+def rademacher(shape: tuple, generator: torch.Generator, dtype, device) -> Tensor:
+    """Independent +-1 entries with probability 1/2 each (Hutchinson's probes)."""
     z = torch.randint(0, 2, shape, generator=generator, device=generator.device,
                       dtype=torch.int8)
     return z.to(device=device, dtype=dtype).mul_(2).sub_(1)
@@ -215,13 +217,13 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
     batch_size = check_int("batch_size", batch_size, 1)
     _check_loss(loss_fn, params)
     generator = make_generator(generator)
-    op = _HVP(loss_fn, params, method)
+    op = HessianOperator(loss_fn, params, method)
     samples = torch.empty(probes, dtype=torch.float64)
     bar = tqdm(total=probes, desc="hutchinson", disable=not progress)
     done = 0
     while done < probes:
         b = min(batch_size, probes - done)
-        z = _rademacher((b, op.n), generator, op.dtype, op.device)
+        z = rademacher((b, op.n), generator, op.dtype, op.device)
         if batch_size > 1:
             samples[done:done + b] = (op(z) * z).sum(-1).to(torch.float64).cpu()
         else:
@@ -236,7 +238,7 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
 
 # ----------------------------------------------------------------------------- Lanczos
 
-def _lanczos(op: _HVP, q0: Tensor, iters: int, generator: torch.Generator, bar
+def _lanczos(op: HessianOperator, q0: Tensor, iters: int, generator: torch.Generator, bar
              ) -> tuple[Tensor, Tensor]:
     """``iters`` Lanczos steps from ``q0`` with full reorthogonalization.
 
@@ -347,9 +349,9 @@ def top_eigenvalues(loss_fn: LossFn, params: Sequence[Tensor], *, k: int = 1,
         raise ValueError(f"k must be <= iters ({iters}), got {k}")
     _check_loss(loss_fn, params)
     generator = make_generator(generator)
-    op = _HVP(loss_fn, params, method)
+    op = HessianOperator(loss_fn, params, method)
     bar = tqdm(total=min(iters, n), desc="lanczos", disable=not progress)
-    q0 = _rademacher((n,), generator, op.dtype, op.device)
+    q0 = rademacher((n,), generator, op.dtype, op.device)
     T, Q = _lanczos(op, q0, iters, generator, bar)
     bar.close()
     theta, S = torch.linalg.eigh(T)
@@ -423,13 +425,13 @@ def spectral_density(loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 
         raise ValueError(f"sigma must be a positive number or None, got {sigma!r}")
     _check_loss(loss_fn, params)
     generator = make_generator(generator)
-    op = _HVP(loss_fn, params, method)
+    op = HessianOperator(loss_fn, params, method)
     m = min(iters, op.n)
     bar = tqdm(total=runs * m, desc="slq", disable=not progress)
     nodes = torch.empty(runs, m, dtype=torch.float64)
     weights = torch.empty(runs, m, dtype=torch.float64)
     for r in range(runs):
-        v = _rademacher((op.n,), generator, op.dtype, op.device)
+        v = rademacher((op.n,), generator, op.dtype, op.device)
         T, _ = _lanczos(op, v, m, generator, bar)
         theta, S = torch.linalg.eigh(T)
         nodes[r], weights[r] = theta, S[0] ** 2

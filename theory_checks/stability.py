@@ -64,7 +64,8 @@ from tqdm.auto import tqdm
 
 from stepping.checks import check_flag, check_int, check_positive
 from stepping.noise import make_generator
-from theory_checks.hessian import _HVP, _rademacher, loss_from_model, top_eigenvalues
+from theory_checks.hessian import (HessianOperator, loss_from_model, rademacher,
+                                   top_eigenvalues)
 
 __all__ = ["MinimaComparison", "StabilityReport", "diagonal_network_minima",
            "relu_network_minima", "stability_report"]
@@ -374,7 +375,7 @@ def stability_report(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tenso
         raise ValueError(f"loss_fn must return a floating-point scalar, got {value.dtype}")
     _check_mean_reduction(model, loss_fn, params, x, y)
 
-    op = _HVP(full_loss, params, "autograd")
+    op = HessianOperator(full_loss, params, "autograd")
     order = torch.cat([torch.randperm(n, generator=generator)
                        for _ in range(-(-probes // n))])[:probes]
     t = torch.empty(probes, dtype=torch.float64)     # z^T H z
@@ -386,9 +387,9 @@ def stability_report(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tenso
     for i in torch.unique(order).tolist():  # one gradient graph per sample probed
         count = int((order == i).sum())
         sample_loss, _ = loss_from_model(model, loss_fn, (x[i:i + 1], y[i:i + 1]))
-        op_i = _HVP(sample_loss, params, "autograd")
+        op_i = HessianOperator(sample_loss, params, "autograd")
         for _ in range(count):
-            z = _rademacher((op.n,), generator, op.dtype, op.device)
+            z = rademacher((op.n,), generator, op.dtype, op.device)
             hz = op(z)
             t[k] = torch.dot(hz, z).item()
             q2[k] = torch.dot(hz, hz).item()
