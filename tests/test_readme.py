@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -24,9 +26,13 @@ def test_ci_runs_the_readme_test_command():
     assert quickstart_commands()[1] in ci
 
 
-def test_readme_python_snippets_run():
-    readme = (ROOT / "README.md").read_text()
-    snippets = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert len(snippets) >= 3
-    for code in snippets:
-        exec(compile(code, "README.md", "exec"), {})
+SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_has_snippets():
+    assert len(SNIPPETS) >= 3
+
+
+@pytest.mark.parametrize("code", SNIPPETS, ids=[f"snippet{i}" for i in range(len(SNIPPETS))])
+def test_readme_python_snippet_runs(code, one_thread):
+    exec(compile(code, "README.md", "exec"), {})
