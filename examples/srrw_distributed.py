@@ -1,23 +1,19 @@
 """SA-SRRW for real: one process per agent on torch.distributed (gloo), the token moving by
-point-to-point messages.
+point-to-point messages (the loop is ``optimizers.srrw.run_token_ring``).
 
 Agent i (= rank i = node i of the graph) holds only its own shard of a distributed
 L2-regularised logistic regression (``optimizers.srrw.logistic_shard``). The token is
 theta plus the walk state (current node, measure y and its scale, move count, generator
-state). Every iteration, with everyone knowing who holds the token:
+state, and the settings it was made with). Every iteration the holder X_n applies
+theta_n = theta_{n-1} - beta_n grad f_i(theta_{n-1}) / (N mu_i), moves the token with the
+SRRW kernel, all ranks learn X_{n+1} from one all_reduce of a status vector, and the holder
+sends the token there. From the same seed the run reproduces the single-process
+``optimizers.srrw.simulate_token`` bit for bit.
 
-1. the holder X_{n+1} computes its local gradient at theta_n and applies
-   theta_{n+1} = theta_n - beta_{n+1} grad f_i(theta_n) / (N mu_i);
-2. it moves the token with the SRRW kernel (drawing X_{n+2}, updating x);
-3. it broadcasts X_{n+2} to all ranks (one collective: everyone learns who holds it next);
-4. if X_{n+2} differs from itself it ``send``s the packed token there, which ``recv``s it.
-
-Only the holder and the next holder talk point to point, and every rank takes part in each
-broadcast, so there is no deadlock. At the start rank 0 creates the token (draws X_0, moves to
-X_1) exactly as ``optimizers.srrw.simulate_token`` does, so from the same seed the run
-reproduces the single-process simulation bit for bit. A rank that dies or raises breaks the
-broadcast/recv of the others, which then raise ``TokenRingError`` (at the latest after the
-process-group ``timeout``) instead of hanging.
+Failures: the agent whose own code raises re-raises its own error (after flagging it in the
+next all_reduce); the others raise ``TokenRingError`` naming it. An agent that dies or hangs
+breaks the others' collectives, which raise ``TokenRingError`` at the latest after the
+process-group ``timeout``: nobody hangs.
 
 Run (from the repository root):
 
@@ -40,12 +36,8 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from optimizers.srrw import (load_token_state, logistic_grad, logistic_shard,  # noqa: E402
-                             make_token_walk, token_state)
-
-
-class TokenRingError(RuntimeError):
-    """Another agent died, raised or stopped answering: the token cannot continue."""
+from optimizers.srrw import (TokenRingError, logistic_grad, logistic_shard,  # noqa: E402,F401
+                             run_token_ring)
 
 
 @dataclass
@@ -63,7 +55,7 @@ class Config:
     timeout_s: float = 30.0
     out: str | None = None  # rank 0 saves {"nodes", "theta"} here
     fail_rank: int = -1  # testing: this rank fails ...
-    fail_step: int = -1  # ... at this iteration ...
+    fail_step: int = -1  # ... at its first gradient from this iteration on ...
     fail_mode: str = "raise"  # ... by raising, or "kill" (SIGKILL itself, like a crash)
 
 
@@ -78,82 +70,23 @@ def ring_graph(n: int):
     return g
 
 
-# -- the token on the wire: one uint8 message of fixed size --------------------------------
-def _pack(theta: torch.Tensor, state: dict) -> torch.Tensor:
-    ints = torch.stack([state["steps"], state["current"][0]]).to(torch.int64)
-    floats = torch.cat([state["scale"].reshape(1), state["y"].reshape(-1), theta])
-    return torch.cat([ints.view(torch.uint8), floats.view(torch.uint8), state["generator"]])
-
-
-def _unpack(buf: torch.Tensor, n: int, dim: int) -> tuple[torch.Tensor, dict]:
-    ints = buf[:16].view(torch.int64)
-    floats = buf[16:16 + 8 * (1 + n + dim)].view(torch.float64)
-    state = {"steps": ints[0].clone(), "current": ints[1:2].clone(), "scale": floats[0].clone(),
-             "y": floats[1:1 + n].reshape(1, n).clone(),
-             "generator": buf[16 + 8 * (1 + n + dim):].clone()}
-    return floats[1 + n:].clone(), state
-
-
 def run_agent(rank: int, world_size: int, cfg: Config):
-    """The agent loop (the process group must already be initialised). Returns
+    """The agent (the process group must already be initialised). Returns
     ``{"nodes": (steps,), "theta": (steps, D)}`` on rank 0 and None elsewhere."""
-    n = world_size
-    graph = ring_graph(n)
     features, labels = logistic_shard(rank, samples=cfg.samples, dim=cfg.dim, seed=cfg.seed)
-    # Every agent keeps a walk object; it only holds meaningful state while it has the token.
-    gen = torch.Generator().manual_seed(cfg.seed)
-    walk, weights = make_token_walk(graph, alpha=cfg.alpha, gamma_exponent=cfg.gamma_exponent,
-                                    base=cfg.base, generator=gen)  # rank 0's is the token
-    size = _pack(torch.zeros(cfg.dim, dtype=torch.float64), token_state(walk)).numel()
-    theta = torch.zeros(cfg.dim, dtype=torch.float64)
-    records: list[tuple[int, torch.Tensor]] = []
-    holder, k = 0, 0
-    nxt = torch.tensor([int(walk.current[0]) if rank == 0 else -1], dtype=torch.int64)
-    try:
-        for k in range(0, cfg.steps + 1):
-            if k > 0 and rank == holder:
-                if rank == cfg.fail_rank and k == cfg.fail_step:
-                    _fail(cfg.fail_mode, rank, k)
-                beta = cfg.lr * (k + 1.0) ** -cfg.lr_exponent
-                g = logistic_grad(theta[None], features[None], labels[None], cfg.reg)[0]
-                theta = theta - g * (beta * weights[rank])
-                records.append((k, theta.clone()))
-                walk.step()
-                nxt[0] = int(walk.current[0])
-            elif rank == cfg.fail_rank and k == cfg.fail_step:
-                _fail(cfg.fail_mode, rank, k)
-            if k == cfg.steps:
-                break
-            dist.broadcast(nxt, src=holder)  # the holder tells everyone who is next
-            new = int(nxt[0])
-            if new != holder:
-                if rank == holder:
-                    dist.send(_pack(theta, token_state(walk)), dst=new)
-                elif rank == new:
-                    buf = torch.empty(size, dtype=torch.uint8)
-                    dist.recv(buf, src=holder)
-                    theta, state = _unpack(buf, n, cfg.dim)
-                    load_token_state(walk, state)
-            holder = new
-        gathered = [None] * n if rank == 0 else None
-        dist.gather_object(records, gathered, dst=0)
-    except RuntimeError as err:  # gloo: connection closed by peer, or the timeout
-        raise TokenRingError(f"agent {rank}: the token ring broke at iteration {k} (token last "
-                             f"with agent {holder}): {type(err).__name__}: {err}") from err
-    if rank != 0:
-        return None
-    merged = sorted((r for part in gathered for r in part), key=lambda r: r[0])
-    result = {"nodes": torch.tensor(_nodes_of(gathered), dtype=torch.int64),
-              "theta": torch.stack([t for _, t in merged])}
-    if cfg.out:
+
+    def grad_fn(theta: torch.Tensor, n: int) -> torch.Tensor:
+        if rank == cfg.fail_rank and n >= cfg.fail_step:
+            _fail(cfg.fail_mode, rank, n)
+        return logistic_grad(theta[None], features[None], labels[None], cfg.reg)[0]
+
+    result = run_token_ring(ring_graph(world_size), grad_fn, torch.zeros(cfg.dim),
+                            steps=cfg.steps, lr=cfg.lr, alpha=cfg.alpha,
+                            gamma_exponent=cfg.gamma_exponent, lr_exponent=cfg.lr_exponent,
+                            base=cfg.base, generator=torch.Generator().manual_seed(cfg.seed))
+    if result is not None and cfg.out:
         torch.save(result, cfg.out)
     return result
-
-
-def _nodes_of(gathered) -> list[int]:
-    """The node of every iteration: the rank that recorded it."""
-    owner = {k: r for r, part in enumerate(gathered) for k, _ in part}
-    return [owner[k] for k in sorted(owner)]
 
 
 def _fail(mode: str, rank: int, k: int):

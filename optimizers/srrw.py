@@ -6,8 +6,9 @@ Three ways to run the same recursion, sharing one walk construction and one upda
 - :class:`SASRRW`, a ``torch.optim.Optimizer`` whose token node the training loop reads;
 - :func:`simulate_token`, R independent runs advanced in lockstep on tensors (for the MSE curves
   the paper plots);
-- ``examples/srrw_distributed.py``, one process per agent on ``torch.distributed``, which moves
-  the token (parameters plus the walk state of :func:`token_state`) between agents.
+- :func:`run_token_ring`, one process per agent on ``torch.distributed``, which moves the
+  token (parameters plus the walk state of :func:`token_state`) between agents
+  (``examples/srrw_distributed.py`` runs it).
 
 The standard problem, distributed L2-regularised logistic regression with its exact optimum,
 is :class:`LogisticProblem`.
@@ -15,6 +16,8 @@ is :class:`LogisticProblem`.
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,7 +32,7 @@ from stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
            "logistic_shard", "make_token_walk", "token_state", "load_token_state",
-           "check_exponent"]
+           "run_token_ring", "TokenRingError", "check_exponent"]
 
 BASES = ("mhrw", "srw")
 
@@ -73,24 +76,70 @@ def make_token_walk(graph, *, alpha, gamma_exponent, base="mhrw", walkers: int =
     return walk, weights
 
 
-def token_state(walk: SelfRepellentWalk) -> dict[str, Tensor]:
-    """Everything that determines the walk's future, as tensors (``weights_only``-loadable):
-    current node(s), the unnormalised measure ``y`` and its ``scale``, the move count and the
-    generator state."""
-    return {"current": walk.current.clone(), "y": walk.y.clone(),
-            "scale": torch.tensor(walk.scale, dtype=torch.float64),
-            "steps": torch.tensor(walk.steps, dtype=torch.int64),
-            "generator": walk.generator.get_state()}
+def _gamma_exponent(walk: SelfRepellentWalk) -> float | None:
+    """a in gamma_n = (n+1)^-a for the walk's gamma (None: a custom callable)."""
+    if walk.gamma is None:
+        return 1.0
+    return float(walk.gamma.exponent) if isinstance(walk.gamma, PowerGamma) else None
 
 
-def load_token_state(walk: SelfRepellentWalk, state: dict[str, Tensor]) -> None:
-    """Inverse of :func:`token_state` (in place)."""
-    y = state["y"].to(torch.float64)
+def token_state(walk: SelfRepellentWalk, *, lr: float | None = None,
+                lr_exponent: float | None = None) -> dict:
+    """Everything that determines the walk's future, ``weights_only``-loadable: current
+    node(s), the unnormalised measure ``y`` (in its own dtype) and its ``scale``, the move
+    count and the generator state; and the settings it was made with, which
+    :func:`load_token_state` checks: ``alpha``, ``base`` (the base chain's name, e.g.
+    ``"mhrw"``), ``gamma_exponent`` (absent for a custom gamma callable) and, when given, the
+    SA step sizes ``lr`` and ``lr_exponent`` of the token's owner."""
+    state = {"current": walk.current.clone(), "y": walk.y.clone(),
+             "scale": torch.tensor(walk.scale, dtype=torch.float64),
+             "steps": torch.tensor(walk.steps, dtype=torch.int64),
+             "generator": walk.generator.get_state(),
+             "alpha": torch.tensor(walk.alpha, dtype=torch.float64),
+             "base": walk.chain.name}
+    a = _gamma_exponent(walk)
+    if a is not None:
+        state["gamma_exponent"] = torch.tensor(a, dtype=torch.float64)
+    for name, value in (("lr", lr), ("lr_exponent", lr_exponent)):
+        if value is not None:
+            state[name] = torch.tensor(float(value), dtype=torch.float64)
+    return state
+
+
+def load_token_state(walk: SelfRepellentWalk, state: dict, *, lr: float | None = None,
+                     lr_exponent: float | None = None) -> None:
+    """Inverse of :func:`token_state` (in place; ``walk.y`` keeps its tensor and dtype).
+
+    Raises:
+        ValueError: naming the setting, when the state was made with another ``alpha``,
+            ``base``, ``gamma_exponent``, ``lr`` or ``lr_exponent`` than this walk (and the
+            ``lr``/``lr_exponent`` given here), or for a measure of another shape or dtype.
+            Settings absent from ``state`` (older states, minimal wire formats) are not
+            checked.
+    """
+    mine = {"alpha": walk.alpha, "base": walk.chain.name, "gamma_exponent": _gamma_exponent(walk),
+            "lr": lr, "lr_exponent": lr_exponent}
+    for name, value in mine.items():
+        if name not in state or (value is None and name in ("lr", "lr_exponent")):
+            continue
+        saved = state[name] if name == "base" else float(state[name])
+        if saved != value:
+            raise ValueError(f"token state was made with {name}={saved!r}, but this walk has "
+                             f"{name}={value!r}: refusing to continue another run's token")
+    y = state["y"]
     if y.shape != walk.y.shape:
         raise ValueError(f"token state is for a measure of shape {tuple(y.shape)}, this walk "
                          f"has {tuple(walk.y.shape)} (a different graph or number of walkers)")
-    walk.y = y.clone()
-    walk.current = state["current"].to(torch.int64).clone()
+    if y.dtype != walk.y.dtype:
+        raise ValueError(f"token state has a {y.dtype} measure, this walk keeps {walk.y.dtype} "
+                         f"(make the walk with dtype={y.dtype})")
+    current = torch.as_tensor(state["current"]).to(torch.int64)
+    if current.shape != (walk.walkers,) or (current < 0).any() or \
+            (current >= walk.chain.num_nodes).any():
+        raise ValueError(f"token state's current must be {walk.walkers} node id(s) in "
+                         f"[0, {walk.chain.num_nodes})")
+    walk.y.copy_(y)
+    walk.current = current.clone()
     walk.scale = float(state["scale"])
     walk.steps = int(state["steps"])
     walk.generator.set_state(state["generator"])
@@ -142,7 +191,9 @@ class SASRRW(KernelOptimizer):
         base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, weights 1) or ``"srw"``
             (simple random walk, :math:`\mu_i = d_i/2|E|`, weights :math:`2|E|/(N d_i)`), or a
             ``stepping.walks.BaseChain``.
-        start: the first node id :math:`X_0` (default: drawn from :math:`\mu`).
+        start: the first node :math:`X_0` as a node label of ``graph`` (an int that is not a
+            label is a node id only when no label is an int, see
+            ``stepping.walks.Graph.node_ids``; default: drawn from :math:`\mu`).
         maximize: ascend (use :math:`+\nabla`).
         foreach: update all tensors of a group at once (default) or one at a time.
         generator: the ``torch.Generator`` the walk draws from (fresh OS-seeded if None). The
@@ -159,15 +210,15 @@ class SASRRW(KernelOptimizer):
     Example:
         >>> import networkx as nx, torch
         >>> from optimizers import SASRRW
-        >>> targets = torch.tensor([[0.0], [1.0], [2.0], [3.0]])  # f_i = (theta - c_i)^2 / 2
+        >>> targets = torch.arange(5.0)[:, None]  # f_i = (theta - c_i)^2 / 2, c_i = i
         >>> theta = torch.nn.Parameter(torch.zeros(1))
-        >>> opt = SASRRW([theta], nx.cycle_graph(4), lr=1.0, alpha=5.0, gamma_exponent=0.6,
+        >>> opt = SASRRW([theta], nx.cycle_graph(5), lr=1.0, alpha=5.0, gamma_exponent=0.6,
         ...              lr_exponent=0.9, generator=torch.Generator().manual_seed(0))
         >>> for _ in range(300):
         ...     opt.zero_grad()
         ...     (0.5 * (theta - targets[opt.node]) ** 2).sum().backward()  # at the token's node
         ...     _ = opt.step()
-        >>> abs(theta.item() - 1.5) < 0.1  # the minimiser of (1/N) sum_i f_i
+        >>> abs(theta.item() - 2.0) < 0.1  # the minimiser of (1/N) sum_i f_i
         True
     """
 
@@ -200,7 +251,7 @@ class SASRRW(KernelOptimizer):
     @property
     def node_index(self) -> int:
         """Id (0..N-1) of the node holding the token, :math:`X_{n+1}`."""
-        return int(self._walk.current[0])
+        return self._walk.current_id()
 
     @property
     def node(self):
@@ -230,7 +281,7 @@ class SASRRW(KernelOptimizer):
         k = self._walk.steps  # the update theta_k uses beta_k and X_k
         self._k, self._w = k, float(self._weights[self.node_index])
         loss = super().step(closure)
-        self._walk.step()
+        self._walk.advance()
         return loss
 
     def _update(self, group, params, grads, states, steps, noises):
@@ -311,7 +362,7 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
         >>> from optimizers.srrw import LogisticProblem, simulate_token
         >>> prob = LogisticProblem.generate(6, samples=20, dim=3, seed=0)
         >>> star = prob.solve()
-        >>> out = simulate_token(nx.cycle_graph(6), prob.grad, torch.zeros(3), runs=4,
+        >>> out = simulate_token(nx.wheel_graph(6), prob.grad, torch.zeros(3), runs=4,
         ...                      steps=200, lr=1.0, alpha=2.0, gamma_exponent=0.6,
         ...                      lr_exponent=0.8, theta_star=star, record_every=100,
         ...                      generator=torch.Generator().manual_seed(0))
@@ -352,6 +403,186 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
     thetas = torch.stack(traj)
     mse = None if star is None else ((thetas - star) ** 2).sum(-1).mean(-1)
     return TokenRun(torch.tensor(recorded), thetas, nodes, theta, mse, walk.empirical_measure)
+
+
+# -- one process per agent: the token on torch.distributed -------------------------------------
+class TokenRingError(RuntimeError):
+    """The token cannot go on because of *another* agent: it raised (``failed`` names it), or
+    it died, hung or lost its connection (``failed`` is empty: the process-group timeout or
+    the closed connection is all this agent sees). The agent whose own code failed raises
+    its own error instead."""
+
+    def __init__(self, message: str, failed: tuple = ()):
+        super().__init__(message)
+        self.failed = tuple(failed)
+
+
+class _TokenWire:
+    """The token as one fixed-size uint8 message: int64 [move count, current node, crc32 of
+    the base chain's name], float64 [scale, alpha, gamma_exponent (nan: custom), lr,
+    lr_exponent, y (N), theta (D)], then the generator state."""
+
+    def __init__(self, walk: SelfRepellentWalk, dim: int, lr: float, lr_exponent: float):
+        self.n, self.dim, self.lr, self.b = walk.chain.num_nodes, dim, lr, lr_exponent
+        self.base = walk.chain.name
+        self.size = 8 * 3 + 8 * (5 + self.n + dim) + walk.generator.get_state().numel()
+
+    def pack(self, theta: Tensor, walk: SelfRepellentWalk) -> Tensor:
+        st = token_state(walk, lr=self.lr, lr_exponent=self.b)
+        ints = torch.tensor([walk.steps, walk.current_id(), zlib.crc32(self.base.encode())],
+                            dtype=torch.int64)
+        head = torch.tensor([walk.scale, walk.alpha, float(st.get("gamma_exponent", math.nan)),
+                             self.lr, self.b], dtype=torch.float64)
+        floats = torch.cat([head, st["y"].reshape(-1).to(torch.float64), theta])
+        return torch.cat([ints.view(torch.uint8), floats.view(torch.uint8), st["generator"]])
+
+    def unpack(self, buf: Tensor, walk: SelfRepellentWalk) -> Tensor:
+        """Load the token into ``walk`` (checking its settings); returns theta."""
+        ints = buf[:24].view(torch.int64)
+        floats = buf[24:24 + 8 * (5 + self.n + self.dim)].view(torch.float64)
+        crc = int(ints[2])
+        state = {"steps": ints[0].clone(), "current": ints[1:2].clone(),
+                 "scale": floats[0].clone(), "alpha": floats[1].clone(),
+                 "lr": floats[3].clone(), "lr_exponent": floats[4].clone(),
+                 "base": self.base if crc == zlib.crc32(self.base.encode())
+                 else f"<another base chain (crc32 {crc})>",
+                 "y": floats[5:5 + self.n].reshape(1, self.n).to(walk.y.dtype),
+                 "generator": buf[24 + 8 * (5 + self.n + self.dim):].clone()}
+        if not math.isnan(float(floats[2])):
+            state["gamma_exponent"] = floats[2].clone()
+        load_token_state(walk, state, lr=self.lr, lr_exponent=self.b)
+        return floats[5 + self.n:].clone()
+
+
+def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, steps: int,
+                   lr: float, alpha: float, gamma_exponent: float, lr_exponent: float,
+                   base="mhrw", generator: torch.Generator | None = None) -> dict | None:
+    r"""SA-SRRW for real, one process per agent: call it on every rank of an initialised
+    ``torch.distributed`` process group whose size is the number of nodes; rank i is node i
+    (in the order of ``list(graph.nodes)``) and holds only its own data, behind ``grad_fn``.
+
+    The token is :math:`\theta` plus the walk state (:func:`token_state`). Every iteration
+    :math:`n`, the agent holding it, :math:`X_n`, applies
+
+    .. math::
+        \theta_n = \theta_{n-1} - \beta_n \nabla f_{X_n}(\theta_{n-1}) / (N \mu_{X_n}),
+        \qquad \beta_n = \mathrm{lr}\,(n+1)^{-b},
+
+    moves the walk to :math:`X_{n+1} \sim K_{X_n,\cdot}[x_n]`, and all ranks learn
+    :math:`X_{n+1}` from one ``all_reduce`` of a status vector; the holder then ``send``s the
+    packed token to :math:`X_{n+1}` (if it moves), which ``recv``s it and checks that it was
+    made with its own ``alpha``, ``base``, ``gamma_exponent``, ``lr`` and ``lr_exponent``.
+    Rank 0 creates the token (draws :math:`X_0`, moves to :math:`X_1`) as
+    :func:`simulate_token` does, so from the same seed the run reproduces it bit for bit.
+
+    Failures never hang and are reported where they belong. An agent whose own code raises
+    (``grad_fn``, a token made with other settings) flags it in the next ``all_reduce`` and
+    re-raises its own error; every other agent raises :class:`TokenRingError` naming it
+    (``.failed``). An agent that dies or hangs breaks the collectives of the others, which
+    raise :class:`TokenRingError` when the connection closes or, at the latest, after the
+    process group's ``timeout``.
+
+    Args:
+        graph: the agents' undirected, connected networkx graph (N = world size).
+        grad_fn: ``grad_fn(theta, n)`` -> this agent's local gradient at ``theta`` (``(D,)``
+            float64; ``n`` is the iteration, for seeding a minibatch); called only on the
+            agent holding the token.
+        theta0: ``(D,)`` initial parameters (the same on every rank).
+        steps, lr, alpha, gamma_exponent, lr_exponent, base: as for :func:`simulate_token`.
+        generator: the ``torch.Generator`` of the walk; only rank 0's creates the token.
+
+    Returns:
+        On rank 0 ``{"nodes": (steps,) int64 X_1..X_steps, "theta": (steps, D) float64
+        theta_1..theta_steps}``; None on the other ranks.
+
+    References:
+        J. Hu, V. Doshi, D. Y. Eun, ICLR 2024, arXiv:2401.09665.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("run_token_ring needs an initialised torch.distributed process group")
+    check_int("steps", steps, 0)
+    lr, b = check_lr(lr), check_exponent("lr_exponent", lr_exponent)
+    if not callable(grad_fn):
+        raise ValueError("grad_fn must be a callable (theta, n) -> local gradient")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
+                                    base=base, generator=generator)
+    if world != walk.chain.num_nodes:
+        raise ValueError(f"the process group has {world} ranks but the graph has "
+                         f"{walk.chain.num_nodes} nodes: rank i must be node i")
+    theta = torch.as_tensor(theta0, dtype=torch.float64).flatten().clone()
+    wire = _TokenWire(walk, theta.numel(), lr, b)
+    records: list[tuple[int, Tensor]] = []
+    status = torch.zeros(world + 1, dtype=torch.int64)  # [next holder + 1, failed flags]
+    holder, error, packed = 0, None, None
+
+    def talk(what: str, k: int, fn, *args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except RuntimeError as err:  # gloo: connection closed by peer, or the timeout
+            if error is not None:
+                raise error from None  # this agent's own failure comes first
+            raise TokenRingError(
+                f"agent {rank}: the token ring broke at iteration {k} during {what} (token "
+                f"last with agent {holder}; no agent reported an error of its own: one may "
+                f"have died, hung or lost its connection): {type(err).__name__}: {err}"
+            ) from err
+
+    for k in range(steps + 1):
+        status.zero_()
+        if rank == holder and error is None:
+            try:
+                if k > 0:  # theta_k from the gradient at X_k, then the move to X_{k+1}
+                    g = torch.as_tensor(grad_fn(theta.clone(), k))
+                    if g.shape != theta.shape:
+                        raise ValueError(f"grad_fn must return shape {tuple(theta.shape)}, "
+                                         f"got {tuple(g.shape)}")
+                    theta = theta - g.to(torch.float64) * (_step_size(lr, k, b)
+                                                           * float(weights[rank]))
+                    records.append((k, theta.clone()))
+                    walk.advance()
+                nxt = walk.current_id()
+                if k < steps and nxt != rank:
+                    packed = wire.pack(theta, walk)
+                status[0] = nxt + 1
+            except Exception as exc:  # noqa: BLE001  (re-raised below, after telling the ring)
+                error = exc
+        if error is not None:
+            status[0], status[1 + rank] = 0, 1
+        talk("the status all_reduce", k, dist.all_reduce, status)
+        if error is not None:
+            raise error
+        failed = status[1:].nonzero().flatten().tolist()
+        if failed:
+            raise TokenRingError(f"agent {rank}: agent(s) {failed} raised an error at iteration "
+                                 f"{k} (see their own tracebacks); the token ring broke",
+                                 failed)
+        if k == steps:
+            break
+        new = int(status[0]) - 1
+        if new != holder:
+            if rank == holder:
+                talk(f"the send of the token to agent {new}", k, dist.send, packed, dst=new)
+            elif rank == new:
+                buf = torch.empty(wire.size, dtype=torch.uint8)
+                talk(f"the recv of the token from agent {holder}", k, dist.recv, buf,
+                     src=holder)
+                try:
+                    theta = wire.unpack(buf, walk)
+                except Exception as exc:  # noqa: BLE001  (announced at the next all_reduce)
+                    error = exc
+        holder = new
+    gathered = [None] * world if rank == 0 else None
+    talk("the final gather", steps, dist.gather_object, records, gathered, dst=0)
+    if rank != 0:
+        return None
+    merged = sorted((r for part in gathered for r in part), key=lambda r: r[0])
+    owner = {k: r for r, part in enumerate(gathered) for k, _ in part}
+    return {"nodes": torch.tensor([owner[k] for k in sorted(owner)], dtype=torch.int64),
+            "theta": torch.stack([t for _, t in merged]) if merged
+            else torch.empty(0, theta.numel(), dtype=torch.float64)}
 
 
 # -- the standard problem: distributed L2-regularised logistic regression ---------------------

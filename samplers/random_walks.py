@@ -1,21 +1,23 @@
 r"""Random walks on graphs as samplers: the self-repellent random walk (SRRW) of Doshi, Hu and
 Eun (arXiv 2305.05097) and the baseline walks it is compared with, many walkers at once.
 
-Both classes advance ``walkers`` independent walks as one batched tensor computation on
-:mod:`stepping.walks` and keep each walker's empirical measure, ``(walkers, N)``, in the order
-of ``list(graph.nodes)``.
+Both classes advance ``walkers`` independent walks on :mod:`stepping.walks` (many walkers as one
+batched tensor computation, one SRRW walker by a plain-Python loop over the CSR arrays) and keep
+each walker's empirical measure, ``(walkers, N)``, in the order of ``list(graph.nodes)``.
 """
 
 from __future__ import annotations
 
+import warnings
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from stepping.checks import check_int, check_nonnegative
 from stepping.noise import make_generator
-from stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent,
-                            nonbacktracking_step)
+from stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
+                            SelfRepellentWalk, check_exponent, nonbacktracking_step)
 
 __all__ = ["SRRW", "NonBacktrackingWalk"]
 
@@ -67,17 +69,23 @@ class SRRW:
     like :math:`O(1/\alpha)`. ``alpha = 0`` is the base chain itself (the MHRW or SRW
     baseline); :class:`NonBacktrackingWalk` is the non-backtracking baseline.
 
+    A periodic base chain (an SRW on a bipartite graph: a tree, an even cycle, a grid) gives
+    a :class:`~stepping.walks.PeriodicChainWarning`: see
+    :class:`~stepping.walks.SelfRepellentWalk`; ``base=chain.lazy()`` is an aperiodic one.
+
     Args:
         graph: an undirected, connected networkx graph (self-loops are ignored).
         alpha: repellence strength, a finite number >= 0.
         base: the base chain: ``"mhrw"`` (Metropolis-Hastings towards ``target``, uniform by
-            default) or ``"srw"`` (simple random walk, :math:`\mu_i = d_i / 2|E|`).
+            default), ``"srw"`` (simple random walk, :math:`\mu_i = d_i / 2|E|`), or a
+            :class:`~stepping.walks.BaseChain` built on ``Graph.from_networkx(graph)``.
         target: for ``"mhrw"`` only: the target :math:`\mu` as a dict {node: weight} or N
             weights in the order of ``list(graph.nodes)``, all > 0 (normalised here).
         walkers: number of independent walkers (advanced together, one batched computation).
         gamma_exponent: :math:`a \in (0.5, 1]`.
-        start: starting node label(s), one or one per walker; default: drawn from
-            :math:`\mu`.
+        start: starting node label(s): one label for every walker, or a list of ``walkers``
+            labels (an int that is not a label is a node id only when no label is an int;
+            see :meth:`stepping.walks.Graph.node_ids`); default: drawn from :math:`\mu`.
         generator: the ``torch.Generator`` all draws come from (fresh OS-seeded if None).
         dtype: dtype of the measure, see :class:`stepping.walks.SelfRepellentWalk` (default:
             float64, float32 beyond 2**27 walker-node entries).
@@ -108,12 +116,20 @@ class SRRW:
         if base == "nbrw":
             raise ValueError("base 'nbrw' is not a reversible chain on the nodes, so SRRW is not "
                              "built on it; use samplers.NonBacktrackingWalk as the baseline")
-        if base not in BASES:
-            raise ValueError(f"base must be one of {BASES}, got {base!r}")
+        if not isinstance(base, BaseChain) and base not in BASES:
+            raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
         gamma_exponent = check_exponent("gamma_exponent", gamma_exponent)
         walkers = _check_walkers(walkers)
         self.graph = Graph.from_networkx(graph)  # ValueError: directed, disconnected, ...
-        if base == "srw":
+        if isinstance(base, BaseChain):
+            if base.graph.nodes != self.graph.nodes or not torch.equal(
+                    base.graph.indices, self.graph.indices):
+                raise ValueError("base: this BaseChain is built on another graph; build it on "
+                                 "Graph.from_networkx(graph)")
+            if target is not None:
+                raise ValueError("target applies to base='mhrw' only (a BaseChain has its own)")
+            self.chain, base = base, base.name
+        elif base == "srw":
             if target is not None:
                 raise ValueError("target applies to base='mhrw' only (the SRW's stationary "
                                  "distribution is fixed: d_i / 2|E|)")
@@ -124,8 +140,8 @@ class SRRW:
         self.alpha, self.base, self.gamma_exponent = float(alpha), base, float(gamma_exponent)
         gamma = None if gamma_exponent == 1.0 else PowerGamma(float(gamma_exponent))
         self.walk = SelfRepellentWalk(self.chain, self.alpha, walkers=walkers, gamma=gamma,
-                                      start=_start_ids(self.graph, start),
-                                      generator=make_generator(generator), dtype=dtype)
+                                      start=start, generator=make_generator(generator),
+                                      dtype=dtype)
 
     @property
     def nodes(self) -> list:
@@ -155,25 +171,12 @@ class SRRW:
         """Move every walker once; returns the new node ids."""
         return self.walk.step()
 
-    def run(self, steps: int) -> tuple[Tensor, Tensor]:
-        """Advance every walker ``steps`` times; returns (current node ids, empirical measures)."""
+    def run(self, steps: int, *, progress: bool = False) -> tuple[Tensor, Tensor]:
+        """Advance every walker ``steps`` times; returns (current node ids, empirical measures).
+        The same draws as ``steps`` calls of :meth:`step` (one walker: no tensor per move)."""
         check_int("steps", steps, 0)
-        for _ in range(steps):
-            self.walk.step()
+        self.walk.advance(steps, progress=progress)
         return self.current, self.empirical_measure
-
-
-def _start_ids(graph: Graph, start):
-    """Node labels -> ids (None stays None)."""
-    if start is None:
-        return None
-    index = {v: i for i, v in enumerate(graph.nodes)}
-    labels = start.tolist() if isinstance(start, Tensor) else start
-    labels = labels if isinstance(labels, (list, tuple)) else [labels]
-    try:
-        return torch.tensor([index[v] for v in labels], dtype=torch.int64)
-    except KeyError as exc:
-        raise ValueError(f"start must be node(s) of the graph, got {exc.args[0]!r}") from None
 
 
 class NonBacktrackingWalk:
@@ -191,7 +194,7 @@ class NonBacktrackingWalk:
     Args:
         graph: an undirected, connected networkx graph.
         walkers: number of independent walkers.
-        start: starting node label(s); default: drawn from :math:`\mu`.
+        start: starting node label(s), as for :class:`SRRW`; default: drawn from :math:`\mu`.
         generator: the ``torch.Generator`` all draws come from.
         dtype: dtype of the measure (as for :class:`SRRW`).
 
@@ -215,10 +218,12 @@ class NonBacktrackingWalk:
         walkers = _check_walkers(walkers)
         self.graph = Graph.from_networkx(graph)
         self.chain = BaseChain.simple(self.graph)  # its target is the NBRW's node law
-        # The measure bookkeeping is the SRRW's at alpha = 0; only the move differs.
-        self.walk = SelfRepellentWalk(self.chain, 0.0, walkers=walkers,
-                                      start=_start_ids(self.graph, start),
-                                      generator=make_generator(generator), dtype=dtype)
+        # The measure bookkeeping is the SRRW's at alpha = 0; only the move differs (the NBRW is
+        # no SRRW, so the SRRW theory's warning about periodic base chains does not apply).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PeriodicChainWarning)
+            self.walk = SelfRepellentWalk(self.chain, 0.0, walkers=walkers, start=start,
+                                          generator=make_generator(generator), dtype=dtype)
         self.previous = torch.full((walkers,), -1, dtype=torch.int64)
 
     nodes = SRRW.nodes
@@ -236,9 +241,9 @@ class NonBacktrackingWalk:
         walk.record(nxt)
         return nxt
 
-    def run(self, steps: int) -> tuple[Tensor, Tensor]:
+    def run(self, steps: int, *, progress: bool = False) -> tuple[Tensor, Tensor]:
         """Advance every walker ``steps`` times; returns (current node ids, empirical measures)."""
         check_int("steps", steps, 0)
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc="NBRW", disable=not progress):
             self.step()
         return self.current, self.empirical_measure

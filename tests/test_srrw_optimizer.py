@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from optimizers import SASRRW
-from optimizers.srrw import (LogisticProblem, logistic_grad, make_token_walk, simulate_token)
+from optimizers.srrw import (LogisticProblem, load_token_state, logistic_grad, make_token_walk,
+                             simulate_token, token_state)
+from stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
@@ -64,6 +66,7 @@ def test_steps_by_hand_gradient_at_the_node_the_token_moved_to():
     assert opt.num_steps == 7
 
 
+@pytest.mark.filterwarnings("ignore::stepping.walks.PeriodicChainWarning")  # SRW on a star
 def test_importance_weights_under_mhrw_are_one_and_srw_corrects_degree():
     star = nx.star_graph(4)  # centre degree 4, leaves 1; |E| = 4, N = 5
     p = torch.nn.Parameter(torch.zeros(1))
@@ -166,7 +169,7 @@ def test_state_dict_resume_is_bit_identical():
 
 def test_same_seed_same_run_other_seed_other_walk():
     prob = LogisticProblem.generate(6, samples=8, dim=2, seed=0)
-    graph = nx.cycle_graph(6)
+    graph = nx.wheel_graph(6)
     kw = dict(lr=1.0, alpha=1.0, gamma_exponent=0.8, lr_exponent=0.9)
     a = _optimizer_run(prob, graph, 30, seed=1, **kw)
     b = _optimizer_run(prob, graph, 30, seed=1, **kw)
@@ -206,10 +209,81 @@ def test_simulate_token_validates_its_arguments():
     prob = LogisticProblem.generate(4, samples=5, dim=2, seed=0)
     kw = dict(lr=1.0, alpha=1.0, gamma_exponent=0.7, lr_exponent=0.9)
     with pytest.raises(ValueError, match="lr_exponent"):
-        simulate_token(nx.cycle_graph(4), prob.grad, torch.zeros(2), runs=2, steps=3,
+        simulate_token(_graph(), prob.grad, torch.zeros(2), runs=2, steps=3,
                        **{**kw, "lr_exponent": 0.5})
     with pytest.raises(ValueError, match="runs"):
-        simulate_token(nx.cycle_graph(4), prob.grad, torch.zeros(2), runs=0, steps=3, **kw)
+        simulate_token(_graph(), prob.grad, torch.zeros(2), runs=0, steps=3, **kw)
     with pytest.raises(ValueError, match="grad_fn"):
-        simulate_token(nx.cycle_graph(4), lambda t, n: t[:, :1], torch.zeros(2), runs=2,
+        simulate_token(_graph(), lambda t, n: t[:, :1], torch.zeros(2), runs=2,
                        steps=3, **kw)
+
+
+# -- the token state: dtype and the settings it was made with --------------------------------
+def _walk(alpha=2.0, a=0.7, base="mhrw", dtype=torch.float64, seed=0, graph=None):
+    graph = Graph.from_networkx(graph if graph is not None else _graph())
+    chain = BaseChain.metropolis_hastings(graph) if base == "mhrw" else BaseChain.simple(graph)
+    return SelfRepellentWalk(chain, alpha, walkers=3, gamma=PowerGamma(a), dtype=dtype,
+                             generator=torch.Generator().manual_seed(seed))
+
+
+def test_load_token_state_keeps_a_float32_walk_float32_and_continues_bit_identically():
+    walk = _walk(dtype=torch.float32)
+    walk.advance(40)
+    buf = io.BytesIO()
+    torch.save(token_state(walk), buf)
+    ahead = [walk.step().clone() for _ in range(30)]
+    other = _walk(dtype=torch.float32, seed=9)
+    y = other.y
+    buf.seek(0)
+    load_token_state(other, torch.load(buf, weights_only=True))
+    assert other.y is y and other.y.dtype == torch.float32  # in place, in its dtype
+    assert all(torch.equal(a, other.step()) for a in ahead)
+    assert torch.equal(walk.y, other.y) and walk.steps == other.steps
+    with pytest.raises(ValueError, match="dtype"):  # no silent float64 <-> float32 cast
+        load_token_state(_walk(), token_state(other))
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(alpha=3.0), "alpha"),
+                                          (dict(a=0.8), "gamma_exponent"),
+                                          (dict(base="srw"), "base")])
+def test_load_token_state_refuses_a_token_made_with_other_settings(kwargs, name):
+    state = token_state(_walk())
+    assert float(state["alpha"]) == 2.0 and state["base"] == "mhrw"
+    assert float(state["gamma_exponent"]) == 0.7
+    with pytest.raises(ValueError, match=f"made with {name}="):
+        load_token_state(_walk(**kwargs), state)
+    load_token_state(_walk(seed=5), state)  # the same settings: fine
+
+
+def test_token_state_records_the_sa_step_sizes_when_given():
+    state = token_state(_walk(), lr=0.5, lr_exponent=0.9)
+    load_token_state(_walk(), state, lr=0.5, lr_exponent=0.9)
+    with pytest.raises(ValueError, match="made with lr_exponent=0.9"):
+        load_token_state(_walk(), state, lr=0.5, lr_exponent=0.8)
+    with pytest.raises(ValueError, match="made with lr=0.5"):
+        load_token_state(_walk(), state, lr=1.0)
+    old = {k: v for k, v in state.items()
+           if k not in ("alpha", "base", "gamma_exponent", "lr", "lr_exponent")}
+    load_token_state(_walk(alpha=7.0), old)  # an older state without settings: not checked
+
+
+def test_sasrrw_refuses_a_state_dict_made_with_another_alpha():
+    graph = nx.cycle_graph(5)
+    opt = SASRRW([torch.nn.Parameter(torch.zeros(1))], graph,
+                 generator=torch.Generator().manual_seed(0), **KW)
+    other = SASRRW([torch.nn.Parameter(torch.zeros(1))], graph,
+                   generator=torch.Generator().manual_seed(0), **{**KW, "alpha": 1.0})
+    with pytest.raises(ValueError, match="alpha"):
+        other.load_state_dict(opt.state_dict())
+
+
+def test_sasrrw_start_takes_node_labels():
+    grid = nx.grid_2d_graph(3, 3)  # tuple labels; MHRW on it is aperiodic (degrees differ)
+    walk, _ = make_token_walk(grid, alpha=1.0, gamma_exponent=0.7, start=(1, 1),
+                              generator=torch.Generator().manual_seed(0))
+    opt = SASRRW([torch.nn.Parameter(torch.zeros(1))], grid, start=(1, 1),
+                 generator=torch.Generator().manual_seed(0), **KW)
+    assert opt.node == list(grid.nodes)[walk.current_id()]  # X_1, from X_0 = (1, 1)
+    assert opt.node in list(grid.neighbors((1, 1))) + [(1, 1)]
+    with pytest.raises(ValueError, match="start"):
+        SASRRW([torch.nn.Parameter(torch.zeros(1))], grid, start=(3, 3), **KW)

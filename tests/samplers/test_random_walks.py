@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from samplers import SRRW, NonBacktrackingWalk
-from stepping.walks import BaseChain, Graph, SelfRepellentWalk
+from stepping import walks
+from stepping.walks import BaseChain, Graph, PeriodicChainWarning, PowerGamma, SelfRepellentWalk
 
 
 def gen(seed=0):
@@ -159,6 +160,7 @@ def connected_graphs(draw):
     return graph
 
 
+@pytest.mark.filterwarnings("ignore::stepping.walks.PeriodicChainWarning")  # trees, SRW
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=connected_graphs(), alpha=st.sampled_from([0.0, 1.0, 5.0]),
        base=st.sampled_from(["mhrw", "srw"]), seed=st.integers(0, 1000))
@@ -198,6 +200,36 @@ def test_labels_and_start():
     assert s.nodes == list(graph.nodes) and s.current.tolist() == [3, 3]
     s = SRRW(graph, 1.0, walkers=2, start=["n1", "n2"], generator=gen())
     assert s.current.tolist() == [1, 2]
+    # no label is an int here, so an int is unambiguously a node id
+    assert SRRW(graph, 1.0, walkers=2, start=4, generator=gen()).current.tolist() == [4, 4]
+    with pytest.raises(ValueError, match="start: 10 is neither a node label nor a node id"):
+        SRRW(graph, 1.0, start=10)
+
+
+def test_tuple_labels_are_nodes_not_sequences():
+    grid = nx.grid_2d_graph(3, 4)  # labels (i, j)
+    order = list(grid.nodes)
+    s = SRRW(grid, 1.0, walkers=3, start=(1, 2), generator=gen())
+    assert s.current.tolist() == [order.index((1, 2))] * 3
+    s = SRRW(grid, 1.0, walkers=2, start=[(0, 0), (2, 3)], generator=gen())
+    assert s.current.tolist() == [order.index((0, 0)), order.index((2, 3))]
+    with pytest.raises(ValueError, match=r"start: \(5, 5\) is not a node"):
+        SRRW(grid, 1.0, start=(5, 5))
+    with pytest.raises(ValueError, match="start has 2 entries but there are 3 walkers"):
+        SRRW(grid, 1.0, walkers=3, start=[(0, 0), (2, 3)])
+
+
+def test_int_labels_go_through_the_node_order():
+    graph = nx.Graph([(5, 3), (3, 0), (0, 5), (0, 7)])  # node order 5, 3, 0, 7
+    s = SRRW(graph, 1.0, walkers=2, start=[0, 7], generator=gen())
+    assert s.current.tolist() == [2, 3] and [s.nodes[i] for i in s.current] == [0, 7]
+    assert SRRW(graph, 1.0, walkers=2, start=torch.tensor(5), generator=gen()).current.tolist() \
+        == [0, 0]
+    with pytest.raises(ValueError, match="start: 1 is not a node of the graph .ints are labels"):
+        SRRW(graph, 1.0, start=1)  # an id 1 would be ambiguous with the int labels
+    for bad in ([5, 3, 0], torch.tensor([5, 3, 0]), True, 2.5, torch.tensor([0.0, 1.0])):
+        with pytest.raises(ValueError, match="start"):
+            SRRW(graph, 1.0, walkers=2, start=bad)
 
 
 @pytest.mark.parametrize("kwargs, argument", [
@@ -255,3 +287,118 @@ def test_a_hand_built_base_chain_is_validated():
         BaseChain(g, g.indptr, (g.indices + 1) % 5, half, uniform, "off-graph")
     with pytest.raises(ValueError, match="sum to 1"):
         BaseChain(g, g.indptr, g.indices, half * 0.9, uniform, "leaky")
+
+
+# -- periodic base chains -------------------------------------------------------------------
+@pytest.mark.parametrize("graph, base, periodic", [
+    (nx.cycle_graph(6), "srw", True), (nx.cycle_graph(6), "mhrw", True),  # regular: no loops
+    (nx.grid_2d_graph(3, 4), "srw", True), (nx.cycle_graph(5), "srw", False),
+    (nx.grid_2d_graph(3, 4), "mhrw", False),  # degrees differ: MH keeps self-loops
+    (small_graph(), "srw", False)])
+def test_periodic_base_chains_are_flagged(graph, base, periodic):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = SRRW(graph, 2.0, base=base, generator=gen())
+    flagged = [w for w in caught if issubclass(w.category, PeriodicChainWarning)]
+    assert s.chain.is_periodic == periodic and len(flagged) == int(periodic)
+    if periodic:
+        assert "aperiodic" in str(flagged[0].message) and "lazy" in str(flagged[0].message)
+
+
+def test_a_periodic_srrw_still_converges_and_lazy_fixes_the_period():
+    """SRW on a bipartite grid: every move changes side (period 2), yet x_n -> mu; the lazy
+    chain (1 - h) P + h I has the same target, is reversible and is not flagged."""
+    grid = nx.grid_2d_graph(3, 4)
+    side = torch.tensor([(i + j) % 2 for i, j in grid.nodes])
+    with pytest.warns(PeriodicChainWarning):
+        s = SRRW(grid, 3.0, base="srw", walkers=16, generator=gen(1))
+    for _ in range(50):
+        before = side[s.current]
+        assert (side[s.step()] != before).all()
+    _, x = s.run(3000)
+    assert 0.5 * (x - s.target).abs().sum(-1).mean() < 0.05
+    chain = s.chain.lazy(0.25)
+    assert not chain.is_periodic and torch.equal(chain.target, s.chain.target)
+    p = s.chain.dense()
+    torch.testing.assert_close(chain.dense(), 0.75 * p + 0.25 * torch.eye(12, dtype=p.dtype))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PeriodicChainWarning)
+        lazy = SRRW(grid, 3.0, base=chain, walkers=16, generator=gen(1))
+        NonBacktrackingWalk(grid, generator=gen())  # the NBRW is no SRRW: not flagged
+    _, x = lazy.run(3000)
+    assert 0.5 * (x - lazy.target).abs().sum(-1).mean() < 0.05
+    with pytest.raises(ValueError, match="holding"):
+        s.chain.lazy(1.0)
+    with pytest.raises(ValueError, match="base"):
+        SRRW(nx.cycle_graph(5), 1.0, base=chain)  # a chain on another graph
+
+
+# -- the draw ---------------------------------------------------------------------------------
+def _segments(lengths):
+    length = torch.tensor(lengths)
+    return length.cumsum(0) - length, length
+
+
+def test_draw_frequencies_match_the_weights_chi_square():
+    """Many rows of awkward weights (zeros first, last and inside, a 1e-3 one, unequal rows),
+    drawn with independent uniforms: each row's counts against its probabilities."""
+    rows = [[0.0, 1.0, 2.0], [3.0, 0.0, 1.0, 0.0], [1.0], [0.5, 0.5, 1e-3, 2.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+    reps = 4000
+    weights = torch.tensor([w for _ in range(reps) for row in rows for w in row],
+                           dtype=torch.float64)
+    first, length = _segments([len(r) for _ in range(reps) for r in rows])
+    u = torch.rand(length.numel(), dtype=torch.float64, generator=gen(3))
+    pos = walks._draw(weights.clone(), first, length, u)
+    offset = (pos - first).view(reps, len(rows))
+    for k, row in enumerate(rows):
+        w = torch.tensor(row, dtype=torch.float64)
+        counts = torch.bincount(offset[:, k], minlength=len(row)).to(torch.float64)
+        assert counts[w == 0].sum() == 0  # never a zero weight
+        keep = w > 0
+        if keep.sum() > 1:
+            assert stats.chisquare(counts[keep], reps * w[keep] / w.sum()).pvalue > 1e-3
+
+
+def test_draw_is_exact_after_many_rows_and_never_picks_a_zero_weight():
+    """The rows after 10^6 of mass: a plain running sum over all rows (the earlier draw) has
+    a rounding step of ~1e-10 there, so it cannot tell 1 from 1 + 1e-12, and its clamp sent
+    u -> 1 to a trailing zero-weight slot."""
+    big = 100_000  # rows of 10 ones: 10^6 of mass before the rows under test
+    weights = torch.cat([torch.ones(10 * big, dtype=torch.float64),
+                         torch.tensor([1.0, 1e-12, 1.0, 1.0, 0.0, 0.0, 1.0],
+                                      dtype=torch.float64)])
+    first, length = _segments([10] * big + [3, 2, 2])
+    u = torch.full((big + 3,), 0.5, dtype=torch.float64)
+    u[big] = 0.5 + 1e-13  # u * total = 1 + 7e-13: past slot 0 (1), inside slot 1 (1e-12)
+    u[big + 1] = 1 - 2.0 ** -53  # the largest uniform: slot 0 of [1, 0], never the zero
+    u[big + 2] = 0.0  # the smallest: the first positive slot of [0, 1]
+    pos = walks._draw(weights, first, length, u)
+    assert (pos[big:] - first[big:]).tolist() == [1, 0, 1]
+    assert walks._draw_row([1.0, 0.0, 0.0], 1 - 2.0 ** -53) == 0
+    assert walks._draw_row([0.0, 2.0, 0.0], 0.0) == 1
+
+
+# -- one walker: the Python path -------------------------------------------------------------
+@pytest.mark.parametrize("graph, base, alpha, dtype", [
+    (small_graph(), "mhrw", 3.0, torch.float64), (small_graph(), "srw", 0.0, torch.float64),
+    (nx.star_graph(60), "mhrw", 5.0, torch.float64),  # a hub row longer than _LONG_ROW
+    (nx.star_graph(60), "mhrw", 0.0, torch.float32),
+    (nx.connected_watts_strogatz_graph(30, 4, 0.3, seed=1), "mhrw", 20.0, torch.float32)])
+def test_one_walker_python_path_matches_the_batched_step(graph, base, alpha, dtype):
+    chain = (BaseChain.simple if base == "srw" else BaseChain.metropolis_hastings)(
+        Graph.from_networkx(graph))
+    fast, batched, blocks = (SelfRepellentWalk(chain, alpha, gamma=PowerGamma(0.7), dtype=dtype,
+                                               generator=gen(4)) for _ in range(3))
+    nodes = [int(fast.step()) for _ in range(1500)]
+    other = []
+    for _ in range(1500):
+        batched._step_batched()  # the lockstep computation, for one walker
+        other.append(int(batched.current[0]))
+    blocks.advance(1500)
+    assert nodes == other and torch.equal(fast.y, batched.y) and fast.y.dtype == dtype
+    assert torch.equal(blocks.y, fast.y) and blocks.current_id() == nodes[-1]
+    assert torch.equal(blocks.generator.get_state(), fast.generator.get_state())
+    assert blocks.steps == fast.steps == 1500 and blocks.scale == fast.scale
