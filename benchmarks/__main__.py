@@ -13,6 +13,7 @@ SUITES = {
     "srrw": "benchmarks.srrw",
     "samplers": "benchmarks.samplers",
     "hessian": "benchmarks.hessian",
+    "cbo": "benchmarks.cbo",
 }
 
 

@@ -366,3 +366,40 @@ def test_particles_sharded_over_two_ranks_reproduce_one_process(tmp_path):
         torch.testing.assert_close(g["best"], ref.best_value, **tol)
         torch.testing.assert_close(g["best_particle"], ref.best_particle, **tol)
     assert got[0]["evals"].tolist() == got[1]["evals"].tolist() == [11 * 40] * 3
+
+
+def test_noise_dtype_draws_cheaper_noise_and_casts_it():
+    x0 = start(2, 6, 3)
+    res = cbo_minimize(sphere, x0, steps=1, dt=0.1, sigma=1.0, alpha=2.0,
+                       noise_dtype=torch.float32, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    c = consensus_point(x0, sphere(x0), 2.0)[:, None]
+    z = torch.randn(x0.shape, generator=g, dtype=torch.float32).to(F64)
+    want = x0 - 0.1 * (x0 - c) + math.sqrt(0.1) * (x0 - c) * z
+    torch.testing.assert_close(res.particles, want, rtol=1e-12, atol=1e-14)
+    assert res.particles.dtype == F64
+    with pytest.raises(ValueError, match="noise_dtype"):
+        cbo_minimize(sphere, x0, steps=1, noise_dtype=torch.int64)
+
+
+def test_respread_redraws_the_particles_around_the_consensus():
+    x, y = _data()
+    model = _mlp()
+    opt = CBO(model.parameters(), 30, lr=0.1, alpha=50.0, model=model,
+              generator=torch.Generator().manual_seed(0))
+    loss = lambda: torch.nn.functional.mse_loss(model(x), y)  # noqa: E731
+    for _ in range(200):
+        opt.step(loss)
+    params = list(model.parameters())
+    spread = lambda: max(opt.state[p]["particles"].std(0).max().item() for p in params)  # noqa
+    assert spread() < 1e-2                       # collapsed onto the consensus
+    state = opt.generator.get_state()
+    opt.respread(0.5)
+    g = torch.Generator()
+    g.set_state(state)
+    for p in params:
+        want = p.detach() + 0.5 * torch.randn((30, *p.shape), generator=g)
+        torch.testing.assert_close(opt.state[p]["particles"], want)
+    assert spread() > 0.3
+    with pytest.raises(ValueError, match="std"):
+        opt.respread(-1.0)
