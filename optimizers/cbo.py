@@ -35,7 +35,7 @@ from torch.func import functional_call, vmap
 from stepping.checks import check_flag, check_int, check_nonnegative, check_positive
 from stepping.grids import uniform
 from stepping.integrate import integrate
-from stepping.noise import Brownian, make_generator, standard_normal_like
+from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
 from stepping.optimizer import KernelOptimizer, check_lr
 from stepping.registry import AlgorithmInfo, register
 
@@ -108,8 +108,9 @@ class EffectiveSampleSize:
         e = torch.where(torch.isfinite(energy), energy, torch.inf).to(torch.float64)
         n_valid = torch.isfinite(e).sum(-1)
         e = e - e.amin(-1, keepdim=True)   # J is shift invariant; keeps exp in range
-        lo = torch.full(e.shape[:-1], math.log(self.minimum), dtype=torch.float64)
-        hi = torch.full(e.shape[:-1], math.log(self.maximum), dtype=torch.float64)
+        lo = torch.full(e.shape[:-1], math.log(self.minimum), dtype=torch.float64,
+                        device=e.device)
+        hi = torch.full_like(lo, math.log(self.maximum))
 
         def gap(log_a: Tensor) -> Tensor:
             a = log_a.exp().unsqueeze(-1)
@@ -160,9 +161,11 @@ def _weighted_mean(x: Tensor, logw: Tensor, group=None) -> Tensor:
     if group is not None:
         dist.all_reduce(top, op=dist.ReduceOp.MAX, group=group)
     if not torch.isfinite(top).all():
-        bad = (~torch.isfinite(top)).nonzero()[0].tolist()
-        raise ValueError(f"the objective returned no finite value for any particle of run "
-                         f"{bad[:-1] or bad}: the consensus is undefined")
+        if (top == torch.inf).any():
+            raise ValueError("alpha * f overflows for some particle (energies below "
+                             "-1e308 / alpha): lower alpha or shift the objective")
+        raise ValueError("the objective returned no finite value for every particle of some "
+                         "run: the consensus is undefined")
     w = (logw - top).exp_()
     total = w.sum(-1, keepdim=True)
     num = (w.unsqueeze(-2) @ x).squeeze(-2)
@@ -222,6 +225,10 @@ class _Particles:
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 2)
         self.batch_partial = check_flag("batch_partial", batch_partial)
         self.generator = make_generator(generator)
+        if energy_tol is not None and (not isinstance(energy_tol, Real)
+                                       or isinstance(energy_tol, bool)
+                                       or not math.isfinite(energy_tol)):
+            raise ValueError(f"energy_tol must be a finite number or None, got {energy_tol!r}")
         self.energy_tol = None if energy_tol is None else float(energy_tol)
         self.diff_tol = None if diff_tol is None else check_positive("diff_tol", diff_tol)
         self.max_evals = None if max_evals is None else check_int("max_evals", max_evals)
@@ -256,27 +263,30 @@ class _Particles:
         self.history: dict[str, list] = {name: [] for name in self.history_names}
         self.finished = False
         self._perm: Tensor | None = None
-        self._stale = 0
+        self._stale: Tensor | None = None
+        self._per_step = 0
 
     # -- pieces -------------------------------------------------------------------------------
-    def energy(self, x: Tensor) -> Tensor:
+    def energy(self, x: Tensor, active: Tensor | None = None) -> Tensor:
         e = self.f(x)
         if not isinstance(e, Tensor) or e.shape != x.shape[:-1]:
             raise ValueError(f"f must map particles of shape {tuple(x.shape)} to energies of "
                              f"shape {tuple(x.shape[:-1])}, got "
                              f"{tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__}")
-        bad = int((~torch.isfinite(e)).sum())
-        if bad:
-            self.invalid += bad    # those particles get weight zero
+        bad = ~torch.isfinite(e)
+        if active is not None:
+            bad &= active.unsqueeze(-1)
+        self.invalid += int(bad.sum())    # those particles get weight zero
         return e.to(x.dtype)
 
-    def _batch(self, m: int, n: int) -> Tensor:
+    def _batch(self, m: int, n: int, x: Tensor) -> Tensor:
         """Indices (m, batch) of this step's mini-batch: epochs of per-run random permutations
         (a fresh permutation when fewer than ``batch_size`` indices remain)."""
         b = self.batch_size
         if self._perm is None or self._perm.shape[1] < b:
-            keys = torch.rand(m, n, generator=self.generator, dtype=torch.float64)
-            self._perm = keys.argsort(-1)
+            keys = torch.rand(m, n, generator=self.generator, dtype=torch.float64,
+                              device=self.generator.device)
+            self._perm = keys.argsort(-1).to(x.device)
         idx, self._perm = self._perm[:, :b], self._perm[:, b:]
         return idx
 
@@ -299,34 +309,47 @@ class _Particles:
         if not dt > 0:
             raise ValueError(f"consensus dynamics run forward in time, got a step from {t0} "
                              f"to {t1}")
+        require_noise(noise, type(self).__name__)
+        if x.ndim != 3:
+            raise ValueError(f"particles must have shape (M runs, N, d), got {tuple(x.shape)}")
+        if self.finished:
+            raise RuntimeError("every run has met a stopping rule; call reset() to run again")
         m, n, _ = x.shape
         if self.evaluations is None:
-            self.evaluations = torch.zeros(m, dtype=torch.int64)
-            self.active = torch.ones(m, dtype=torch.bool)
+            self.evaluations = torch.zeros(m, dtype=torch.int64, device=x.device)
+            self.active = torch.ones(m, dtype=torch.bool, device=x.device)
+            self._stale = torch.zeros(m, dtype=torch.int64, device=x.device)
             self.stopped_by = [None] * m
-        idx = None if self.batch_size is None or self.batch_size >= n else self._batch(m, n)
+        idx = None if self.batch_size is None or self.batch_size >= n else self._batch(m, n, x)
         xb = x if idx is None else x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        e = self.energy(xb)
         # counted over all ranks, so that max_evals means the same budget however sharded
-        per_step = e.shape[-1] if self.shard is None else self.n_total
-        self.evaluations += torch.where(self.active, per_step, 0)
+        self._per_step = xb.shape[1] if self.shard is None else self.n_total
+        if self.max_evals is not None and self.steps == 0 and self._per_step > self.max_evals:
+            raise ValueError(f"max_evals = {self.max_evals} is below one step's "
+                             f"{self._per_step} evaluations per run")
+        act = self.active.clone()
+        e = self.energy(xb, act)
+        self.evaluations += torch.where(act, self._per_step, 0)
         alpha = _alpha_at(self.alpha, self.steps, e)
-        self._track_best(xb, e)
-        before = None if bool(self.active.all()) else x.clone()
+        self._track_best(xb, e, act)
+        before = None if bool(act.all()) else x.clone()
         if idx is not None and self.batch_partial and self._partial_allowed:
             xb = xb.clone()
             c = self._move(xb, e, alpha, dt, noise)
             x.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), xb)
         else:
             c = self._move(x, e, alpha, dt, noise, batch=(xb, e) if idx is not None else None)
-        if before is not None:
-            x.copy_(torch.where(self.active[:, None, None], x, before))
-        previous, self.consensus = self.consensus, c
+        previous = self.consensus
+        if before is not None:   # stopped runs keep their particles and results
+            x.copy_(torch.where(act[:, None, None], x, before))
+            keep = act.reshape(-1, *[1] * (c.ndim - 1))
+            c = torch.where(keep, c, previous)
+        self.consensus = c
         self._record(x, e, alpha)
         self.steps += 1
         self._check_stop(previous)
 
-    def _track_best(self, xb: Tensor, e: Tensor) -> None:
+    def _track_best(self, xb: Tensor, e: Tensor, act: Tensor) -> None:
         finite = torch.where(torch.isfinite(e), e, torch.inf)
         value, arg = finite.min(-1)
         if self.group is not None:
@@ -343,10 +366,9 @@ class _Particles:
             particle = xb[torch.arange(len(arg)), arg]
         if self.best_value is None:
             self.best_value, self.best_particle = value.clone(), particle.clone()
-            self._stale = 0
             return
-        better = value < self.best_value
-        self._stale = 0 if bool(better.any()) else self._stale + 1
+        better = (value < self.best_value) & act
+        self._stale = torch.where(better, 0, self._stale + 1)
         self.best_value = torch.where(better, value, self.best_value)
         self.best_particle = torch.where(better[:, None], particle, self.best_particle)
 
@@ -373,10 +395,9 @@ class _Particles:
             move = (self.consensus - previous).flatten(1).norm(dim=-1)
             rules.append(("diff_tol", move < self.diff_tol))
         if self.max_evals is not None:
-            per_step = self.batch_size or self.n_total or 0
-            rules.append(("max_evals", self.evaluations + per_step > self.max_evals))
-        if self.patience is not None and self._stale >= self.patience:
-            rules.append(("patience", torch.ones_like(self.active)))
+            rules.append(("max_evals", self.evaluations + self._per_step > self.max_evals))
+        if self.patience is not None:
+            rules.append(("patience", self._stale >= self.patience))
         for name, hit in rules:
             for i in (hit & self.active).nonzero().flatten().tolist():
                 self.stopped_by[i] = name
@@ -421,21 +442,32 @@ class CBOStepper(_Particles):
         sampling", arXiv:2211.05238.
     """
 
-    def __init__(self, f, *, lam: float = 1.0, sigma: float = 1.0, alpha=100.0,
-                 noise: str = "anisotropic", method: str = "cbo", kappa: float = 1.0,
-                 batch_size: int | None = None, batch_partial: bool = True,
+    def __init__(self, f, *, lam: float | None = None, sigma: float = 1.0, alpha=100.0,
+                 noise: str | None = None, method: str = "cbo", kappa: float | None = None,
+                 batch_size: int | None = None, batch_partial: bool | None = None,
                  generator: torch.Generator | None = None, energy_tol: float | None = None,
                  diff_tol: float | None = None, max_evals: int | None = None,
                  patience: int | None = None, history=False, process_group=None,
                  noise_dtype: torch.dtype | None = None):
-        self.lam = check_nonnegative("lam", lam)
-        self.sigma = check_nonnegative("sigma", sigma)
-        if noise not in NOISES:
-            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        # options that the chosen method would not use are refused, not ignored
+        unused = {"lam": lam is not None and method == "hopping",
+                  "noise": noise is not None and method == "hopping",
+                  "kappa": kappa is not None and method != "polarized",
+                  "batch_partial": batch_partial is not None and batch_size is None}
+        for name, given in unused.items():
+            if given:
+                raise ValueError(f"{name} does not apply here (method={method!r}, "
+                                 f"batch_size={batch_size!r}); leave it unset")
+        self.lam = check_nonnegative("lam", 1.0 if lam is None else lam)
+        self.sigma = check_nonnegative("sigma", sigma)
+        noise = "anisotropic" if noise is None else noise
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.noise, self.method = noise, method
-        self.kappa = check_positive("kappa", kappa)
+        self.kappa = check_positive("kappa", 1.0 if kappa is None else kappa)
+        batch_partial = True if batch_partial is None else batch_partial
         if method == "polarized" and process_group is not None:
             raise ValueError("method='polarized' needs every particle's position on every rank; "
                              "it is not supported with process_group")
@@ -527,13 +559,14 @@ class CBOResult(NamedTuple):
     was ``(N, d)``).
 
     Attributes:
-        consensus: the last consensus point, ``(M, d)``.
+        consensus: the last consensus point, ``(M, d)`` (``(M, N, d)`` for polarized CBO).
         best_value: the lowest finite energy evaluated, ``(M,)``.
         best_particle: where it was evaluated, ``(M, d)``.
         particles: the final particles, ``(M, N, d)`` (this rank's shard under a process group).
         steps: steps taken (fewer than asked when every run met a stopping rule).
         evaluations: objective evaluations per run, ``(M,)``.
-        invalid: energies that were NaN or infinite (those particles got weight zero).
+        invalid: energies that were NaN or infinite (those particles got weight zero); under a
+            process group, this rank's only.
         stopped_by: per run, the stopping rule that ended it, or None.
         history: per asked name, a tensor stacked over steps (empty dict when not asked).
     """
@@ -596,9 +629,9 @@ def _run(stepper: _Particles, x0: Tensor, steps: int, dt: float, progress: bool,
 
 
 def cbo_minimize(f: Callable[[Tensor], Tensor], x0: Tensor, *, steps: int = 1000,
-                 dt: float = 0.01, lam: float = 1.0, sigma: float = 1.0, alpha=100.0,
-                 noise: str = "anisotropic", method: str = "cbo", kappa: float = 1.0,
-                 batch_size: int | None = None, batch_partial: bool = True,
+                 dt: float = 0.01, lam: float | None = None, sigma: float = 1.0, alpha=100.0,
+                 noise: str | None = None, method: str = "cbo", kappa: float | None = None,
+                 batch_size: int | None = None, batch_partial: bool | None = None,
                  energy_tol: float | None = None, diff_tol: float | None = None,
                  max_evals: int | None = None, patience: int | None = None, history=False,
                  generator: torch.Generator | None = None, progress: bool = False,
@@ -614,16 +647,20 @@ def cbo_minimize(f: Callable[[Tensor], Tensor], x0: Tensor, *, steps: int = 1000
         x0: initial particles ``(N, d)`` or ``M`` independent runs ``(M, N, d)``; its dtype and
             device are kept, and it is not modified.
         steps, dt: number and size of the Euler--Maruyama steps.
-        lam, sigma: drift rate :math:`\lambda` and noise strength :math:`\sigma` (>= 0).
+        lam, sigma: drift rate :math:`\lambda` (default 1) and noise strength :math:`\sigma`
+            (>= 0).
         alpha: a float; a callable from the step index to alpha (e.g.
             :class:`GeometricAlpha` or ``lambda k: min(30 * 1.05 ** k, 1e5)``, CBXpy's default
             growth); or :class:`EffectiveSampleSize` to solve for it every step.
-        noise: ``"anisotropic"`` (coordinate-wise, the one that scales to high d) or
-            ``"isotropic"``.
-        method: ``"cbo"``, ``"hopping"`` (consensus hopping) or ``"polarized"`` (``kappa`` is
-            its kernel width).
+        noise: ``"anisotropic"`` (the default: coordinate-wise, the one that scales to high d)
+            or ``"isotropic"``.
+        method: ``"cbo"``, ``"hopping"`` (consensus hopping: ``lam``, ``noise`` and ``dt`` do
+            not enter it) or ``"polarized"`` (``kappa``, default 1, is its kernel width; the
+            consensus is then one point per particle, ``(M, N, d)``). Options a method does not
+            use raise if given.
         batch_size: particles per run in each step's consensus (all when None).
-        batch_partial: move only the mini-batch (True) or every particle.
+        batch_partial: with ``batch_size``, move only the mini-batch (True, the default) or
+            every particle.
         energy_tol: stop a run when its best value falls below this.
         diff_tol: stop a run when its consensus moves less than this (2-norm) in a step.
         max_evals: stop a run before its evaluations would exceed this budget.
@@ -733,6 +770,8 @@ class CBO(KernelOptimizer):
         model: the module that owns the parameters: enables the batched (vmapped) evaluation;
             the closure must then only use vmap-compatible operations.
         chunk_size: particles per vmapped call (all when None), to bound memory.
+        randomness: ``torch.vmap``'s handling of random ops in the closure (e.g. dropout):
+            ``"error"`` (default), ``"different"`` or ``"same"`` across particles.
         generator: source of all randomness; saved in ``state_dict``.
         check_finite: raise with the step number when a parameter or particle is non-finite.
 
@@ -756,12 +795,16 @@ class CBO(KernelOptimizer):
 
     stochastic = True
 
-    def __init__(self, params, n_particles: int = 100, lr: float = 0.01, lam: float = 1.0,
-                 sigma: float = 1.0, alpha=100.0, *, noise: str = "anisotropic",
+    def __init__(self, params, n_particles: int = 100, *, lr: float = 0.01, lam: float = 1.0,
+                 sigma: float = 1.0, alpha=100.0, noise: str = "anisotropic",
                  init_std: float = 1.0, model: torch.nn.Module | None = None,
-                 chunk_size: int | None = None, generator: torch.Generator | None = None,
-                 check_finite: bool = False):
+                 chunk_size: int | None = None, randomness: str = "error",
+                 generator: torch.Generator | None = None, check_finite: bool = False):
         self.n_particles = check_int("n_particles", n_particles, 2)
+        if randomness not in ("error", "different", "same"):
+            raise ValueError(f"randomness must be 'error', 'different' or 'same' (torch.vmap's "
+                             f"options), got {randomness!r}")
+        self.randomness = randomness
         self.alpha = _check_alpha(alpha)
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -775,15 +818,23 @@ class CBO(KernelOptimizer):
         self.invalid = 0
         super().__init__(params, dict(lr=lr, lam=lam, sigma=sigma), generator=generator,
                          check_finite=check_finite)
-        self._names = None
+        if any(p.is_complex() for g in self.param_groups for p in g["params"]):
+            raise ValueError("CBO does not support complex parameters (optimize the real view, "
+                             "torch.view_as_real, instead)")
         if model is not None:
-            owned = {id(p): name for name, p in model.named_parameters()}
-            missing = [p for g in self.param_groups for p in g["params"] if id(p) not in owned]
-            if missing:
-                raise ValueError("every parameter must belong to model (the batched evaluation "
-                                 f"swaps model's parameters); {len(missing)} do not")
-            self._names = {pid: "model." + name for pid, name in owned.items()}
+            self._keys()   # every parameter must belong to model
             self._wrapper = _Closure(model)
+
+    def _keys(self) -> list[str]:
+        """The names under which ``functional_call`` swaps each parameter (looked up on every
+        step, so that copies of the optimizer and its model stay consistent)."""
+        owned = {id(p): "model." + name for name, p in self.model.named_parameters()}
+        params = [p for g in self.param_groups for p in g["params"]]
+        if any(id(p) not in owned for p in params):
+            raise ValueError("every parameter must belong to model (the batched evaluation "
+                             "swaps model's parameters); "
+                             f"{sum(id(p) not in owned for p in params)} do not")
+        return [owned[id(p)] for p in params]
 
     def _check_group(self, group):
         group["lr"] = check_lr(group["lr"])
@@ -819,13 +870,13 @@ class CBO(KernelOptimizer):
     def _energies(self, closure, params: list[Tensor], parts: list[Tensor]) -> Tensor:
         if self.model is not None:
             self._wrapper.closure = closure
-            keys = [self._names[id(p)] for p in params]
+            keys = self._keys()
 
             def one(*ts):
                 return functional_call(self._wrapper, dict(zip(keys, ts)), ())
 
             try:
-                e = vmap(one, chunk_size=self.chunk_size)(*parts)
+                e = vmap(one, chunk_size=self.chunk_size, randomness=self.randomness)(*parts)
             finally:
                 self._wrapper.closure = None
         else:
@@ -855,12 +906,16 @@ class CBO(KernelOptimizer):
         parts = self._particles(params)
         k = int(self.state[params[0]]["step"])
         e = self._energies(closure, params, parts)
+        e = e.to(torch.promote_types(e.dtype, torch.float32))   # weights in >= float32
         alpha = _alpha_at(self.alpha, k, e.unsqueeze(0))
-        logw = _log_weights(e.unsqueeze(0), alpha)                       # (1, N)
+        logw = _log_weights(e, alpha if isinstance(alpha, float) else alpha[0])   # (N,)
+        if (logw == torch.inf).any() or not torch.isfinite(logw).any():
+            raise ValueError("the closure returned no finite loss for any particle (or alpha * "
+                             "loss overflows): the consensus is undefined")
+        w = torch.softmax(logw, -1)
         drifts = []
         for p, x in zip(params, parts):
-            c = _weighted_mean(x.reshape(1, self.n_particles, -1),
-                               logw.to(x.dtype)).reshape(p.shape)
+            c = (w.to(x.dtype) @ x.reshape(self.n_particles, -1)).reshape(p.shape)
             p.copy_(c)
             drifts.append(x - c)
         if self.noise == "isotropic":

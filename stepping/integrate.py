@@ -73,6 +73,7 @@ def integrate(stepper: Stepper, x0: Tensor, grid, *, noise=None, progress: bool 
                 saved_x.append(x.clone())
             if done:
                 break
+    bar.close()
     if save_every:
         return Solution(x, torch.tensor(saved_t, dtype=torch.float64), torch.stack(saved_x))
     return x

@@ -4,6 +4,7 @@ minima), stopping rules, bad input, the nn.Module optimizer and the distributed 
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import os
@@ -101,8 +102,13 @@ def _by_hand(f, x, steps, dt, lam, sigma, alpha, noise, method, kappa, gen):
 def test_two_steps_match_the_docstring_math(noise, method):
     x0 = start(2, 6, 3)
     kw = dict(dt=0.05, lam=0.8, sigma=1.3, alpha=2.0)
-    res = cbo_minimize(rastrigin, x0, steps=2, noise=noise, method=method, kappa=0.7,
-                       generator=torch.Generator().manual_seed(5), **kw)
+    extra = dict(kappa=0.7) if method == "polarized" else {}
+    if method == "hopping":
+        kw.pop("lam")
+        noise = None
+    res = cbo_minimize(rastrigin, x0, steps=2, noise=noise, method=method,
+                       generator=torch.Generator().manual_seed(5), **kw, **extra)
+    kw.setdefault("lam", 0.8)
     want = _by_hand(rastrigin, x0, 2, noise=noise, method=method, kappa=0.7,
                     gen=torch.Generator().manual_seed(5), **kw)
     torch.testing.assert_close(res.particles, want, rtol=1e-10, atol=1e-12)
@@ -200,13 +206,39 @@ def test_stopping_rules_end_runs_and_say_why():
 def test_a_stopped_run_stops_moving_while_the_others_go_on():
     x0 = start(2, 30, 2)
     x0[0] = 1e-4 * x0[0]                          # run 0 starts next to the minimum
-    res = cbo_minimize(sphere, x0, steps=400, dt=0.1, sigma=0.8, alpha=100.0, energy_tol=1e-6,
-                       history=("particles",), generator=torch.Generator().manual_seed(0))
-    path = res.history["particles"]
+    res = cbo_minimize(sphere, x0, steps=400, dt=0.1, sigma=0.8, alpha=GeometricAlpha(50.0),
+                       energy_tol=1e-6, history=("particles", "consensus", "best_value"),
+                       generator=torch.Generator().manual_seed(0))
+    path, cons, best = (res.history[k] for k in ("particles", "consensus", "best_value"))
     assert res.stopped_by[0] == "energy_tol"
-    first = next(k for k in range(len(path)) if sphere(path[k][0]).min() < 1e-6)
-    assert torch.equal(path[first + 1][0], path[-1][0])
-    assert not torch.equal(path[first + 1][1], path[-1][1])
+    first = next(k for k in range(len(best)) if best[k][0] < 1e-6)   # run 0 stops here
+    for h in (path, cons, best):
+        assert torch.equal(h[first + 1][0], h[-1][0])      # frozen: particles and results
+        assert not torch.equal(h[first + 1][1], h[-1][1])  # run 1 goes on
+
+
+def test_patience_and_max_evals_are_per_run_and_exact():
+    x0 = start(2, 20, 2)
+    x0[0] = 0.0                                   # run 0: all particles at the minimum
+    res = cbo_minimize(sphere, x0, steps=300, dt=0.1, sigma=1.0, alpha=1e4, patience=5,
+                       generator=torch.Generator().manual_seed(0))
+    assert res.stopped_by[0] == "patience" and res.evaluations[0] == 6 * 20
+    assert res.evaluations[1] > res.evaluations[0]
+    res = cbo_minimize(sphere, x0, steps=50, batch_size=100, max_evals=120,
+                       generator=torch.Generator().manual_seed(0))
+    assert res.steps == 6 and res.evaluations.tolist() == [120, 120]   # batch >= N: N per step
+    with pytest.raises(ValueError, match="max_evals"):
+        cbo_minimize(sphere, x0, steps=5, max_evals=10)
+
+
+def test_options_the_method_does_not_use_are_refused():
+    x0 = start(1, 5, 2)[0]
+    for kwargs in (dict(method="hopping", lam=1.0), dict(method="hopping", noise="isotropic"),
+                   dict(kappa=2.0), dict(batch_partial=False)):
+        with pytest.raises(ValueError, match="does not apply"):
+            cbo_minimize(sphere, x0, steps=1, **kwargs)
+    with pytest.raises(ValueError, match="energy_tol"):
+        cbo_minimize(sphere, x0, steps=1, energy_tol=float("nan"))
 
 
 def test_history_only_when_asked():
@@ -304,10 +336,29 @@ def test_trains_a_network_without_gradients():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_deepcopy_of_a_batched_optimizer_continues_identically():
+    x, y = _data()
+    model = _mlp()
+    opt = CBO(model.parameters(), 8, lr=0.1, model=model,
+              generator=torch.Generator().manual_seed(0))
+    loss = lambda m: (lambda: torch.nn.functional.mse_loss(m(x), y))  # noqa: E731
+    opt.step(loss(model))
+    twin = copy.deepcopy({"model": model, "opt": opt})
+    for _ in range(2):
+        opt.step(loss(model))
+        twin["opt"].step(loss(twin["model"]))
+    for a, b in zip(model.parameters(), twin["model"].parameters()):
+        assert torch.equal(a, b)
+
+
 def test_model_must_own_the_parameters_and_the_closure_must_be_scalar():
     model, other = _mlp(), torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="belong to model"):
         CBO([*model.parameters(), other], 4, model=model)
+    with pytest.raises(ValueError, match="complex"):
+        CBO([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], 4)
+    with pytest.raises(ValueError, match="randomness"):
+        CBO(model.parameters(), 4, model=model, randomness="fresh")
     opt = CBO(model.parameters(), 4, model=model, generator=torch.Generator().manual_seed(0))
     x, _ = _data()
     with pytest.raises(ValueError, match="scalar"):
