@@ -49,6 +49,8 @@ from tqdm.auto import tqdm
 from stepping.checks import check_int, check_positive
 from stepping.noise import make_generator
 from theory_checks.hessian import loss_from_model, top_eigenvalues
+from theory_checks.rates import loglog_slope
+from theory_checks.stability import batch_mixing
 
 __all__ = ["MinibatchHessianExtremes", "StabilityTrial", "StableLR", "LRScaling",
            "SuggestedLR", "minibatch_hessian_extremes", "stability_trial", "largest_stable_lr",
@@ -251,8 +253,8 @@ def minibatch_hessian_extremes(model: torch.nn.Module, loss_fn: Criterion, data,
     batch_sizes = _check_batch_sizes(batch_sizes, n)
     samples = check_int("samples", samples, 1)
     iters = check_int("iters", iters, 1)
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}")
     generator = make_generator(generator)
     lam_max = torch.empty(len(batch_sizes), samples, dtype=torch.float64)
     lam_min = torch.empty_like(lam_max)
@@ -598,10 +600,8 @@ def lr_batch_scaling(make_optimizer, model: torch.nn.Module, loss_fn: Criterion,
                 generator, False)
         for b in tqdm(batch_sizes, desc="batch sizes", disable=not progress))
     lrs = torch.tensor([r.lr for r in results], dtype=torch.float64)
-    logb = torch.tensor(batch_sizes, dtype=torch.float64).log()
-    design = torch.stack([logb, torch.ones_like(logb)], dim=1)
-    coef = torch.linalg.lstsq(design, lrs.log().unsqueeze(1)).solution.squeeze(1)
-    return LRScaling(batch_sizes, lrs, coef[0].item(), coef[1].item(), results)
+    slope, intercept = loglog_slope(batch_sizes, lrs)
+    return LRScaling(batch_sizes, lrs, slope, intercept, results)
 
 
 # ----------------------------------------------------------------------------- suggestion
@@ -629,7 +629,7 @@ class SuggestedLR:
 def _noise_factor(b: int, n: int) -> float:
     """phi(B) = (N - B) / (B (N - 1)): variance of a mean over B of N samples drawn without
     replacement, relative to one sample (1 at B = 1, 0 at B = N)."""
-    return (n - b) / (b * (n - 1))
+    return batch_mixing(b, n, replacement=False)
 
 
 def _interpolate(b: int, n: int, b0: int, lr0: float, lr_full: float, kappa: float) -> float:

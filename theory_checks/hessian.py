@@ -78,8 +78,8 @@ def _check_params(params, dtype: torch.dtype | None) -> list[Tensor]:
             raise ValueError(f"params[{i}] must be a tensor, got {type(p).__name__}")
         if not p.is_floating_point():
             raise ValueError(f"params[{i}] must be floating point, got {p.dtype}")
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}")
     return [p.detach().to(dtype) if dtype is not None else p.detach() for p in params]
 
 

@@ -504,7 +504,7 @@ class LastIterateGaps(NamedTuple):
 
 
 def last_iterate_gap(problem: StochasticProblem | str,
-                     schedule: str | Callable[[int, Tensor], Tensor],
+                     schedule: str | Callable[[Tensor, Tensor], Tensor],
                      horizons: Sequence[int], *, runs: int, generator: torch.Generator | None,
                      lr: float = 1.0, progress: bool = False) -> LastIterateGaps:
     r"""Optimality gap of the last SGD iterate against the horizon ``T``, with a log-log fit.

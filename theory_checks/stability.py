@@ -106,7 +106,7 @@ class StabilityReport:
     def mixing(self) -> float:
         """Weight ``q`` of the per-sample term: ``1/B`` with replacement, else
         ``(n - B) / (B (n - 1))``."""
-        return _mixing(self.batch_size, self.n_samples, self.replacement)
+        return batch_mixing(self.batch_size, self.n_samples, self.replacement)
 
     @property
     def sgd_stable(self) -> bool:
@@ -161,7 +161,9 @@ class StabilityReport:
         ])
 
 
-def _mixing(batch_size: int, n: int, replacement: bool) -> float:
+def batch_mixing(batch_size: int, n: int, replacement: bool) -> float:
+    """Variance of a mean over a batch of ``batch_size`` of ``n`` samples, relative to one
+    sample: ``1/B`` with replacement, ``(n - B) / (B (n - 1))`` without."""
     if replacement:
         return 1.0 / batch_size
     if n == 1:
@@ -217,8 +219,10 @@ def _check_mean_reduction(model, loss_fn, params, x: Tensor, y: Tensor) -> None:
                 pair = loss_from_model(model, crit, (x[:2], y[:2]))[0](params).item()
                 one = [loss_from_model(model, crit, (x[i:i + 1], y[i:i + 1]))[0](params).item()
                        for i in range(2)]
-        except Exception:  # the criterion refuses shifted outputs: try the plain ones
-            continue
+        except (RuntimeError, ValueError, IndexError):
+            if crit is loss_fn:   # the plain criterion fails: a real error, not a shift issue
+                raise
+            continue              # the criterion refuses shifted outputs: try the plain ones
         mean = (one[0] + one[1]) / 2
         scale = max(abs(pair), abs(mean))
         if not math.isfinite(scale) or scale < 1e-12:
@@ -403,7 +407,7 @@ def stability_report(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tenso
     trace, trace_se = _mean_se(t)
     trace_sq, trace_sq_se = _mean_se(q2)
     sample_sq, sample_sq_se = _mean_se(w2)
-    mix = _mixing(batch_size, n, replacement)
+    mix = batch_mixing(batch_size, n, replacement)
     s_batch, s_se = _s_batch(mix, t, q2, s1, w2)
     lam = top_eigenvalues(full_loss, params, k=1, iters=iters, generator=generator)[0].item()
     return StabilityReport(
