@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from benchmarks import harness
-from optimizers.cbo import CBOStepper, GeometricAlpha, cbo_minimize
+from optimizers.cbo import CBOStepper, GeometricAlpha, cbo_minimize, noise_source
 from stepping.grids import uniform
-from stepping.noise import Brownian
 
 # CBXpy's documented benchmark configuration
 CONFIG = dict(dt=0.01, lam=1.0, sigma=10.1, alpha0=30.0, factor=1.05, alpha_max=1e5, box=3.0)
@@ -99,7 +98,7 @@ class Ours:
                                   noise="anisotropic", generator=self.gen,
                                   noise_dtype=noise_dtype)
         self.stepper.n_total = x0.shape[1]
-        self.noise = Brownian(self.gen)
+        self.noise = noise_source(self.gen, noise_dtype or dtype)
         self.times = uniform(0.0, steps * config["dt"], steps).tolist()
         self.x = x0.to(dtype).clone()
         self.k = 0

@@ -40,7 +40,7 @@ from stepping.optimizer import KernelOptimizer, check_lr
 from stepping.registry import AlgorithmInfo, register
 
 __all__ = ["CBO", "CBOResult", "CBOStepper", "CBSStepper", "EffectiveSampleSize",
-           "GeometricAlpha", "cbo_minimize", "cbs_sample", "consensus_point"]
+           "GeometricAlpha", "cbo_minimize", "cbs_sample", "consensus_point", "noise_source"]
 
 NOISES = ("anisotropic", "isotropic")
 METHODS = ("cbo", "hopping", "polarized")
@@ -602,6 +602,13 @@ def _prepare(x0: Tensor, process_group):
     return x, single, shard, n
 
 
+def noise_source(generator: torch.Generator, dtype: torch.dtype) -> Brownian:
+    """The Brownian noise the functional interfaces step with: float64 normals by the
+    vectorized Box--Muller transform (torch draws float64 normals with a scalar loop, the
+    largest cost of a float64 step), ``torch.randn`` otherwise."""
+    return Brownian(generator, method="box_muller" if dtype == torch.float64 else "randn")
+
+
 def _run(stepper: _Particles, x0: Tensor, steps: int, dt: float, progress: bool,
          process_group, desc: str) -> CBOResult:
     steps = check_int("steps", steps)
@@ -612,8 +619,8 @@ def _run(stepper: _Particles, x0: Tensor, steps: int, dt: float, progress: bool,
         stepper.n_total = x.shape[1]
     stepper.reset()
     grid = uniform(0.0, steps * dt, steps)
-    final = integrate(stepper, x, grid, noise=Brownian(stepper.generator), progress=progress,
-                      desc=desc)
+    noise = noise_source(stepper.generator, stepper.noise_dtype or x.dtype)
+    final = integrate(stepper, x, grid, noise=noise, progress=progress, desc=desc)
     if stepper.invalid:
         warnings.warn(f"{desc}: the objective returned {stepper.invalid} non-finite energies; "
                       "those particles got weight zero", RuntimeWarning, stacklevel=3)
@@ -674,9 +681,9 @@ def cbo_minimize(f: Callable[[Tensor], Tensor], x0: Tensor, *, steps: int = 1000
             the same ``x0`` and generator seed on every rank; each keeps its slice of the
             particle axis and the consensus is all-reduced in log space.
         noise_dtype: draw the Gaussian noise in this dtype and cast it (default: the particles'
-            dtype). ``torch.float32`` for float64 particles trades the noise's last digits for
-            speed: torch draws float64 normals with a scalar loop, about 5x slower per number
-            on the CPU (RESULTS.md, cbo).
+            dtype). Float64 noise comes from :func:`stepping.noise.box_muller_normal` (torch's
+            own float64 draw is a scalar loop); ``torch.float32`` for float64 particles is
+            cheaper still, at the price of the noise's last digits (RESULTS.md, cbo).
 
     Returns:
         :class:`CBOResult`.

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 
 from optimizers.cbo import (CBO, EffectiveSampleSize, GeometricAlpha, cbo_minimize, cbs_sample,
                             consensus_point)
+from stepping.noise import box_muller_normal
 
 F64 = torch.float64
 
@@ -86,7 +87,7 @@ def _by_hand(f, x, steps, dt, lam, sigma, alpha, noise, method, kappa, gen):
             c = (wij[..., None] * x[:, None]).sum(2) / wij.sum(2, keepdim=True)
         else:
             c = ((w[..., None] * x).sum(1) / w.sum(1, keepdim=True))[:, None]
-        z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        z = box_muller_normal(x.shape, gen, x.dtype)       # cbo_minimize's float64 noise
         if method == "hopping":
             x = c + sigma * z
             continue

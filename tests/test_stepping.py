@@ -124,3 +124,23 @@ def test_score_from_log_prob_checks_shapes():
     assert torch.allclose(score(x), -x)
     with pytest.raises(ValueError, match="log_prob"):
         score_from_log_prob(lambda x: x)(x)
+
+
+def test_box_muller_normals_are_standard_normal_and_reproducible():
+    from scipy import stats
+
+    from stepping.noise import Brownian, box_muller_normal
+    z = box_muller_normal((100_001,), torch.Generator().manual_seed(0), block=4096)
+    assert z.shape == (100_001,) and z.dtype == torch.float64
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    assert abs(z.mean().item()) < 0.02 and abs(z.var().item() - 1) < 0.02
+    # pairs (cos, sin) of one radius are independent: no correlation between the halves
+    half = 50_000
+    assert abs(torch.corrcoef(torch.stack([z[:half], z[half:2 * half]]))[0, 1].item()) < 0.02
+    again = box_muller_normal((100_001,), torch.Generator().manual_seed(0), block=4096)
+    assert torch.equal(z, again)
+    x = torch.zeros(3, 5, dtype=torch.float64)
+    assert Brownian(torch.Generator().manual_seed(1), method="box_muller").standard_normal(
+        x).shape == (3, 5)
+    with pytest.raises(ValueError, match="method"):
+        Brownian(method="ziggurat")
