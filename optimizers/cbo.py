@@ -148,9 +148,12 @@ def _alpha_at(alpha, k: int, energy: Tensor):
 
 
 # -- the consensus ---------------------------------------------------------------------------
-def _log_weights(energy: Tensor, alpha) -> Tensor:
-    """``-alpha f``; particles whose energy is not finite get weight zero (log weight -inf)."""
+def _log_weights(energy: Tensor, alpha, checked: bool = False) -> Tensor:
+    """``-alpha f``; particles whose energy is not finite get weight zero (log weight -inf).
+    ``checked``: the energies are finite or +inf already (the steppers' energies are)."""
     a = alpha.unsqueeze(-1) if isinstance(alpha, Tensor) else alpha
+    if checked:
+        return energy * -a
     return torch.where(torch.isfinite(energy), -a * energy, -torch.inf)
 
 
@@ -273,11 +276,14 @@ class _Particles:
             raise ValueError(f"f must map particles of shape {tuple(x.shape)} to energies of "
                              f"shape {tuple(x.shape[:-1])}, got "
                              f"{tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__}")
-        bad = ~torch.isfinite(e)
-        if active is not None:
-            bad &= active.unsqueeze(-1)
-        self.invalid += int(bad.sum())    # those particles get weight zero
-        return e.to(x.dtype)
+        e = e.to(x.dtype)
+        finite = torch.isfinite(e)
+        if bool(finite.all()):
+            return e
+        bad = ~finite if active is None else ~finite & active.unsqueeze(-1)
+        self.invalid += int(bad.sum())
+        # +inf: weight zero in the consensus, never the best value
+        return torch.where(finite, e, torch.inf)
 
     def _batch(self, m: int, n: int, x: Tensor) -> Tensor:
         """Indices (m, batch) of this step's mini-batch: epochs of per-run random permutations
@@ -350,8 +356,7 @@ class _Particles:
         self._check_stop(previous)
 
     def _track_best(self, xb: Tensor, e: Tensor, act: Tensor) -> None:
-        finite = torch.where(torch.isfinite(e), e, torch.inf)
-        value, arg = finite.min(-1)
+        value, arg = e.min(-1)          # non-finite energies are +inf here
         if self.group is not None:
             # the best particle lives on one rank: reduce (value, rank) pairs
             best = value.clone()
@@ -478,7 +483,7 @@ class CBOStepper(_Particles):
 
     def _consensus(self, x, energy, alpha, batch) -> Tensor:
         src, e = (x, energy) if batch is None else batch
-        logw = _log_weights(e, alpha)                                      # (M, B)
+        logw = _log_weights(e, alpha, checked=True)                        # (M, B)
         if self.method != "polarized":
             return self._weighted_mean(src, logw).unsqueeze(-2)            # (M, 1, d)
         logk = torch.cdist(x, src).square_().mul_(-0.5 / self.kappa ** 2)   # (M, N, B)
@@ -536,7 +541,7 @@ class CBSStepper(_Particles):
                          patience=None, history=history, process_group=process_group)
 
     def _move(self, x, energy, alpha, dt, noise, batch=None) -> Tensor:
-        logw = _log_weights(energy, alpha)
+        logw = _log_weights(energy, alpha, checked=True)
         m = self._weighted_mean(x, logw)                                   # (M, d)
         dev = x - m.unsqueeze(-2)
         outer = dev.unsqueeze(-1) * dev.unsqueeze(-2)                      # (M, N, d, d)
