@@ -80,7 +80,6 @@ def test_benchmark_objectives_agree():
 def test_benchmark_contenders_same_dynamics(one_thread):
     """Without noise (sigma = 0) CBXpy and our stepper follow the same trajectory: same
     consensus, alpha schedule and drift; the benchmark compares like with like."""
-    pytest.importorskip("cbx")
     from benchmarks import cbo
     config = {**cbo.CONFIG, "sigma": 0.0}
     for name in cbo.FUNCTIONS:
@@ -95,7 +94,6 @@ def test_benchmark_contenders_same_dynamics(one_thread):
 
 
 def test_benchmark_success_case_and_reproducibility(one_thread):
-    pytest.importorskip("cbx")
     from benchmarks import cbo
     r = cbo.success_case("ackley", 0.0, 10, 40, seed=5, chunk=10)
     assert set(r["times"]) == {cbo.CBX, cbo.F32, cbo.F64, cbo.F64N}
