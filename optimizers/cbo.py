@@ -32,7 +32,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from stepping.checks import check_flag, check_int, check_nonnegative, check_positive
+from stepping.checks import (check_flag, check_int, check_nonnegative, check_positive,
+                             check_real)
 from stepping.grids import uniform
 from stepping.integrate import integrate
 from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
@@ -228,11 +229,7 @@ class _Particles:
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 2)
         self.batch_partial = check_flag("batch_partial", batch_partial)
         self.generator = make_generator(generator)
-        if energy_tol is not None and (not isinstance(energy_tol, Real)
-                                       or isinstance(energy_tol, bool)
-                                       or not math.isfinite(energy_tol)):
-            raise ValueError(f"energy_tol must be a finite number or None, got {energy_tol!r}")
-        self.energy_tol = None if energy_tol is None else float(energy_tol)
+        self.energy_tol = None if energy_tol is None else check_real("energy_tol", energy_tol)
         self.diff_tol = None if diff_tol is None else check_positive("diff_tol", diff_tol)
         self.max_evals = None if max_evals is None else check_int("max_evals", max_evals)
         self.patience = None if patience is None else check_int("patience", patience)

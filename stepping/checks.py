@@ -6,11 +6,18 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-__all__ = ["check_flag", "check_int", "check_nonnegative", "check_positive"]
+__all__ = ["check_flag", "check_int", "check_nonnegative", "check_positive", "check_real"]
 
 
 def _is_real(x) -> bool:
     return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def check_real(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless a finite number."""
+    if not _is_real(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def check_nonnegative(name: str, value) -> float:

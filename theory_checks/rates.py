@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stepping.checks import check_flag, check_int, check_nonnegative, check_positive
+from stepping.checks import check_flag, check_int, check_nonnegative, check_positive, check_real
 from stepping.noise import make_generator
 
 __all__ = ["PowerLawFit", "loglog_slope", "TemperatureSweep", "perceptron_temperature",
@@ -420,7 +420,7 @@ def l1_problem(dim: int = 10, *, noise: float = 1.0, start: float = 1.0) -> Stoc
     """
     dim = check_int("dim", dim)
     noise = check_nonnegative("noise", noise)
-    start = _check_finite("start", start)
+    start = check_real("start", start)
     return StochasticProblem(
         name="l1", x0=torch.full((dim,), start, dtype=_F64),
         value=lambda x: x.abs().sum(-1), grad=torch.sign, noise=noise, f_star=0.0,
@@ -458,7 +458,7 @@ def least_squares_problem(dim: int = 10, *, noise: float = 1.0, mu: float = 0.0,
     mu = check_nonnegative("mu", mu)
     if mu > 1:
         raise ValueError(f"mu must be in [0, 1], got {mu!r}")
-    start = _check_finite("start", start)
+    start = check_real("start", start)
     if mu > 0:
         lam = torch.logspace(math.log10(mu), 0.0, dim, dtype=_F64)
         lam[0] = mu                                   # exact ends (dim = 1: just mu)
@@ -472,12 +472,6 @@ def least_squares_problem(dim: int = 10, *, noise: float = 1.0, mu: float = 0.0,
         name="least_squares", x0=torch.full((dim,), start, dtype=_F64),
         value=lambda x: 0.5 * (lam * x * x).sum(-1), grad=lambda x: lam * x, noise=noise,
         f_star=0.0, lipschitz=math.inf, smoothness=lam.max().item(), mu=mu_eff)
-
-
-def _check_finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 #: Built-in step-size schedules: ``rule(t, T, lr) -> eta_t`` for steps ``t = 1..T``, with ``t``
