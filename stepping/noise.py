@@ -41,7 +41,7 @@ def standard_normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = torch.float64,
-                      device=None, *, block: int = 1 << 16) -> Tensor:
+                      device=None, *, block: int = 1 << 16, out: Tensor | None = None) -> Tensor:
     r"""Standard normal draws by the Box--Muller transform of ``generator``'s uniforms.
 
     .. math::
@@ -52,8 +52,9 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     exact in distribution (independent N(0, 1) pairs). Why it exists: on the CPU torch draws
     float64 normals with a scalar loop (it vectorizes its own Box--Muller for float32 only);
     this vectorized form costs about 0.6x of ``torch.randn`` in float64 (RESULTS.md, cbo). It is
-    computed in blocks of ``block`` pairs so that every pass stays in cache. Not the same
-    numbers as ``torch.randn`` from the same generator state.
+    computed in place, in blocks of ``block`` pairs so that every pass stays in cache; ``out``
+    (contiguous, ``shape`` and ``dtype``, on the generator's device) receives the draw without a
+    new allocation. Not the same numbers as ``torch.randn`` from the same generator state.
 
     Example:
         >>> z = box_muller_normal((4, 3), torch.Generator().manual_seed(0))
@@ -62,16 +63,28 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     """
     shape = torch.Size(shape)
     n = shape.numel()
-    out = torch.empty(n + (n & 1), dtype=dtype, device=generator.device)
-    half = out.numel() // 2
+    if out is not None and (out.shape != shape or out.dtype != dtype or not out.is_contiguous()
+                            or out.device != generator.device):
+        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} on "
+                         f"{generator.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
+    # pairs fill the two halves; an odd count needs one spare slot
+    paired = out.view(-1) if out is not None and n % 2 == 0 else \
+        torch.empty(n + (n & 1), dtype=dtype, device=generator.device)
+    half = paired.numel() // 2
     for lo in range(0, half, block):
         hi = min(lo + block, half)
-        u = torch.rand(2, hi - lo, generator=generator, dtype=dtype, device=generator.device)
-        r = u[0].neg_().log1p_().mul_(-2.0).sqrt_()
-        theta = u[1].mul_(2 * math.pi)
-        torch.mul(r, torch.cos(theta), out=out[lo:hi])
-        torch.mul(r, theta.sin_(), out=out[half + lo:half + hi])
-    return out[:n].reshape(shape).to(device if device is not None else generator.device)
+        r, theta = paired[lo:hi], paired[half + lo:half + hi]
+        torch.rand(hi - lo, generator=generator, dtype=dtype, device=generator.device, out=r)
+        torch.rand(hi - lo, generator=generator, dtype=dtype, device=generator.device, out=theta)
+        r.neg_().log1p_().mul_(-2.0).sqrt_()
+        cos = theta.mul_(2 * math.pi).cos()
+        theta.sin_().mul_(r)
+        r.mul_(cos)
+    if out is None:
+        out = paired[:n].reshape(shape)
+    elif paired.data_ptr() != out.data_ptr():
+        out.view(-1).copy_(paired[:n])
+    return out.to(device if device is not None else generator.device)
 
 
 def require_noise(noise, who: str):
@@ -103,10 +116,20 @@ class Brownian:
             raise ValueError(f"method must be 'randn' or 'box_muller', got {method!r}")
         self.method = method
 
-    def standard_normal(self, x: Tensor) -> Tensor:
-        """xi ~ N(0, I) shaped like ``x`` (``torch.randn``, or :func:`box_muller_normal`)."""
+    def standard_normal(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """xi ~ N(0, I) shaped like ``x`` (``torch.randn``, or :func:`box_muller_normal`);
+        written into ``out`` (real, contiguous, ``x``'s shape and dtype, on the generator's
+        device) when given, which saves allocating a fresh tensor each step."""
+        if out is not None and (x.is_complex() or out.shape != x.shape or out.dtype != x.dtype
+                                or out.device != self.generator.device
+                                or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous real tensor shaped like x "
+                             f"({x.dtype} {tuple(x.shape)}) on {self.generator.device}")
         if self.method == "box_muller" and not x.is_complex():
-            return box_muller_normal(x.shape, self.generator, x.dtype, x.device)
+            return box_muller_normal(x.shape, self.generator, x.dtype, x.device, out=out)
+        if out is not None:
+            return torch.randn(x.shape, generator=self.generator, dtype=x.dtype,
+                               device=out.device, out=out).to(x.device)
         return standard_normal_like(x, self.generator)
 
     def increment(self, x: Tensor, t0: float, t1: float) -> Tensor:

@@ -144,3 +144,20 @@ def test_box_muller_normals_are_standard_normal_and_reproducible():
         x).shape == (3, 5)
     with pytest.raises(ValueError, match="method"):
         Brownian(method="ziggurat")
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (7, 3)])      # an even and an odd count
+@pytest.mark.parametrize("method", ["box_muller", "randn"])
+def test_normals_drawn_into_out_are_the_same_numbers(shape, method):
+    from stepping.noise import Brownian
+    x = torch.empty(shape, dtype=torch.float64)
+    fresh = Brownian(torch.Generator().manual_seed(5), method=method).standard_normal(x)
+    out = torch.full(shape, float("nan"), dtype=torch.float64)
+    drawn = Brownian(torch.Generator().manual_seed(5), method=method).standard_normal(x, out=out)
+    assert drawn is out and torch.equal(drawn, fresh)
+    noise = Brownian(torch.Generator().manual_seed(5), method=method)
+    for bad in (torch.empty(shape, dtype=torch.float32),
+                torch.empty(shape[::-1], dtype=torch.float64).t(),
+                torch.empty(shape[0] + 1, shape[1], dtype=torch.float64)):
+        with pytest.raises(ValueError, match="out must be"):
+            noise.standard_normal(x, out=bad)
