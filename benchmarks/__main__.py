@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     harness.set_threads()
+    harness.pin_allocator()
     print(f"machine: {harness.machine()}", flush=True)
     for suite in args.suites:
         print(f"\n== {suite} ==", flush=True)
