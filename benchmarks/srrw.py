@@ -67,6 +67,21 @@ class NetworkxSRRW:
             visits[j] = visits.get(j, 0) + 1
 
 
+def cold_gather(walk, rounds: int = 15) -> tuple[float, float]:
+    """The floor under a lockstep step: seconds to read, once, as many entries of the walk's
+    measure ``y`` as a step reads (each walker's current row length), each at a fresh random
+    node of the walker's own row, no arithmetic (median over ``rounds``), and that count."""
+    per_walker = walk.chain.indptr.diff().index_select(0, walk.current)
+    rows = torch.repeat_interleave(torch.arange(walk.walkers), per_walker) * walk.chain.num_nodes
+    y, gen, times = walk.y.view(-1), torch.Generator().manual_seed(1), []
+    for _ in range(rounds):
+        where = rows + torch.randint(0, walk.chain.num_nodes, rows.shape, generator=gen)
+        start = time.perf_counter()
+        y.index_select(0, where)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), rows.numel()
+
+
 def rss_gib() -> float:
     """Peak resident memory of this process so far (GiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -99,7 +114,8 @@ def time_case(graph: nx.Graph, walkers: int, rounds: int) -> dict:
     ours_work, base_work = ours_steps * walkers, base_steps * base_walkers
     ratios = [(b / base_work) / (o / ours_work) for o, b in zip(times["ours"], times["networkx"])]
     y = ours.walk.y
-    out = {"rate": ours_work / statistics.median(times["ours"]),
+    gather, reads = cold_gather(ours.walk) if walkers > 1 else (None, None)
+    out = {"gather": gather, "reads": reads,"rate": ours_work / statistics.median(times["ours"]),
            "base_rate": base_work / statistics.median(times["networkx"]),
            "speedup": statistics.median(ratios), "setup": setup,
            "y_bytes": y.numel() * y.element_size(), "dtype": str(y.dtype).replace("torch.", "")}
@@ -157,13 +173,17 @@ def run(rounds: int | None, quick: bool) -> str:
             targets.append(
                 f"why: the networkx loop costs {1e6 / r['base_rate']:.1f} us per walker-step, "
                 f"so 50x means one lockstep step of {walkers:,} walkers in {need_ms:.1f} ms; "
-                f"ours takes {ours_ms:.1f} ms. A step reads about ten neighbour slots per "
-                "walker at random places: y[walker, neighbour] in a "
-                f"{fmt_bytes(r['y_bytes'])} measure (~10^5 cache-missing reads, the largest "
-                "single cost) and the CSR rows of the current nodes; the arithmetic (log, "
-                "row maximum, exp, the per-row inverse CDF) is a handful of passes over "
-                "~10^5 slots. Fusing those passes (torch.compile on CPU) was not faster; "
-                "50x needs fewer random memory reads per walker-step")
+                f"ours takes {ours_ms:.1f} ms. A step reads every neighbour slot of every "
+                "walker's current node at random places: y[walker, neighbour] in a "
+                f"{fmt_bytes(r['y_bytes'])} measure. Those {r['reads']:,} reads alone, "
+                f"with no arithmetic, take {1e3 * r['gather']:.1f} ms "
+                f"({1e9 * r['gather'] / r['reads']:.0f} ns each, memory latency; "
+                f"{r['gather'] / (need_ms / 1e3):.0%} of the 50x budget); the CSR rows of "
+                "the current nodes (also cold) and about fifteen passes of arithmetic over "
+                "the slots (log, row maximum, exp, the per-row inverse CDF, the update) "
+                "cost more than the rest of the budget. Tried without gain: packing the CSR "
+                "neighbour and log-weight into one gather, numpy's reduceat for the row "
+                "maximum, fusing the passes with torch.compile on the CPU")
     else:
         targets.append("target case not run")
     peak = f"peak resident memory of the benchmark process: {rss_gib():.1f} GiB"
