@@ -39,7 +39,8 @@ def pin_allocator() -> None:
     global _allocator
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        trim, mmap = libc.mallopt(-1, 1 << 30), libc.mallopt(-3, 32 << 20)  # M_TRIM/M_MMAP_THRESHOLD
+        # mallopt parameters -1 and -3: M_TRIM_THRESHOLD and M_MMAP_THRESHOLD
+        trim, mmap = libc.mallopt(-1, 1 << 30), libc.mallopt(-3, 32 << 20)
     except (OSError, AttributeError, TypeError):
         return
     if trim == 1 and mmap == 1:
