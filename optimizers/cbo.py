@@ -37,7 +37,8 @@ from stepping.checks import (check_flag, check_int, check_nonnegative, check_pos
                              check_real)
 from stepping.grids import uniform
 from stepping.integrate import integrate
-from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
+from stepping.noise import (Brownian, make_generator, require_noise, same_device,
+                            standard_normal_like)
 from stepping.optimizer import KernelOptimizer, check_lr
 from stepping.registry import AlgorithmInfo, register
 
@@ -180,9 +181,9 @@ def _weighted_mean(x: Tensor, logw: Tensor, group=None) -> Tensor:
     floor = _log_floor(d.dtype)
     w = d.clamp_min(floor).exp_().masked_fill_(d < floor, 0.0)
     total = w.sum(-1, keepdim=True)
-    # bmm for the common (M, N) x (M, N, d) case: matmul's broadcasting costs a few us a step
-    num = (torch.bmm(w.unsqueeze(1), x) if x.ndim == 3 and w.ndim == 2
-           else w.unsqueeze(-2) @ x).squeeze(-2)
+    # bmm for the steppers' (M, N) x (M, N, d) case: matmul's broadcasting costs a few us
+    same = x.ndim == 3 and w.ndim == 2 and w.shape[0] == x.shape[0]
+    num = (torch.bmm(w.unsqueeze(1), x) if same else w.unsqueeze(-2) @ x).squeeze(-2)
     if group is not None:
         both = torch.cat([total, num], -1)
         dist.all_reduce(both, group=group)
@@ -326,7 +327,7 @@ class _Particles:
         else:
             z = noise.standard_normal(like.new_empty(shape, dtype=dtype))
         z = z if self.shard is None else z[..., self.shard, :]
-        return z if dtype == like.dtype else z.to(like.dtype)
+        return z.to(like.device, like.dtype)    # drawn on the generator's device
 
     def _weighted_mean(self, x: Tensor, logw: Tensor) -> Tensor:
         return _weighted_mean(x, logw, self.group)
@@ -335,7 +336,8 @@ class _Particles:
         """Scratch tensor ``name``, reused from step to step: a fresh particle-sized allocation
         every step costs page faults once the allocator hands large blocks back to the OS."""
         buf = self._work.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+        if buf is None or buf.shape != shape or buf.dtype != dtype or \
+                not same_device(buf.device, torch.device(device)):
             buf = self._work[name] = torch.empty(shape, dtype=dtype, device=device)
         return buf
 

@@ -13,7 +13,7 @@ from stepping.checks import check_int, check_positive
 
 __all__ = ["NoNoise", "require_noise", "Brownian", "FBMState", "FractionalBrownian",
            "box_muller_normal", "fbm_covariance", "fbm_path", "ma_fbm_weights", "make_generator",
-           "standard_normal_like"]
+           "same_device", "standard_normal_like"]
 
 
 def make_generator(generator: torch.Generator | None = None, *,
@@ -51,10 +51,14 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
 
     exact in distribution (independent N(0, 1) pairs). Why it exists: on the CPU torch draws
     float64 normals with a scalar loop (it vectorizes its own Box--Muller for float32 only);
-    this vectorized form costs about 0.6x of ``torch.randn`` in float64 (RESULTS.md, cbo). It is
-    computed in place, in blocks of ``block`` pairs so that every pass stays in cache; ``out``
-    (contiguous, ``shape`` and ``dtype``, on the generator's device) receives the draw without a
-    new allocation. Not the same numbers as ``torch.randn`` from the same generator state.
+    this vectorized form costs about 0.6x of ``torch.randn`` in float64 (RESULTS.md, cbo).
+    It works in blocks of at most ``block`` pairs, so that every pass stays in cache: a block
+    of ``h`` pairs takes the numbers of ``torch.rand(2, h)`` (``u_1`` then ``u_2``) and
+    leaves its ``h`` values of ``z_1`` followed by its ``h`` values of ``z_2``, in place.
+    ``out`` (contiguous, ``shape`` and ``dtype``, on the generator's device) receives the
+    draw; for an even count it is computed there without any other particle-sized
+    allocation (an odd count needs one spare slot, so it goes through a temporary). Not the
+    same numbers as ``torch.randn`` from the same generator state.
 
     Example:
         >>> z = box_muller_normal((4, 3), torch.Generator().manual_seed(0))
@@ -64,27 +68,32 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     shape = torch.Size(shape)
     n = shape.numel()
     if out is not None and (out.shape != shape or out.dtype != dtype or not out.is_contiguous()
-                            or out.device != generator.device):
+                            or not same_device(out.device, generator.device)):
         raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} on "
                          f"{generator.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
-    # pairs fill the two halves; an odd count needs one spare slot
-    paired = out.view(-1) if out is not None and n % 2 == 0 else \
+    z = out.view(-1) if out is not None and n % 2 == 0 else \
         torch.empty(n + (n & 1), dtype=dtype, device=generator.device)
-    half = paired.numel() // 2
-    for lo in range(0, half, block):
-        hi = min(lo + block, half)
-        r, theta = paired[lo:hi], paired[half + lo:half + hi]
-        torch.rand(hi - lo, generator=generator, dtype=dtype, device=generator.device, out=r)
-        torch.rand(hi - lo, generator=generator, dtype=dtype, device=generator.device, out=theta)
+    pairs = z.numel() // 2
+    for lo in range(0, pairs, block):
+        h = min(block, pairs - lo)
+        u = z[2 * lo:2 * (lo + h)]
+        torch.rand(2 * h, generator=generator, dtype=dtype, device=generator.device, out=u)
+        r, theta = u[:h], u[h:]
         r.neg_().log1p_().mul_(-2.0).sqrt_()
         cos = theta.mul_(2 * math.pi).cos()
         theta.sin_().mul_(r)
         r.mul_(cos)
     if out is None:
-        out = paired[:n].reshape(shape)
-    elif paired.data_ptr() != out.data_ptr():
-        out.view(-1).copy_(paired[:n])
+        out = z[:n].reshape(shape)
+    elif z.data_ptr() != out.data_ptr():
+        out.view(-1).copy_(z[:n])
     return out.to(device if device is not None else generator.device)
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``a`` and ``b`` name the same device; a device without an index (a generator made with
+    ``device="cuda"``) matches any index of its type."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def require_noise(noise, who: str):
@@ -121,7 +130,7 @@ class Brownian:
         written into ``out`` (real, contiguous, ``x``'s shape and dtype, on the generator's
         device) when given, which saves allocating a fresh tensor each step."""
         if out is not None and (x.is_complex() or out.shape != x.shape or out.dtype != x.dtype
-                                or out.device != self.generator.device
+                                or not same_device(out.device, self.generator.device)
                                 or not out.is_contiguous()):
             raise ValueError(f"out must be a contiguous real tensor shaped like x "
                              f"({x.dtype} {tuple(x.shape)}) on {self.generator.device}")

@@ -47,16 +47,20 @@ def test_consensus_is_the_gibbs_weighted_mean_and_safe_for_huge_alpha():
     # exp(-alpha f) underflows to 0 for every particle here; the log-space form picks the argmin
     c = consensus_point(x, e, 1e8)
     torch.testing.assert_close(c, x[torch.arange(3), e.argmin(1)])
-    # weights below e * tiny of the largest (subnormal, computed on exp's slow path) are dropped:
-    # the mean still equals the exact one, in float64 and float32
-    for dtype, gaps in ((torch.float64, [0.0, 1.0, 700.0, 720.0, 750.0, 1e4]),
-                        (torch.float32, [0.0, 1.0, 80.0, 95.0, 110.0, 1e4])):
-        e = torch.tensor([gaps], dtype=dtype)
-        x = torch.arange(1.0, 7.0, dtype=dtype).reshape(1, 6, 1)
-        w = torch.exp(-e.double())
-        want = (w[..., None] * x.double()).sum(1) / w.sum(1, keepdim=True)
-        torch.testing.assert_close(consensus_point(x, e, 1.0), want.to(dtype),
-                                   rtol=2 * torch.finfo(dtype).eps, atol=0)
+    # leading dimensions broadcast, as in any (..., N, d) / (..., N) pair
+    x, e = start(3, 7, 2), rastrigin(start(1, 7, 2))
+    torch.testing.assert_close(consensus_point(x, e, 1.0),
+                               torch.stack([consensus_point(x[i], e[0], 1.0) for i in range(3)]))
+    torch.testing.assert_close(consensus_point(x[:1], rastrigin(x), 1.0),
+                               torch.stack([consensus_point(x[0], f, 1.0) for f in rastrigin(x)]))
+    # a weight below e * tiny of the largest (subnormal: exp's slow path) is zero; one above
+    # it is kept: with x = (0, 1) the consensus is that weight's share, exactly
+    for dtype, kept, dropped in ((torch.float64, 700.0, 720.0), (torch.float32, 80.0, 95.0)):
+        x = torch.tensor([[[0.0], [1.0]]], dtype=dtype)
+        share = math.exp(-kept) / (1 + math.exp(-kept))
+        c = consensus_point(x, torch.tensor([[0.0, kept]], dtype=dtype), 1.0)
+        torch.testing.assert_close(c, torch.tensor([[share]], dtype=dtype), rtol=1e-6, atol=0)
+        assert consensus_point(x, torch.tensor([[0.0, dropped]], dtype=dtype), 1.0).item() == 0
 
 
 def test_nonfinite_energies_get_weight_zero():

@@ -134,9 +134,11 @@ def test_box_muller_normals_are_standard_normal_and_reproducible():
     assert z.shape == (100_001,) and z.dtype == torch.float64
     assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
     assert abs(z.mean().item()) < 0.02 and abs(z.var().item() - 1) < 0.02
-    # pairs (cos, sin) of one radius are independent: no correlation between the halves
-    half = 50_000
-    assert abs(torch.corrcoef(torch.stack([z[:half], z[half:2 * half]]))[0, 1].item()) < 0.02
+    # the two values of a pair (one radius, cos and sin) are independent: no correlation, and
+    # none between their squares either (a shared radius would correlate those)
+    pairs = z[:2 * 4096 * 12].view(12, 2, 4096)
+    for a, b in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 0] ** 2, pairs[:, 1] ** 2)):
+        assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()) < 0.03
     again = box_muller_normal((100_001,), torch.Generator().manual_seed(0), block=4096)
     assert torch.equal(z, again)
     x = torch.zeros(3, 5, dtype=torch.float64)
@@ -144,6 +146,31 @@ def test_box_muller_normals_are_standard_normal_and_reproducible():
         x).shape == (3, 5)
     with pytest.raises(ValueError, match="method"):
         Brownian(method="ziggurat")
+
+
+@pytest.mark.parametrize("n", [14, 15, 1])
+def test_box_muller_follows_its_definition_block_by_block(n):
+    from stepping.noise import box_muller_normal
+    g = torch.Generator().manual_seed(9)
+    want = []
+    pairs = (n + 1) // 2
+    for lo in range(0, pairs, 3):                      # blocks of at most 3 pairs
+        u1, u2 = torch.rand(2, min(3, pairs - lo), generator=g, dtype=torch.float64)
+        r = torch.sqrt(-2 * torch.log1p(-u1))
+        want += [r * torch.cos(2 * math.pi * u2), r * torch.sin(2 * math.pi * u2)]
+    want = torch.cat(want)[:n]
+    got = box_muller_normal((n,), torch.Generator().manual_seed(9), block=3)
+    torch.testing.assert_close(got, want, rtol=1e-15, atol=1e-15)
+    out = torch.empty(n, dtype=torch.float64)
+    assert box_muller_normal((n,), torch.Generator().manual_seed(9), block=3, out=out) is out
+    assert torch.equal(out, got)
+
+
+def test_same_device_lets_an_index_free_device_match_any_index():
+    from stepping.noise import same_device
+    cuda, cuda0, cuda1 = torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert same_device(cuda, cuda0) and same_device(cuda1, cuda)
+    assert not same_device(cuda0, cuda1) and not same_device(torch.device("cpu"), cuda)
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (7, 3)])      # an even and an odd count
