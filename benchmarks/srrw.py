@@ -177,7 +177,7 @@ def run(rounds: int | None, quick: bool) -> str:
                 "walker's current node at random places: y[walker, neighbour] in a "
                 f"{fmt_bytes(r['y_bytes'])} measure. Those {r['reads']:,} reads alone, "
                 f"with no arithmetic, take {1e3 * r['gather']:.1f} ms "
-                f"({1e9 * r['gather'] / r['reads']:.0f} ns each, memory latency; "
+                f"({1e9 * r['gather'] / r['reads']:.0f} ns each, bound by memory access; "
                 f"{r['gather'] / (need_ms / 1e3):.0%} of the 50x budget); the CSR rows of "
                 "the current nodes (also cold) and about fifteen passes of arithmetic over "
                 "the slots (log, row maximum, exp, the per-row inverse CDF, the update) "
