@@ -67,6 +67,7 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     """
     shape = torch.Size(shape)
     n = shape.numel()
+    check_int("block", block)
     if out is not None and (out.shape != shape or out.dtype != dtype or not out.is_contiguous()
                             or not same_device(out.device, generator.device)):
         raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} on "

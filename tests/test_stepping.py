@@ -164,6 +164,9 @@ def test_box_muller_follows_its_definition_block_by_block(n):
     out = torch.empty(n, dtype=torch.float64)
     assert box_muller_normal((n,), torch.Generator().manual_seed(9), block=3, out=out) is out
     assert torch.equal(out, got)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="block"):
+            box_muller_normal((n,), torch.Generator(), block=bad)
 
 
 def test_same_device_lets_an_index_free_device_match_any_index():
