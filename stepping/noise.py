@@ -68,10 +68,8 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     shape = torch.Size(shape)
     n = shape.numel()
     check_int("block", block)
-    if out is not None and (out.shape != shape or out.dtype != dtype or not out.is_contiguous()
-                            or not same_device(out.device, generator.device)):
-        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} on "
-                         f"{generator.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
+    if out is not None:
+        _check_out(out, shape, dtype, generator.device)
     z = out.view(-1) if out is not None and n % 2 == 0 else \
         torch.empty(n + (n & 1), dtype=dtype, device=generator.device)
     pairs = z.numel() // 2
@@ -89,6 +87,15 @@ def box_muller_normal(shape, generator: torch.Generator, dtype: torch.dtype = to
     elif z.data_ptr() != out.data_ptr():
         out.view(-1).copy_(z[:n])
     return out.to(device if device is not None else generator.device)
+
+
+def _check_out(out: Tensor, shape: torch.Size, dtype: torch.dtype, device) -> None:
+    """Raise ValueError unless ``out`` is a contiguous ``dtype`` tensor of ``shape`` on
+    ``device``: what a draw written in place needs."""
+    if out.shape != shape or out.dtype != dtype or not out.is_contiguous() or \
+            not same_device(out.device, torch.device(device)):
+        raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} on "
+                         f"{device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -130,11 +137,10 @@ class Brownian:
         """xi ~ N(0, I) shaped like ``x`` (``torch.randn``, or :func:`box_muller_normal`);
         written into ``out`` (real, contiguous, ``x``'s shape and dtype, on the generator's
         device) when given, which saves allocating a fresh tensor each step."""
-        if out is not None and (x.is_complex() or out.shape != x.shape or out.dtype != x.dtype
-                                or not same_device(out.device, self.generator.device)
-                                or not out.is_contiguous()):
-            raise ValueError(f"out must be a contiguous real tensor shaped like x "
-                             f"({x.dtype} {tuple(x.shape)}) on {self.generator.device}")
+        if out is not None:
+            if x.is_complex():
+                raise ValueError("out must be None for complex x (drawn through its real view)")
+            _check_out(out, x.shape, x.dtype, self.generator.device)
         if self.method == "box_muller" and not x.is_complex():
             return box_muller_normal(x.shape, self.generator, x.dtype, x.device, out=out)
         if out is not None:
