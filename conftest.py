@@ -1,10 +1,11 @@
-"""Load the stochstep pytest plugin in a source checkout, and pick this repository's profile.
+"""Make sure the stochstep pytest plugin is loaded, and pick this repository's profile.
 
-Installed, the package registers ``theory_checks.pytest_plugin`` through its ``pytest11`` entry
-point under the name ``stochstep``. Listing the module in ``pytest_plugins`` as well would make
+The tests run against the installed package (``pip install .`` or ``pip install -e .``), which
+registers ``stochstep.theory_checks.pytest_plugin`` through its ``pytest11`` entry point under
+the name ``stochstep``. Listing the module in ``pytest_plugins`` as well would make
 pytest import it under its module name and pluggy refuse the second registration ("Plugin
 already registered under a different name"), so the plugin is registered here only when it is
-not registered yet (a checkout that is not pip-installed, or ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
+not registered yet (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
 
 This repository's tests run under the derandomized ``stochstep-ci`` hypothesis profile unless
 ``--hypothesis-profile`` or ``STOCHSTEP_HYPOTHESIS_PROFILE`` chooses another.
@@ -15,7 +16,7 @@ import os
 import pytest
 from hypothesis import settings
 
-from theory_checks import pytest_plugin as _stochstep_plugin
+from stochstep.theory_checks import pytest_plugin as _stochstep_plugin
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from benchmarks import harness
-from optimizers.cbo import CBOStepper, GeometricAlpha, cbo_minimize, noise_source
-from stepping.grids import uniform
-from stepping.noise import box_muller_normal
+from stochstep.optimizers.cbo import CBOStepper, GeometricAlpha, cbo_minimize, noise_source
+from stochstep.stepping.grids import uniform
+from stochstep.stepping.noise import box_muller_normal
 
 # CBXpy's documented benchmark configuration
 CONFIG = dict(dt=0.01, lam=1.0, sigma=10.1, alpha0=30.0, factor=1.05, alpha_max=1e5, box=3.0)

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from benchmarks import harness
-from optimizers import DiffGrad
+from stochstep.optimizers import DiffGrad
 
 ADAM_FOREACH = "Adam(foreach=True)"
 ADAM_FUSED = "Adam(fused=True)"

@@ -19,8 +19,9 @@ import time
 import torch
 
 from benchmarks import harness
-from theory_checks import hessian_trace, loss_from_model, spectral_density, top_eigenvalues
-from theory_checks.hessian import HessianOperator
+from stochstep.theory_checks import (hessian_trace, loss_from_model, spectral_density,
+                                     top_eigenvalues)
+from stochstep.theory_checks.hessian import HessianOperator
 
 OURS_TR = "ours hessian_trace (100 probes)"
 PYH_TR = "PyHessian trace (100 probes)"

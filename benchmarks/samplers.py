@@ -25,12 +25,12 @@ import statistics
 
 import torch
 
-import samplers
+from stochstep import samplers
 from benchmarks import harness
-from samplers.interpolants import Interpolant, InterpolantODE, InterpolantSDE
-from samplers.score_sde import RK45, probability_flow, score_at
-from samplers.targets import GaussianMixture
-from stepping import Brownian, integrate, uniform
+from stochstep.samplers.interpolants import Interpolant, InterpolantODE, InterpolantSDE
+from stochstep.samplers.score_sde import RK45, probability_flow, score_at
+from stochstep.samplers.targets import GaussianMixture
+from stochstep.stepping import Brownian, integrate, uniform
 
 NFES = (20, 50, 100, 200, 500)
 QUICK_NFES = (20, 100)

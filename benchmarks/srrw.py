@@ -23,7 +23,7 @@ import networkx as nx
 import torch
 
 from benchmarks import harness
-from samplers import SRRW
+from stochstep.samplers import SRRW
 
 ALPHA = 2.0
 M = 3  # Barabasi-Albert attachment: mean degree ~6

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from optimizers.cbo import GeometricAlpha, cbo_minimize  # noqa: E402
+from stochstep.optimizers.cbo import GeometricAlpha, cbo_minimize  # noqa: E402
 
 TOL = 0.25
 

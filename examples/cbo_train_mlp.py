@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -44,8 +43,7 @@ import torch.nn.functional as F  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from optimizers import CBO  # noqa: E402
+from stochstep.optimizers import CBO  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -16,7 +16,6 @@ Run from the repository root (needs matplotlib and scikit-learn, no download):
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -30,8 +29,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from optimizers import DiffGrad  # noqa: E402
+from stochstep.optimizers import DiffGrad  # noqa: E402
 
 # (label, optimizer class, learning rate); one colour each in the figure.
 CONFIGS = [("DiffGrad", DiffGrad, 1e-3), ("Adam", torch.optim.Adam, 1e-3),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -33,10 +32,9 @@ from sklearn.datasets import make_moons  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-import samplers  # noqa: E402
-from samplers.score_sde import Heun, probability_flow  # noqa: E402
-from stepping import integrate, uniform  # noqa: E402
+from stochstep import samplers  # noqa: E402
+from stochstep.samplers.score_sde import Heun, probability_flow  # noqa: E402
+from stochstep.stepping import integrate, uniform  # noqa: E402
 
 T_END = 1e-3
 BATCH = 1024

@@ -28,16 +28,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from optimizers.srrw import (TokenRingError, logistic_grad, logistic_shard,  # noqa: E402,F401
-                             run_token_ring)
+from stochstep.optimizers.srrw import (TokenRingError, logistic_grad,  # noqa: E402,F401
+                                       logistic_shard, run_token_ring)
 
 
 @dataclass
@@ -124,7 +121,7 @@ def main(argv=None) -> None:
     try:
         result = run_agent(rank, world, cfg)
         if rank == 0:
-            from optimizers.srrw import LogisticProblem
+            from stochstep.optimizers.srrw import LogisticProblem
             prob = LogisticProblem.generate(world, samples=cfg.samples, dim=cfg.dim,
                                             reg=cfg.reg, seed=cfg.seed)
             err = ((result["theta"][-1] - prob.solve()) ** 2).sum()

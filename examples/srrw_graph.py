@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -41,10 +40,10 @@ import networkx as nx  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk,  # noqa: E402
-                            nonbacktracking_step)
-from theory_checks.srrw import measure_srrw_variance, srrw_asymptotic_covariance  # noqa: E402
+from stochstep.stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk,  # noqa: E402
+                                      nonbacktracking_step)
+from stochstep.theory_checks.srrw import (measure_srrw_variance,  # noqa: E402
+                                          srrw_asymptotic_covariance)
 
 GRAPHS = {
     "karate": nx.karate_club_graph,

@@ -33,14 +33,14 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from stepping.checks import (check_flag, check_int, check_nonnegative, check_positive,
-                             check_real)
-from stepping.grids import uniform
-from stepping.integrate import integrate
-from stepping.noise import (Brownian, make_generator, require_noise, same_device,
-                            standard_normal_like)
-from stepping.optimizer import KernelOptimizer, check_lr
-from stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.checks import (check_flag, check_int, check_nonnegative, check_positive,
+                                       check_real)
+from stochstep.stepping.grids import uniform
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.noise import (Brownian, make_generator, require_noise, same_device,
+                                      standard_normal_like)
+from stochstep.stepping.optimizer import KernelOptimizer, check_lr
+from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["CBO", "CBOResult", "CBOStepper", "CBSStepper", "EffectiveSampleSize",
            "GeometricAlpha", "cbo_minimize", "cbs_sample", "consensus_point", "noise_source"]

@@ -8,10 +8,10 @@ import math
 import torch
 from torch import Tensor
 
-from stepping.kernels import diffgrad_
-from stepping.optimizer import (KernelOptimizer, check_betas, check_flag, check_lr,
-                                check_nonnegative, check_positive)
-from stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.kernels import diffgrad_
+from stochstep.stepping.optimizer import (KernelOptimizer, check_betas, check_flag, check_lr,
+                                          check_nonnegative, check_positive)
+from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["DiffGrad"]
 
@@ -63,7 +63,7 @@ class DiffGrad(KernelOptimizer):
 
     Example:
         >>> import torch
-        >>> from optimizers import DiffGrad
+        >>> from stochstep.optimizers import DiffGrad
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
         >>> opt = DiffGrad([w], lr=0.1, track_friction=True)
         >>> (w ** 2).sum().backward()

@@ -9,11 +9,11 @@ import math
 
 import torch
 
-from stepping.kernels import langevin_, psgld_, sghmc_
-from stepping.noise import standard_normal_like
-from stepping.optimizer import (KernelOptimizer, check_beta, check_flag, check_lr,
-                                check_nonnegative, check_positive)
-from stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.kernels import langevin_, psgld_, sghmc_
+from stochstep.stepping.noise import standard_normal_like
+from stochstep.stepping.optimizer import (KernelOptimizer, check_beta, check_flag, check_lr,
+                                          check_nonnegative, check_positive)
+from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["SGLD", "PSGLD", "SGHMC"]
 
@@ -51,7 +51,7 @@ class SGLD(KernelOptimizer):
 
     Example:
         >>> import torch
-        >>> from optimizers import SGLD
+        >>> from stochstep.optimizers import SGLD
         >>> theta = torch.nn.Parameter(torch.zeros(2))
         >>> opt = SGLD([theta], lr=0.01, generator=torch.Generator().manual_seed(0))
         >>> for _ in range(3):
@@ -183,7 +183,7 @@ class PSGLD(KernelOptimizer):
 
     Example:
         >>> import torch
-        >>> from optimizers import PSGLD
+        >>> from stochstep.optimizers import PSGLD
         >>> theta = torch.nn.Parameter(torch.zeros(3))
         >>> opt = PSGLD([theta], lr=1e-3, generator=torch.Generator().manual_seed(0))
         >>> for _ in range(5):
@@ -316,7 +316,7 @@ class SGHMC(KernelOptimizer):
 
     Example:
         >>> import torch
-        >>> from optimizers import SGHMC
+        >>> from stochstep.optimizers import SGHMC
         >>> theta = torch.nn.Parameter(torch.zeros(2))
         >>> opt = SGHMC([theta], lr=0.05, friction=1.0,
         ...             generator=torch.Generator().manual_seed(0))

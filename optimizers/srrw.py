@@ -24,11 +24,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from stepping.noise import make_generator
-from stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
-from stepping.registry import AlgorithmInfo, register
-from stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent
-from stepping.checks import check_int
+from stochstep.stepping.noise import make_generator
+from stochstep.stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
+from stochstep.stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent
+from stochstep.stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
            "logistic_shard", "make_token_walk", "token_state", "load_token_state",
@@ -209,7 +209,7 @@ class SASRRW(KernelOptimizer):
 
     Example:
         >>> import networkx as nx, torch
-        >>> from optimizers import SASRRW
+        >>> from stochstep.optimizers import SASRRW
         >>> targets = torch.arange(5.0)[:, None]  # f_i = (theta - c_i)^2 / 2, c_i = i
         >>> theta = torch.nn.Parameter(torch.zeros(1))
         >>> opt = SASRRW([theta], nx.cycle_graph(5), lr=1.0, alpha=5.0, gamma_exponent=0.6,
@@ -359,7 +359,7 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
 
     Example:
         >>> import networkx as nx, torch
-        >>> from optimizers.srrw import LogisticProblem, simulate_token
+        >>> from stochstep.optimizers.srrw import LogisticProblem, simulate_token
         >>> prob = LogisticProblem.generate(6, samples=20, dim=3, seed=0)
         >>> star = prob.solve()
         >>> out = simulate_token(nx.wheel_graph(6), prob.grad, torch.zeros(3), runs=4,
@@ -617,7 +617,7 @@ class LogisticProblem:
     :meth:`solve`.
 
     Example:
-        >>> from optimizers.srrw import LogisticProblem
+        >>> from stochstep.optimizers.srrw import LogisticProblem
         >>> prob = LogisticProblem.generate(4, samples=10, dim=2, seed=0)
         >>> star = prob.solve()
         >>> float(prob.full_grad(star).abs().max()) < 1e-12

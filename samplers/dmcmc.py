@@ -20,14 +20,14 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from samplers.score_sde import (METHODS, _NFE_PER_STEP, _check_t_end, _stepper, denoise)
-from samplers.sde import SDE, VPSDE
-from stepping.grids import uniform
-from stepping.integrate import integrate
-from stepping.kernels import langevin_
-from stepping.noise import Brownian, make_generator
-from stepping.registry import AlgorithmInfo, register
-from stepping.checks import check_int
+from stochstep.samplers.score_sde import (METHODS, _NFE_PER_STEP, _check_t_end, _stepper, denoise)
+from stochstep.samplers.sde import SDE, VPSDE
+from stochstep.stepping.grids import uniform
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.kernels import langevin_
+from stochstep.stepping.noise import Brownian, make_generator
+from stochstep.stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.checks import check_int
 
 __all__ = ["LangevinGibbs", "DMCMCResult", "dmcmc_sample", "INTEGRATORS"]
 
@@ -95,7 +95,7 @@ class LangevinGibbs:
         ICML 2023, arXiv 2209.14593 (Section 3, Langevin--Gibbs).
 
     Example:
-        >>> from stepping import Brownian, integrate
+        >>> from stochstep.stepping import Brownian, integrate
         >>> lg = LangevinGibbs(lambda x, t: -x, torch.linspace(0.1, 1.0, 10),  # N(0, I) data,
         ...                    log_prob=lambda x, t: -0.5 * (x ** 2).sum(-1))  # VP: p_t = N(0, I)
         >>> x = integrate(lg, torch.zeros(400, 2), torch.arange(31) * 0.1,
@@ -295,8 +295,8 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
         ICML 2023, arXiv 2209.14593.
 
     Example:
-        >>> from samplers import VPSDE
-        >>> from samplers.targets import GaussianMixture
+        >>> from stochstep.samplers import VPSDE
+        >>> from stochstep.samplers.targets import GaussianMixture
         >>> gm, sde = GaussianMixture.eight_modes_2d(), VPSDE()
         >>> g = torch.Generator().manual_seed(0)
         >>> out = dmcmc_sample(lambda x, t: gm.score(x, *sde.marginal(t)), sde,

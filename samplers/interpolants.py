@@ -17,10 +17,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from stepping.integrate import integrate
-from stepping.noise import make_generator, require_noise
-from stepping.registry import AlgorithmInfo, register
-from stepping.checks import check_int
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.noise import make_generator, require_noise
+from stochstep.stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.checks import check_int
 
 __all__ = ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSDE",
            "interpolant_log_likelihood"]
@@ -505,7 +505,7 @@ class InterpolantODE:
 
     Example:
         >>> import torch
-        >>> from stepping import integrate, uniform
+        >>> from stochstep.stepping import integrate, uniform
         >>> ode = InterpolantODE(lambda x, t: torch.ones_like(x))  # b = 1: a translation
         >>> integrate(ode, torch.zeros(2, 1), uniform(0.0, 1.0, 4))
         tensor([[1.],
@@ -569,7 +569,7 @@ class InterpolantSDE:
 
     Example:
         >>> import torch
-        >>> from stepping import Brownian, integrate, uniform
+        >>> from stochstep.stepping import Brownian, integrate, uniform
         >>> # rho_t = N(0, I) at every t: b = 0, s = -x; the SDE keeps it for any epsilon
         >>> sde = InterpolantSDE(lambda x, t: 0 * x, lambda x, t: -x, epsilon=2.0)
         >>> x = integrate(sde, torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)),
@@ -678,7 +678,7 @@ def interpolant_log_likelihood(velocity: Field, x: Tensor, grid, *, base_log_pro
 
     Example:
         >>> import torch
-        >>> from stepping import uniform
+        >>> from stochstep.stepping import uniform
         >>> # rho_t = N(0, (1 + t)^2 I): b(x, t) = x / (1 + t)
         >>> x = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
         >>> lp = interpolant_log_likelihood(lambda x, t: x / (1 + t[..., None]), x,

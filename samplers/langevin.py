@@ -12,13 +12,13 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from stepping.kernels import kinetic_ou_, langevin_, sghmc_
-from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
-from stepping.optimizer import check_nonnegative, check_positive
-from stepping.oracles import score_from_log_prob
-from stepping.integrate import Solution, integrate
-from stepping.registry import AlgorithmInfo, register
-from stepping.checks import check_int
+from stochstep.stepping.kernels import kinetic_ou_, langevin_, sghmc_
+from stochstep.stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
+from stochstep.stepping.optimizer import check_nonnegative, check_positive
+from stochstep.stepping.oracles import score_from_log_prob
+from stochstep.stepping.integrate import Solution, integrate
+from stochstep.stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.checks import check_int
 
 __all__ = ["ULA", "MALA", "UnderdampedLangevin", "thin", "rhat"]
 
@@ -48,7 +48,7 @@ class ULA:
 
     Example:
         >>> import torch
-        >>> from samplers import ULA
+        >>> from stochstep.samplers import ULA
         >>> ula = ULA(score=lambda x: -x)  # standard normal target
         >>> x = ula.sample(torch.zeros(1000, 2), step_size=0.1, steps=200,
         ...                generator=torch.Generator().manual_seed(0))
@@ -192,7 +192,7 @@ class MALA:
 
     Example:
         >>> import torch
-        >>> from samplers import MALA
+        >>> from stochstep.samplers import MALA
         >>> mala = MALA(log_prob=lambda x: -0.5 * (x ** 2).sum(-1))
         >>> x = mala.sample(torch.zeros(2000, 2), step_size=0.5, steps=100,
         ...                 generator=torch.Generator().manual_seed(0))
@@ -380,7 +380,7 @@ class UnderdampedLangevin:
 
     Example:
         >>> import torch
-        >>> from samplers import UnderdampedLangevin
+        >>> from stochstep.samplers import UnderdampedLangevin
         >>> uld = UnderdampedLangevin(score=lambda x: -x, gamma=2.0)
         >>> x = uld.sample(torch.zeros(2000, 2), step_size=0.2, steps=200,
         ...                generator=torch.Generator().manual_seed(0))

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from stepping.checks import check_int, check_nonnegative
-from stepping.noise import make_generator
-from stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
-                            SelfRepellentWalk, check_exponent, nonbacktracking_step)
+from stochstep.stepping.checks import check_int, check_nonnegative
+from stochstep.stepping.noise import make_generator
+from stochstep.stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
+                                      SelfRepellentWalk, check_exponent, nonbacktracking_step)
 
 __all__ = ["SRRW", "NonBacktrackingWalk"]
 
@@ -99,7 +99,7 @@ class SRRW:
 
     Example:
         >>> import networkx as nx, torch
-        >>> from samplers import SRRW
+        >>> from stochstep.samplers import SRRW
         >>> walk = SRRW(nx.petersen_graph(), alpha=5.0, walkers=4,
         ...             generator=torch.Generator().manual_seed(0))
         >>> nodes, x = walk.run(3000)
@@ -205,7 +205,7 @@ class NonBacktrackingWalk:
 
     Example:
         >>> import networkx as nx, torch
-        >>> from samplers import NonBacktrackingWalk
+        >>> from stochstep.samplers import NonBacktrackingWalk
         >>> walk = NonBacktrackingWalk(nx.petersen_graph(), walkers=2,
         ...                            generator=torch.Generator().manual_seed(0))
         >>> nodes, x = walk.run(2000)

@@ -20,12 +20,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from samplers.sde import SDE, SubVPSDE, VESDE, VPSDE
-from stepping.grids import uniform
-from stepping.integrate import integrate
-from stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
-from stepping.registry import AlgorithmInfo, register
-from stepping.checks import check_int
+from stochstep.samplers.sde import SDE, SubVPSDE, VESDE, VPSDE
+from stochstep.stepping.grids import uniform
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
+from stochstep.stepping.registry import AlgorithmInfo, register
+from stochstep.stepping.checks import check_int
 
 __all__ = [
     "EulerMaruyama", "ReverseDiffusion", "LangevinCorrector", "PredictorCorrector", "Heun",
@@ -108,8 +108,8 @@ class EulerMaruyama(_ScoreStepper):
         Y. Song et al., arXiv 2011.13456 (Section 4.1, Appendix D).
 
     Example:
-        >>> from samplers import VPSDE
-        >>> from stepping import Brownian, integrate, uniform
+        >>> from stochstep.samplers import VPSDE
+        >>> from stochstep.stepping import Brownian, integrate, uniform
         >>> x = integrate(EulerMaruyama(VPSDE(), lambda x, t: -x), torch.zeros(4, 2),
         ...               uniform(1.0, 1e-3, 10), noise=Brownian(torch.Generator().manual_seed(0)))
         >>> x.shape
@@ -151,8 +151,8 @@ class ReverseDiffusion(_ScoreStepper):
         Y. Song et al., arXiv 2011.13456 (Section 4.2, Appendix E).
 
     Example:
-        >>> from samplers import VESDE
-        >>> from stepping import Brownian, integrate, uniform
+        >>> from stochstep.samplers import VESDE
+        >>> from stochstep.stepping import Brownian, integrate, uniform
         >>> x = integrate(ReverseDiffusion(VESDE(), lambda x, t: -x / (1 + t[:, None])),
         ...               torch.zeros(4, 2), uniform(1.0, 1e-3, 5),
         ...               noise=Brownian(torch.Generator().manual_seed(0)))
@@ -200,8 +200,8 @@ class LangevinCorrector(_ScoreStepper):
         Y. Song et al., arXiv 2011.13456 (Algorithms 2--5).
 
     Example:
-        >>> from samplers import VPSDE
-        >>> from stepping import Brownian, integrate, uniform
+        >>> from stochstep.samplers import VPSDE
+        >>> from stochstep.stepping import Brownian, integrate, uniform
         >>> pc = PredictorCorrector(ReverseDiffusion(VPSDE(), lambda x, t: -x),
         ...                         LangevinCorrector(VPSDE(), lambda x, t: -x, snr=0.1))
         >>> x = integrate(pc, torch.randn(500, 2, generator=torch.Generator().manual_seed(0)),
@@ -250,7 +250,7 @@ class PredictorCorrector:
         Y. Song et al., arXiv 2011.13456 (Algorithm 1).
 
     Example:
-        >>> from samplers import VESDE
+        >>> from stochstep.samplers import VESDE
         >>> sde, s = VESDE(), lambda x, t: -x
         >>> PredictorCorrector(ReverseDiffusion(sde, s), LangevinCorrector(sde, s)).order
         1.0
@@ -288,7 +288,7 @@ class Heun:
         arXiv 2011.13456 (probability-flow ODE).
 
     Example:
-        >>> from stepping import integrate
+        >>> from stochstep.stepping import integrate
         >>> x = integrate(Heun(lambda x, t: -x), torch.ones(1), torch.linspace(0, 1, 11))
         >>> abs(x.item() - math.exp(-1)) < 1e-3
         True
@@ -349,7 +349,7 @@ class RK45(Heun):
         arXiv 2011.13456 (Section 4.3).
 
     Example:
-        >>> from stepping import integrate
+        >>> from stochstep.stepping import integrate
         >>> x = integrate(RK45(lambda x, t: -x, rtol=1e-8, atol=1e-8),
         ...               torch.ones(1, dtype=torch.float64), [0.0, 1.0])
         >>> abs(x.item() - math.exp(-1)) < 1e-7
@@ -425,7 +425,7 @@ def denoise(score: Score, sde: SDE, x: Tensor, t: float) -> Tensor:
     :math:`b(t) = 1 - O(t)`; this is the exact posterior mean for the Gaussian kernel.
 
     Example:
-        >>> from samplers import VESDE
+        >>> from stochstep.samplers import VESDE
         >>> denoise(lambda x, t: -x, VESDE(), torch.ones(2, 1), 0.0)  # N(0, 1) data, c = 0.01
         tensor([[0.9999],
                 [0.9999]])
@@ -489,7 +489,7 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
         Equations", ICLR 2021, arXiv 2011.13456.
 
     Example:
-        >>> from samplers import VPSDE
+        >>> from stochstep.samplers import VPSDE
         >>> g = torch.Generator().manual_seed(0)
         >>> x = VPSDE().prior_sample((2000, 2), generator=g)
         >>> y = sample(lambda x, t: -x, VPSDE(), x, steps=100, method="euler_maruyama",
@@ -550,7 +550,7 @@ def log_likelihood(score: Score, sde: SDE, x: Tensor, *, t_end: float = 1e-3,
         FFJORD, arXiv 1810.01367.
 
     Example:
-        >>> from samplers import VPSDE
+        >>> from stochstep.samplers import VPSDE
         >>> x = torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
         >>> ll = log_likelihood(lambda x, t: -x, VPSDE(), x, exact_trace=True)  # N(0, I) data
         >>> bool(torch.allclose(ll, -0.5 * (x**2).sum(1) - math.log(2 * math.pi), atol=1e-4))
@@ -625,7 +625,7 @@ def dsm_loss(score: Score, sde: SDE, x: Tensor, *, t_min: float = 1e-5,
         Training of Score-Based Diffusion Models", arXiv 2101.09258.
 
     Example:
-        >>> from samplers import VPSDE
+        >>> from stochstep.samplers import VPSDE
         >>> x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
         >>> loss = dsm_loss(lambda x, t: -x, VPSDE(), x, generator=torch.Generator().manual_seed(1))
         >>> loss.shape

@@ -20,8 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from stepping.checks import check_positive
-from stepping.noise import make_generator, standard_normal_like
+from stochstep.stepping.checks import check_positive
+from stochstep.stepping.noise import make_generator, standard_normal_like
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE"]
 

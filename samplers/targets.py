@@ -16,8 +16,8 @@ import math
 import torch
 from torch import Tensor
 
-from stepping.noise import make_generator
-from stepping.checks import check_int
+from stochstep.stepping.noise import make_generator
+from stochstep.stepping.checks import check_int
 
 __all__ = ["GaussianMixture"]
 

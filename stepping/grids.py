@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from stepping.checks import check_int
+from stochstep.stepping.checks import check_int
 
 __all__ = ["as_grid", "uniform", "geometric", "edm"]
 

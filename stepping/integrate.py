@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stepping.grids import as_grid
+from stochstep.stepping.grids import as_grid
 
 __all__ = ["Stepper", "Solution", "integrate"]
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from stepping.checks import check_int, check_positive
+from stochstep.stepping.checks import check_int, check_positive
 
 __all__ = ["NoNoise", "require_noise", "Brownian", "FBMState", "FractionalBrownian",
            "box_muller_normal", "fbm_covariance", "fbm_path", "ma_fbm_weights", "make_generator",

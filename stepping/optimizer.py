@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from stepping.checks import _is_real, check_flag, check_nonnegative, check_positive
-from stepping.noise import make_generator, standard_normal_like
+from stochstep.stepping.checks import _is_real, check_flag, check_nonnegative, check_positive
+from stochstep.stepping.noise import make_generator, standard_normal_like
 
 _ONE = torch.ones((), dtype=torch.float32)
 # Keys torch itself (named parameters, lr schedulers) puts into param groups.

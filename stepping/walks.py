@@ -37,8 +37,8 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 from tqdm import tqdm
 
-from stepping.checks import check_int, check_nonnegative
-from stepping.noise import make_generator
+from stochstep.stepping.checks import check_int, check_nonnegative
+from stochstep.stepping.noise import make_generator
 
 __all__ = ["PowerGamma", "check_exponent", "Graph", "BaseChain", "SelfRepellentWalk",
            "PeriodicChainWarning", "nonbacktracking_step", "FLOAT64_MEASURE_LIMIT"]
@@ -463,7 +463,7 @@ class SelfRepellentWalk:
 
     Example:
         >>> import networkx as nx, torch
-        >>> from stepping.walks import BaseChain, Graph, SelfRepellentWalk
+        >>> from stochstep.stepping.walks import BaseChain, Graph, SelfRepellentWalk
         >>> chain = BaseChain.metropolis_hastings(Graph.from_networkx(nx.cycle_graph(5)))
         >>> walk = SelfRepellentWalk(chain, 2.0, walkers=3, start=0,
         ...                          generator=torch.Generator().manual_seed(0))

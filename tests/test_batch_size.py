@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from theory_checks.batch_size import (largest_stable_lr, lr_batch_scaling,
-                                      minibatch_hessian_extremes, stability_trial, suggest_lr)
+from stochstep.theory_checks.batch_size import (largest_stable_lr, lr_batch_scaling,
+                                                minibatch_hessian_extremes, stability_trial,
+                                                suggest_lr)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny ops
 
@@ -222,7 +223,7 @@ def test_suggest_lr_at_the_anchors_is_the_measurement():
 
 
 def test_interpolation_follows_the_scaling_law_between_anchors():
-    from theory_checks.batch_size import _interpolate
+    from stochstep.theory_checks.batch_size import _interpolate
     n = 1025
     # far below the crossover the rule is the paper's power law B^kappa ...
     for kappa in (1.0, 0.5):

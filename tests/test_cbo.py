@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from optimizers.cbo import (CBO, EffectiveSampleSize, GeometricAlpha, cbo_minimize, cbs_sample,
-                            consensus_point)
-from stepping.noise import box_muller_normal
+from stochstep.optimizers.cbo import (CBO, EffectiveSampleSize, GeometricAlpha, cbo_minimize,
+                                      cbs_sample, consensus_point)
+from stochstep.stepping.noise import box_muller_normal
 
 F64 = torch.float64
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optimizers import DiffGrad
+from stochstep.optimizers import DiffGrad
 
 
 def build():

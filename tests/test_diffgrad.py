@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optimizers import DiffGrad
+from stochstep.optimizers import DiffGrad
 
 
 def mlp(seed=0):
@@ -90,7 +90,7 @@ FUSED_OPTIONS = [dict(), dict(weight_decay=0.1, maximize=True, amsgrad=True),
 def test_compiled_kernel_matches_the_eager_kernel(monkeypatch, kwargs, dtype):
     """The fused path sends tensors of FUSED_MIN_NUMEL elements or more to a compiled kernel;
     here every tensor goes there."""
-    from optimizers import diffgrad
+    from stochstep.optimizers import diffgrad
 
     monkeypatch.setattr(diffgrad, "FUSED_MIN_NUMEL", 1)
     g = torch.Generator().manual_seed(0)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from optimizers import DiffGrad
+from stochstep.optimizers import DiffGrad
 
 WORLD_SIZE = 2
 STEPS = 5

@@ -9,9 +9,9 @@ import torch
 from scipy import integrate as quadpack
 from scipy.special import gamma as gamma_fn
 
-from stepping.integrate import integrate
-from stepping.noise import (FractionalBrownian, fbm_covariance, fbm_path,
-                            ma_fbm_weights)
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.noise import (FractionalBrownian, fbm_covariance, fbm_path,
+                                      ma_fbm_weights)
 
 
 def gen(seed=0):
@@ -282,9 +282,9 @@ def test_bad_arguments_of_the_exact_references():
 def test_euler_maruyama_is_driven_by_the_noise_sources_increments():
     """Any SDE stepper that takes noise.increment runs on fractional noise unchanged: the
     forward VE SDE (zero drift) moves by exactly g(t0) * (B_H(t1) - B_H(t0)) per step."""
-    from samplers.score_sde import EulerMaruyama
-    from samplers.sde import VESDE
-    from stepping import integrate, uniform
+    from stochstep.samplers.score_sde import EulerMaruyama
+    from stochstep.samplers.sde import VESDE
+    from stochstep.stepping import integrate, uniform
 
     sde, grid = VESDE(), uniform(0.0, 1.0, 16)
     x0 = torch.zeros(64, 3, dtype=torch.float64)

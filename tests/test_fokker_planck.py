@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from samplers import SubVPSDE, VESDE, VPSDE
-from samplers.targets import GaussianMixture
-from theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density, fp_residual_score,
-                                         ou_ode_sde_gap, wasserstein2_1d)
+from stochstep.samplers import SubVPSDE, VESDE, VPSDE
+from stochstep.samplers.targets import GaussianMixture
+from stochstep.theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density,
+                                                   fp_residual_score, ou_ode_sde_gap,
+                                                   wasserstein2_1d)
 
 F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops

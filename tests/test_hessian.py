@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from theory_checks import (hessian_trace, loss_from_model, spectral_density,
-                           top_eigenvalues)
+from stochstep.theory_checks import (hessian_trace, loss_from_model, spectral_density,
+                                     top_eigenvalues)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops

@@ -4,9 +4,9 @@
 import pytest
 import torch
 
-from optimizers import SGLD
-from samplers import ULA
-from stepping import Brownian, integrate
+from stochstep.optimizers import SGLD
+from stochstep.samplers import ULA
+from stochstep.stepping import Brownian, integrate
 
 
 def grad_u(x):

@@ -13,12 +13,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from optimizers import SGLD, DiffGrad
-from theory_checks.properties import (assert_converges, assert_diverges_above,
-                                      assert_linear_rate, assert_monotone_loss,
-                                      assert_same_trajectory)
-from theory_checks.strategies import (gaussian_mixtures, laplacian_problems, logistic_problems,
-                                      quadratic_problem, quadratics, seeds)
+from stochstep.optimizers import SGLD, DiffGrad
+from stochstep.theory_checks.properties import (assert_converges, assert_diverges_above,
+                                                assert_linear_rate, assert_monotone_loss,
+                                                assert_same_trajectory)
+from stochstep.theory_checks.strategies import (gaussian_mixtures, laplacian_problems,
+                                                logistic_problems, quadratic_problem, quadratics,
+                                                seeds)
 
 
 def sgd(lr):

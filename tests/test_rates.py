@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
-from theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit, StochasticProblem,
-                                 l1_problem, last_iterate_gap, least_squares_problem,
-                                 loglog_slope, perceptron_temperature)
+from stochstep.theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit,
+                                           StochasticProblem, l1_problem, last_iterate_gap,
+                                           least_squares_problem, loglog_slope,
+                                           perceptron_temperature)
 
 F64 = torch.float64
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # spawned children inherit sys.path
 import srrw_distributed as example  # noqa: E402
 
-from optimizers.srrw import LogisticProblem, simulate_token  # noqa: E402
+from stochstep.optimizers.srrw import LogisticProblem, simulate_token  # noqa: E402
 
 WORLD = 4
 
@@ -109,7 +109,7 @@ def _ring_agent(rank: int, world: int, port: int, cfg: dict, out_dir: str) -> No
 
     import torch.distributed as dist
 
-    from optimizers.srrw import logistic_grad, logistic_shard, run_token_ring
+    from stochstep.optimizers.srrw import logistic_grad, logistic_shard, run_token_ring
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

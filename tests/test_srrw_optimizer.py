@@ -9,10 +9,10 @@ import networkx as nx
 import pytest
 import torch
 
-from optimizers import SASRRW
-from optimizers.srrw import (LogisticProblem, load_token_state, logistic_grad, make_token_walk,
-                             simulate_token, token_state)
-from stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk
+from stochstep.optimizers import SASRRW
+from stochstep.optimizers.srrw import (LogisticProblem, load_token_state, logistic_grad,
+                                       make_token_walk, simulate_token, token_state)
+from stochstep.stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops

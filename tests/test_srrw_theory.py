@@ -4,10 +4,11 @@ import networkx as nx
 import pytest
 import torch
 
-from stepping.walks import BaseChain, Graph
-from theory_checks.srrw import (base_chain_asymptotic_covariance, measure_sa_srrw_covariance,
-                                measure_srrw_variance, reversible_eigenpairs,
-                                sa_srrw_asymptotic_covariance, srrw_asymptotic_covariance)
+from stochstep.stepping.walks import BaseChain, Graph
+from stochstep.theory_checks.srrw import (base_chain_asymptotic_covariance,
+                                          measure_sa_srrw_covariance, measure_srrw_variance,
+                                          reversible_eigenpairs, sa_srrw_asymptotic_covariance,
+                                          srrw_asymptotic_covariance)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 

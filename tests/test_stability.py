@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from theory_checks.stability import (MinimaComparison, StabilityReport, diagonal_network_minima,
-                                     relu_network_minima, stability_report)
+from stochstep.theory_checks.stability import (MinimaComparison, StabilityReport,
+                                               diagonal_network_minima, relu_network_minima,
+                                               stability_report)
 
 DT = torch.float64
 

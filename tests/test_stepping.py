@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from stepping import (Brownian, as_grid, diffgrad_, edm, geometric, hvp, integrate,
-                      score_from_log_prob, uniform, value_and_grad)
-from stepping import kernels
+from stochstep.stepping import (Brownian, as_grid, diffgrad_, edm, geometric, hvp, integrate,
+                                score_from_log_prob, uniform, value_and_grad)
+from stochstep.stepping import kernels
 
 
 def test_blocks_cover_every_element_once_within_budget(monkeypatch):
@@ -129,7 +129,7 @@ def test_score_from_log_prob_checks_shapes():
 def test_box_muller_normals_are_standard_normal_and_reproducible():
     from scipy import stats
 
-    from stepping.noise import Brownian, box_muller_normal
+    from stochstep.stepping.noise import Brownian, box_muller_normal
     z = box_muller_normal((100_001,), torch.Generator().manual_seed(0), block=4096)
     assert z.shape == (100_001,) and z.dtype == torch.float64
     assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
@@ -150,7 +150,7 @@ def test_box_muller_normals_are_standard_normal_and_reproducible():
 
 @pytest.mark.parametrize("n", [14, 15, 1])
 def test_box_muller_follows_its_definition_block_by_block(n):
-    from stepping.noise import box_muller_normal
+    from stochstep.stepping.noise import box_muller_normal
     g = torch.Generator().manual_seed(9)
     want = []
     pairs = (n + 1) // 2
@@ -170,7 +170,7 @@ def test_box_muller_follows_its_definition_block_by_block(n):
 
 
 def test_same_device_lets_an_index_free_device_match_any_index():
-    from stepping.noise import same_device
+    from stochstep.stepping.noise import same_device
     cuda, cuda0, cuda1 = torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda", 1)
     assert same_device(cuda, cuda0) and same_device(cuda1, cuda)
     assert not same_device(cuda0, cuda1) and not same_device(torch.device("cpu"), cuda)
@@ -179,7 +179,7 @@ def test_same_device_lets_an_index_free_device_match_any_index():
 @pytest.mark.parametrize("shape", [(20, 30), (7, 3)])      # an even and an odd count
 @pytest.mark.parametrize("method", ["box_muller", "randn"])
 def test_normals_drawn_into_out_are_the_same_numbers(shape, method):
-    from stepping.noise import Brownian
+    from stochstep.stepping.noise import Brownian
     x = torch.empty(shape, dtype=torch.float64)
     fresh = Brownian(torch.Generator().manual_seed(5), method=method).standard_normal(x)
     out = torch.full(shape, float("nan"), dtype=torch.float64)

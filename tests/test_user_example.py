@@ -8,9 +8,9 @@ from the pytest plugin that installing stochstep registers (:mod:`theory_checks.
 import torch
 from hypothesis import given, settings
 
-from optimizers import DiffGrad
-from theory_checks.properties import assert_converges, assert_linear_rate
-from theory_checks.strategies import quadratics
+from stochstep.optimizers import DiffGrad
+from stochstep.theory_checks.properties import assert_converges, assert_linear_rate
+from stochstep.theory_checks.strategies import quadratics
 
 
 @settings(deadline=None)  # torch's first steps are slow; the example count is the profile's

@@ -1,24 +1,28 @@
 """Checks of the papers' claims that users run on their own models (grows with later work)."""
 
-from theory_checks.batch_size import (LRScaling, MinibatchHessianExtremes, StabilityTrial,
-                                      StableLR, SuggestedLR, largest_stable_lr, lr_batch_scaling,
-                                      minibatch_hessian_extremes, stability_trial, suggest_lr)
-from theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density, fp_residual_score,
-                                         ou_ode_sde_gap, wasserstein2_1d)
-from theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace, loss_from_model,
-                                   spectral_density, top_eigenvalues)
-from theory_checks.properties import (assert_converges, assert_diverges_above,
-                                      assert_linear_rate, assert_monotone_loss,
-                                      assert_same_trajectory, run_optimizer)
-from theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit, StochasticProblem,
-                                 TemperatureSweep, l1_problem, last_iterate_gap,
-                                 least_squares_problem, loglog_slope, perceptron_temperature)
-from theory_checks.stability import (MinimaComparison, StabilityReport, diagonal_network_minima,
-                                     relu_network_minima, stability_report)
-from theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
-                                measure_sa_srrw_covariance, measure_srrw_variance,
-                                reversible_eigenpairs, sa_srrw_asymptotic_covariance,
-                                srrw_asymptotic_covariance)
+from stochstep.theory_checks.batch_size import (LRScaling, MinibatchHessianExtremes, StabilityTrial,
+                                                StableLR, SuggestedLR, largest_stable_lr,
+                                                lr_batch_scaling, minibatch_hessian_extremes,
+                                                stability_trial, suggest_lr)
+from stochstep.theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density,
+                                                   fp_residual_score, ou_ode_sde_gap,
+                                                   wasserstein2_1d)
+from stochstep.theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace,
+                                             loss_from_model, spectral_density, top_eigenvalues)
+from stochstep.theory_checks.properties import (assert_converges, assert_diverges_above,
+                                                assert_linear_rate, assert_monotone_loss,
+                                                assert_same_trajectory, run_optimizer)
+from stochstep.theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit,
+                                           StochasticProblem, TemperatureSweep, l1_problem,
+                                           last_iterate_gap, least_squares_problem, loglog_slope,
+                                           perceptron_temperature)
+from stochstep.theory_checks.stability import (MinimaComparison, StabilityReport,
+                                               diagonal_network_minima, relu_network_minima,
+                                               stability_report)
+from stochstep.theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_covariance,
+                                          measure_sa_srrw_covariance, measure_srrw_variance,
+                                          reversible_eigenpairs, sa_srrw_asymptotic_covariance,
+                                          srrw_asymptotic_covariance)
 
 __all__: list[str] = [
     "LRScaling", "MinibatchHessianExtremes", "StabilityTrial", "StableLR", "SuggestedLR",

@@ -46,11 +46,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stepping.checks import check_int, check_positive
-from stepping.noise import make_generator
-from theory_checks.hessian import loss_from_model, top_eigenvalues
-from theory_checks.rates import loglog_slope
-from theory_checks.stability import batch_mixing
+from stochstep.stepping.checks import check_int, check_positive
+from stochstep.stepping.noise import make_generator
+from stochstep.theory_checks.hessian import loss_from_model, top_eigenvalues
+from stochstep.theory_checks.rates import loglog_slope
+from stochstep.theory_checks.stability import batch_mixing
 
 __all__ = ["MinibatchHessianExtremes", "StabilityTrial", "StableLR", "LRScaling",
            "SuggestedLR", "minibatch_hessian_extremes", "stability_trial", "largest_stable_lr",

@@ -43,12 +43,12 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from samplers.sde import SDE
-from stepping.checks import check_int, check_nonnegative, check_positive
-from stepping.integrate import integrate
-from stepping.noise import Brownian, make_generator, standard_normal_like
-from stepping.grids import uniform
-from theory_checks.hessian import rademacher
+from stochstep.samplers.sde import SDE
+from stochstep.stepping.checks import check_int, check_nonnegative, check_positive
+from stochstep.stepping.integrate import integrate
+from stochstep.stepping.noise import Brownian, make_generator, standard_normal_like
+from stochstep.stepping.grids import uniform
+from stochstep.theory_checks.hessian import rademacher
 
 __all__ = ["OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
            "wasserstein2_1d"]
@@ -219,7 +219,7 @@ def fp_residual_log_density(log_p: Callable[[Tensor, Tensor], Tensor], x: Tensor
 
     Example:
         >>> import math
-        >>> from samplers import VPSDE
+        >>> from stochstep.samplers import VPSDE
         >>> # N(0, I) data stays N(0, I) under the VP SDE, so this log-density is exact.
         >>> log_p = lambda x, t: -0.5 * (x**2).sum(-1) - math.log(2 * math.pi)
         >>> x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -285,7 +285,7 @@ def fp_residual_score(score: Callable[[Tensor, Tensor], Tensor], x: Tensor, t, *
         T. Deveney et al., arXiv 2311.15996; C.-H. Lai et al., arXiv 2210.04296 (score FPE).
 
     Example:
-        >>> from samplers import VPSDE
+        >>> from stochstep.samplers import VPSDE
         >>> x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         >>> exact = fp_residual_score(lambda x, t: -x, x, 0.3, sde=VPSDE())  # N(0, I) data
         >>> float(exact.detach().abs().max()) < 1e-12

@@ -33,9 +33,9 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from stepping.checks import check_int
-from stepping.noise import make_generator
-from stepping.oracles import hvp as _oracle_hvp
+from stochstep.stepping.checks import check_int
+from stochstep.stepping.noise import make_generator
+from stochstep.stepping.oracles import hvp as _oracle_hvp
 
 __all__ = ["HessianOperator", "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model",
            "rademacher", "spectral_density", "top_eigenvalues"]

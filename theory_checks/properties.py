@@ -18,7 +18,7 @@ default where the minimizer is known) or ``f(x_t) - f_star`` (``measure="gap"``)
 
 Example:
     >>> import torch
-    >>> from theory_checks.strategies import quadratic_problem
+    >>> from stochstep.theory_checks.strategies import quadratic_problem
     >>> p = quadratic_problem(dim=4, condition=10.0, seed=0)
     >>> res = assert_linear_rate(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p,
     ...                          rate=1 - p.mu / p.L, steps=50)
@@ -95,7 +95,7 @@ def run_optimizer(make_optimizer: MakeOptimizer, problem, *, steps: int,
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import quadratic_problem
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
         >>> p = quadratic_problem(dim=2, condition=1.0, seed=0)
         >>> run = run_optimizer(lambda ps: torch.optim.SGD(ps, lr=1.0), p, steps=1)
         >>> [round(e, 12) for e in run.errors]  # lr = 1/L = 1/mu: one step to the minimizer
@@ -181,7 +181,7 @@ def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *, s
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import quadratic_problem
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
         >>> p = quadratic_problem(dim=3, condition=100.0, seed=1)
         >>> assert_linear_rate(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p, rate=0.9,
         ...                    steps=20)  # doctest: +ELLIPSIS
@@ -232,7 +232,7 @@ def assert_converges(make_optimizer: MakeOptimizer, problem, *, steps: int = 200
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import quadratic_problem
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
         >>> p = quadratic_problem(dim=3, condition=10.0, seed=0)
         >>> res = assert_converges(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p, steps=100)
         >>> res.final_error < 1e-3 * res.initial_error
@@ -297,7 +297,7 @@ def assert_diverges_above(make_optimizer: MakeOptimizer, problem, lr_factor: flo
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import quadratic_problem
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
         >>> p = quadratic_problem(dim=3, condition=10.0, seed=0)
         >>> res = assert_diverges_above(lambda ps, lr: torch.optim.SGD(ps, lr=lr), p, 1.1)
         >>> res.ratio_above > 1e6 > 1e-2 > res.ratio_below
@@ -358,7 +358,7 @@ def assert_monotone_loss(make_optimizer: MakeOptimizer, problem, *, steps: int =
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import logistic_problem
+        >>> from stochstep.theory_checks.strategies import logistic_problem
         >>> p = logistic_problem(n=20, dim=3, reg=0.1, seed=0)
         >>> assert_monotone_loss(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p).increases
         0
@@ -394,7 +394,7 @@ def assert_same_trajectory(make_a: MakeOptimizer, make_b: MakeOptimizer, problem
 
     Example:
         >>> import torch
-        >>> from theory_checks.strategies import quadratic_problem
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
         >>> p = quadratic_problem(dim=3, condition=10.0, seed=0)
         >>> sgd = lambda ps: torch.optim.SGD(ps, lr=0.05)
         >>> assert_same_trajectory(sgd, sgd, p)

@@ -1,8 +1,7 @@
 """pytest plugin: fixtures with known answers and hypothesis profiles for convergence tests.
 
 Installed with the package, pytest loads it through the ``pytest11`` entry point ``stochstep``
-(disable with ``-p no:stochstep``). In a source checkout the repository's top-level
-``conftest.py`` registers it under the same name.
+(disable with ``-p no:stochstep``).
 
 Fixtures:
 
@@ -48,7 +47,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from theory_checks import strategies
+from stochstep.theory_checks import strategies
 
 PROFILE_ENV = "STOCHSTEP_HYPOTHESIS_PROFILE"
 DEV, CI = "stochstep-dev", "stochstep-ci"

@@ -39,8 +39,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stepping.checks import check_flag, check_int, check_nonnegative, check_positive, check_real
-from stepping.noise import make_generator
+from stochstep.stepping.checks import (check_flag, check_int, check_nonnegative, check_positive,
+                                       check_real)
+from stochstep.stepping.noise import make_generator
 
 __all__ = ["PowerLawFit", "loglog_slope", "TemperatureSweep", "perceptron_temperature",
            "StochasticProblem", "l1_problem", "least_squares_problem", "LastIterateGaps",

@@ -37,7 +37,7 @@ References:
 
 Example:
     >>> import networkx as nx, torch
-    >>> from stepping.walks import Graph, BaseChain
+    >>> from stochstep.stepping.walks import Graph, BaseChain
     >>> chain = BaseChain.metropolis_hastings(Graph.from_networkx(nx.cycle_graph(5)))
     >>> V0 = srrw_asymptotic_covariance(chain, None, 0.0)
     >>> torch.allclose(V0, base_chain_asymptotic_covariance(chain), atol=1e-12)
@@ -56,9 +56,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stepping.checks import check_int, check_nonnegative
-from stepping.noise import make_generator
-from stepping.walks import BaseChain, PowerGamma, SelfRepellentWalk, check_exponent
+from stochstep.stepping.checks import check_int, check_nonnegative
+from stochstep.stepping.noise import make_generator
+from stochstep.stepping.walks import BaseChain, PowerGamma, SelfRepellentWalk, check_exponent
 
 __all__ = [
     "reversible_eigenpairs",
@@ -211,7 +211,7 @@ def sa_srrw_asymptotic_covariance(chain_or_P, mu: Tensor | None, alpha: float, H
 
     Example:
         >>> import networkx as nx, torch
-        >>> from stepping.walks import Graph, BaseChain
+        >>> from stochstep.stepping.walks import Graph, BaseChain
         >>> chain = BaseChain.metropolis_hastings(Graph.from_networkx(nx.path_graph(4)))
         >>> H = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
         >>> v1 = sa_srrw_asymptotic_covariance(chain, None, 1.0, H).item()
@@ -300,7 +300,7 @@ def measure_srrw_variance(chain: BaseChain, alphas: Sequence[float], *, steps: i
 
     Example:
         >>> import networkx as nx, torch
-        >>> from stepping.walks import Graph, BaseChain
+        >>> from stochstep.stepping.walks import Graph, BaseChain
         >>> chain = BaseChain.metropolis_hastings(Graph.from_networkx(nx.complete_graph(4)))
         >>> out = measure_srrw_variance(chain, [0.0], steps=50, walkers=20,
         ...                             generator=torch.Generator().manual_seed(0))
@@ -373,7 +373,7 @@ def measure_sa_srrw_covariance(chain: BaseChain, alphas: Sequence[float], center
 
     Example:
         >>> import networkx as nx, torch
-        >>> from stepping.walks import Graph, BaseChain
+        >>> from stochstep.stepping.walks import Graph, BaseChain
         >>> chain = BaseChain.metropolis_hastings(Graph.from_networkx(nx.cycle_graph(5)))
         >>> c = torch.arange(5.0)[:, None]
         >>> out = measure_sa_srrw_covariance(chain, [0.0, 5.0], c, steps=50, walkers=20,

@@ -62,10 +62,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from stepping.checks import check_flag, check_int, check_positive
-from stepping.noise import make_generator
-from theory_checks.hessian import (HessianOperator, loss_from_model, rademacher,
-                                   top_eigenvalues)
+from stochstep.stepping.checks import check_flag, check_int, check_positive
+from stochstep.stepping.noise import make_generator
+from stochstep.theory_checks.hessian import (HessianOperator, loss_from_model, rademacher,
+                                             top_eigenvalues)
 
 __all__ = ["MinimaComparison", "StabilityReport", "diagonal_network_minima",
            "relu_network_minima", "stability_report"]

@@ -41,7 +41,7 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from samplers.targets import GaussianMixture
+from stochstep.samplers.targets import GaussianMixture
 
 __all__ = [
     "QuadraticProblem", "LogisticProblem", "LaplacianProblem",

@@ -13,8 +13,8 @@ import re
 import pytest
 import torch
 
-import optimizers  # noqa: F401  (registers the records)
-from stepping.registry import algorithms
+from stochstep import optimizers  # noqa: F401  (registers the records)
+from stochstep.stepping.registry import algorithms
 
 RECORDS = algorithms("optimizer")
 IDS = [r.name for r in RECORDS]

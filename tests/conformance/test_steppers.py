@@ -9,10 +9,10 @@ import statistics
 import pytest
 import torch
 
-import samplers  # noqa: F401  (registers the records)
-from stepping import Brownian, integrate, uniform
-from stepping.noise import NoNoise
-from stepping.registry import algorithms
+from stochstep import samplers  # noqa: F401  (registers the records)
+from stochstep.stepping import Brownian, integrate, uniform
+from stochstep.stepping.noise import NoNoise
+from stochstep.stepping.registry import algorithms
 
 RECORDS = algorithms("stepper")
 IDS = [r.name for r in RECORDS]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from samplers import VESDE, VPSDE, sample
-from samplers.dmcmc import LangevinGibbs, dmcmc_sample
-from samplers.targets import GaussianMixture
-from stepping import Brownian, integrate
+from stochstep.samplers import VESDE, VPSDE, sample
+from stochstep.samplers.dmcmc import LangevinGibbs, dmcmc_sample
+from stochstep.samplers.targets import GaussianMixture
+from stochstep.stepping import Brownian, integrate
 
 T_END = 1e-3
 

@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 
-from samplers.interpolants import (
-    GAMMAS,
-    PATHS,
-    Interpolant,
-    InterpolantODE,
-    InterpolantSDE,
-    interpolant_log_likelihood,
-)
-from samplers.targets import GaussianMixture
-from stepping import Brownian, integrate, uniform
+from stochstep.samplers.interpolants import (
+                                             GAMMAS,
+                                             PATHS,
+                                             Interpolant,
+                                             InterpolantODE,
+                                             InterpolantSDE,
+                                             interpolant_log_likelihood,
+                                             )
+from stochstep.samplers.targets import GaussianMixture
+from stochstep.stepping import Brownian, integrate, uniform
 
 F64 = torch.float64
 GM = GaussianMixture.eight_modes_2d()

@@ -8,11 +8,11 @@ import pytest
 import torch
 from scipy.linalg import solve_discrete_lyapunov
 
-from optimizers import PSGLD, SGHMC, SGLD
-from samplers import MALA, ULA, UnderdampedLangevin, rhat, thin
-from stepping import Brownian, integrate
-from stepping.kernels import langevin_, psgld_
-from stepping.registry import get
+from stochstep.optimizers import PSGLD, SGHMC, SGLD
+from stochstep.samplers import MALA, ULA, UnderdampedLangevin, rhat, thin
+from stochstep.stepping import Brownian, integrate
+from stochstep.stepping.kernels import langevin_, psgld_
+from stochstep.stepping.registry import get
 
 
 def gen(seed):

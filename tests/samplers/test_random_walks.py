@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from samplers import SRRW, NonBacktrackingWalk
-from stepping import walks
-from stepping.walks import BaseChain, Graph, PeriodicChainWarning, PowerGamma, SelfRepellentWalk
+from stochstep.samplers import SRRW, NonBacktrackingWalk
+from stochstep.stepping import walks
+from stochstep.stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
+                                      SelfRepellentWalk)
 
 
 def gen(seed=0):

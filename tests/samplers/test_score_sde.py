@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from samplers import SubVPSDE, VESDE, VPSDE, dsm_loss, log_likelihood, sample
-from samplers.score_sde import (RK45, EulerMaruyama, Heun, LangevinCorrector, ReverseDiffusion,
-                                denoise, probability_flow)
-from samplers.targets import GaussianMixture
-from stepping import Brownian, integrate, uniform
+from stochstep.samplers import SubVPSDE, VESDE, VPSDE, dsm_loss, log_likelihood, sample
+from stochstep.samplers.score_sde import (RK45, EulerMaruyama, Heun, LangevinCorrector,
+                                          ReverseDiffusion, denoise, probability_flow)
+from stochstep.samplers.targets import GaussianMixture
+from stochstep.stepping import Brownian, integrate, uniform
 
 SDES = [VPSDE(), SubVPSDE(), VESDE()]
 IDS = ["vp", "subvp", "ve"]
