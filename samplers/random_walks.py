@@ -86,7 +86,8 @@ class SRRW:
         start: starting node label(s): one label for every walker, or a list of ``walkers``
             labels (an int that is not a label is a node id only when no label is an int;
             see :meth:`stepping.walks.Graph.node_ids`); default: drawn from :math:`\mu`.
-        generator: the ``torch.Generator`` all draws come from (fresh OS-seeded if None).
+        generator: the ``torch.Generator`` all draws come from (if None, one seeded from
+            torch's global RNG).
         dtype: dtype of the measure, see :class:`stepping.walks.SelfRepellentWalk` (default:
             float64, float32 beyond 2**27 walker-node entries).
 

@@ -1,5 +1,5 @@
-"""Noise sources. Everything random takes an explicit `torch.Generator`; nothing here reads or
-advances the global RNG."""
+"""Noise sources. Everything random takes an explicit `torch.Generator`; the global RNG is read
+only to seed the generator that replaces ``generator=None`` (`make_generator`, one draw)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ __all__ = ["NoNoise", "require_noise", "Brownian", "FBMState", "FractionalBrowni
 
 def make_generator(generator: torch.Generator | None = None, *,
                    name: str = "generator") -> torch.Generator:
-    """Return ``generator``, or a fresh one seeded from OS entropy when it is None."""
+    """Return ``generator``, or when it is None a new CPU generator seeded from torch's global
+    RNG by one draw, ``torch.randint(2**63 - 1, ())``: ``torch.manual_seed`` at the top of a
+    script then makes the whole run reproducible, and nothing here draws from the global RNG
+    afterwards. Every ``generator=None`` in the package comes here."""
     if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-        return generator
+        return torch.Generator().manual_seed(int(torch.randint(2**63 - 1, ())))
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator or None, "
                          f"got {type(generator).__name__}")
@@ -116,7 +117,7 @@ class Brownian:
     """Brownian motion increments on an explicit generator.
 
     Args:
-        generator: the source of randomness (a fresh OS-seeded one if None).
+        generator: the source of randomness (if None, one seeded from torch's global RNG).
         method: ``"randn"`` (``torch.randn``) or ``"box_muller"`` (:func:`box_muller_normal`,
             faster in float64 on the CPU; other numbers from the same seed).
 
@@ -253,7 +254,7 @@ def fbm_path(hurst: float, times, n_paths: int, generator: torch.Generator | Non
         hurst: Hurst index H in (0, 1).
         times: 1-D sequence of times >= 0.
         n_paths: number of independent paths (>= 1).
-        generator: the source of randomness (a fresh OS-seeded one if None).
+        generator: the source of randomness (if None, one seeded from torch's global RNG).
         kind: ``"I"`` (Mandelbrot--van Ness) or ``"II"`` (Riemann--Liouville, what
             :class:`FractionalBrownian` approximates).
 
@@ -422,7 +423,7 @@ class FractionalBrownian:
             1/gamma_max to gamma_max); must be > 1. Default 20 (the setting of the reported
             errors and condition numbers).
         T: horizon on which the weights are optimal.
-        generator: the source of randomness (a fresh OS-seeded one if None).
+        generator: the source of randomness (if None, one seeded from torch's global RNG).
 
     Attributes:
         gammas, weights: float64 tensors of shape (K,).

@@ -191,3 +191,26 @@ def test_normals_drawn_into_out_are_the_same_numbers(shape, method):
                 torch.empty(shape[0] + 1, shape[1], dtype=torch.float64)):
         with pytest.raises(ValueError, match="out must be"):
             noise.standard_normal(x, out=bad)
+
+
+def test_generator_none_is_seeded_by_one_draw_from_the_global_rng():
+    """torch.manual_seed at the top of a script makes runs with generator=None reproducible:
+    make_generator (every generator=None in the package goes there) draws one seed."""
+    from stochstep.samplers import ULA
+    from stochstep.stepping.noise import make_generator
+    torch.manual_seed(0)
+    made = make_generator(None)
+    after_one_draw = torch.get_rng_state()
+    torch.manual_seed(0)
+    seed = int(torch.randint(2**63 - 1, ()))
+    assert torch.equal(torch.get_rng_state(), after_one_draw)
+    assert torch.equal(made.get_state(), torch.Generator().manual_seed(seed).get_state())
+
+    def sample(seed):
+        torch.manual_seed(seed)
+        x = ULA(score=lambda x: -x).sample(torch.zeros(50), step_size=0.1, steps=5)
+        return x, torch.get_rng_state()
+
+    (a, state), (b, _), (c, _) = sample(0), sample(0), sample(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(state, after_one_draw)   # the sampler took one seed, nothing more

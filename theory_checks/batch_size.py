@@ -223,8 +223,8 @@ def minibatch_hessian_extremes(model: torch.nn.Module, loss_fn: Criterion, data,
         samples: random mini-batches per batch size, >= 1.
         iters: Lanczos steps (Hessian-vector products) per Hessian, >= 1 (capped at the
             parameter count, where the result is exact).
-        generator: source of the mini-batches and Lanczos start vectors (fresh OS-seeded if
-            None).
+        generator: source of the mini-batches and Lanczos start vectors (if None, one
+            seeded from torch's global RNG).
         dtype: cast parameters and data first (``torch.float64`` for tight Ritz values).
         progress: tqdm bar over the Hessians.
 
@@ -389,7 +389,7 @@ def stability_trial(make_optimizer, model: torch.nn.Module, loss_fn: Criterion, 
         steps: optimizer steps ``T``, >= 1.
         blowup: :math:`\rho`, the largest allowed loss ratio at any step, > 1.
         margin: :math:`\delta` in ``[0, 1)``, the required relative decrease at the end.
-        generator: source of the mini-batch sequence (fresh OS-seeded if None).
+        generator: source of the mini-batch sequence (if None, one seeded from torch's global RNG).
 
     Returns:
         :class:`StabilityTrial`.
@@ -454,7 +454,7 @@ def largest_stable_lr(make_optimizer, model: torch.nn.Module, loss_fn: Criterion
         tol: relative width of the final bracket, > 0.
         blowup: :math:`\rho` > 1 of the criterion.
         margin: :math:`\delta` in ``[0, 1)`` of the criterion.
-        generator: source of the mini-batch sequence (fresh OS-seeded if None).
+        generator: source of the mini-batch sequence (if None, one seeded from torch's global RNG).
         progress: tqdm bar over trials.
 
     Returns:
@@ -565,7 +565,7 @@ def lr_batch_scaling(make_optimizer, model: torch.nn.Module, loss_fn: Criterion,
         batch_sizes: at least two distinct batch sizes, each in ``[1, N]``.
         steps, lo, hi, tol, blowup, margin: as in :func:`largest_stable_lr` (one bracket for
             all batch sizes: it must hold every :math:`\eta^*(B_k)`).
-        generator: source of the mini-batch sequences (fresh OS-seeded if None).
+        generator: source of the mini-batch sequences (if None, one seeded from torch's global RNG).
         progress: tqdm bar over batch sizes.
 
     Returns:
@@ -702,7 +702,7 @@ def suggest_lr(model: torch.nn.Module, loss_fn: Criterion, data, batch_size: int
         optimizer_kwargs: extra keyword arguments of the optimizer (``momentum``, ``betas``,
             ...; not ``lr``).
         steps, lo, hi, tol, blowup, margin: as in :func:`largest_stable_lr`.
-        generator: source of the mini-batch sequences (fresh OS-seeded if None).
+        generator: source of the mini-batch sequences (if None, one seeded from torch's global RNG).
         progress: tqdm bar per bisection.
 
     Returns:

@@ -207,7 +207,7 @@ def fp_residual_log_density(log_p: Callable[[Tensor, Tensor], Tensor], x: Tensor
             ``"hutchinson"`` (unbiased estimate, one backward pass per probe) for the Laplacian
             (and the drift's divergence when the drift is a plain callable).
         probes: Rademacher probes per point for ``"hutchinson"`` (>= 1).
-        generator: source of the probes (a fresh OS-seeded one if None; never the global RNG).
+        generator: source of the probes (if None, one seeded from torch's global RNG).
 
     Returns:
         The residual at each point, shape ``(batch,)``, differentiable w.r.t. the model's
@@ -275,7 +275,7 @@ def fp_residual_score(score: Callable[[Tensor, Tensor], Tensor], x: Tensor, t, *
             ``"hutchinson"`` (one backward pass per probe; the gradient of the estimate is an
             unbiased estimate of the gradient of the divergence).
         probes: Rademacher probes per point for ``"hutchinson"`` (>= 1).
-        generator: source of the probes (a fresh OS-seeded one if None; never the global RNG).
+        generator: source of the probes (if None, one seeded from torch's global RNG).
 
     Returns:
         The residual at each point, shaped like ``x`` and differentiable w.r.t. the model's
@@ -420,7 +420,7 @@ def ou_ode_sde_gap(perturbations: Sequence[float] = (0.0, 0.1, 0.3, 1.0), *,
         theta, sigma: OU rate and noise (> 0).
         data_mean, data_std: the Gaussian data distribution (``data_std > 0``).
         n_points: Monte Carlo points of the residual norm (>= 1).
-        generator: the only source of randomness (a fresh OS-seeded one if None).
+        generator: the only source of randomness (if None, one seeded from torch's global RNG).
         progress: show tqdm bars over the sampler steps.
 
     Returns:

@@ -188,7 +188,7 @@ def hessian_trace(loss_fn: LossFn, params: Sequence[Tensor], *, probes: int = 10
         params: the point, a list of floating-point tensors (detached; ``requires_grad`` is
             ignored).
         probes: number of probe vectors, >= 1 (the s.e. is ``nan`` for 1).
-        generator: source of the probes (a fresh OS-seeded one if None; never the global RNG).
+        generator: source of the probes (if None, one seeded from torch's global RNG).
         batch_size: probes per batched HVP call (``is_grads_batched`` / ``vmap``); 1 loops.
         method: ``"autograd"`` (reverse-over-reverse through one retained gradient graph,
             the faster one) or ``"vmap"`` (``jvp(grad)`` oracle vmapped over probes).
@@ -314,7 +314,7 @@ def top_eigenvalues(loss_fn: LossFn, params: Sequence[Tensor], *, k: int = 1,
         which: ``"largest"`` (algebraic, returned in decreasing order) or ``"smallest"``
             (algebraic, increasing order).
         iters: Lanczos steps (HVPs), >= k.
-        generator: source of the start vector (fresh OS-seeded if None).
+        generator: source of the start vector (if None, one seeded from torch's global RNG).
         method: HVP route, ``"autograd"`` (retained graph, default) or ``"vmap"``.
         dtype: convert params first (``torch.float64`` for near machine-precision Ritz values).
         eigenvectors: also return the Ritz vectors, each a list shaped like ``params``.
@@ -391,7 +391,7 @@ def spectral_density(loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 
         params: the point, a list of floating-point tensors (detached).
         iters: Lanczos steps per run (quadrature nodes), >= 1, capped at ``n``.
         runs: independent start vectors, >= 1.
-        generator: source of the start vectors (fresh OS-seeded if None).
+        generator: source of the start vectors (if None, one seeded from torch's global RNG).
         grid_points: points of the evaluation grid, >= 2. The grid spans the nodes plus
             5 sigma on each side.
         sigma: kernel width; default 1% of the node range (or 1e-3 for a one-point spectrum).

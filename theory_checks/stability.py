@@ -317,8 +317,8 @@ def stability_report(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tenso
         probes: Rademacher probes, >= 1 (standard errors are ``nan`` for 1).
         iters: Lanczos steps for ``lambda_max``, >= 1.
         replacement: batches drawn with replacement (i.i.d. samples, the default) or without.
-        generator: source of probes, sample order and the Lanczos start (fresh OS-seeded if
-            None; never the global RNG).
+        generator: source of probes, sample order and the Lanczos start (if None, one
+            seeded from torch's global RNG).
         dtype: compute in this dtype (e.g. ``torch.float64``); data are cast to match.
         progress: tqdm bar over probes.
 
