@@ -716,7 +716,7 @@ def cbo_minimize(f: Callable[[Tensor], Tensor], x0: Tensor, *, steps: int = 1000
         history: True for ``("consensus", "best_value", "alpha")``, or names from
             ``("consensus", "best_value", "alpha", "particles", "energy")``; nothing is copied
             when False.
-        generator: the source of all randomness (a fresh OS-seeded one if None).
+        generator: the source of all randomness (if None, one seeded from torch's global RNG).
         progress: show a tqdm bar.
         process_group: a ``torch.distributed`` group over which the particles are sharded: pass
             the same ``x0`` and generator seed on every rank; each keeps its slice of the
@@ -820,7 +820,8 @@ class CBO(KernelOptimizer):
         chunk_size: particles per vmapped call (all when None), to bound memory.
         randomness: ``torch.vmap``'s handling of random ops in the closure (e.g. dropout):
             ``"error"`` (default), ``"different"`` or ``"same"`` across particles.
-        generator: source of all randomness; saved in ``state_dict``.
+        generator: source of all randomness (if None, one seeded from torch's global RNG);
+            saved in ``state_dict``.
         check_finite: raise with the step number when a parameter or particle is non-finite.
 
     References:
@@ -949,6 +950,7 @@ class CBO(KernelOptimizer):
         if closure is None:
             raise ValueError("CBO.step needs a closure that returns the loss: the particles' "
                              "losses are its only information")
+        groups = self._checked_groups()
         loss = closure()
         params = [p for g in self.param_groups for p in g["params"]]
         parts = self._particles(params)
@@ -970,7 +972,7 @@ class CBO(KernelOptimizer):
             norm = torch.stack([d.reshape(self.n_particles, -1).square().sum(-1).to(torch.float64)
                                 for d in drifts]).sum(0).sqrt()
         i = 0
-        for group in self.param_groups:
+        for group in groups:
             dt, lam, sigma = group["lr"], group["lam"], group["sigma"]
             for p in group["params"]:
                 x, d = parts[i], drifts[i]

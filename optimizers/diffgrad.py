@@ -38,7 +38,7 @@ class DiffGrad(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: learning rate :math:`\eta` (default 1e-3).
+        lr: learning rate :math:`\eta` (default 1e-3), a float or a 1-element tensor.
         betas: :math:`(\beta_1, \beta_2)` (default (0.9, 0.999)).
         eps: :math:`\epsilon` (default 1e-8).
         weight_decay: :math:`\lambda` (default 0). Added to the gradient (L2), as in the paper,
@@ -52,8 +52,9 @@ class DiffGrad(KernelOptimizer):
         fused: run the whole update as one compiled elementwise kernel per large tensor
             (``torch.compile``; the first step pays a one-time compile); tensors under
             ``FUSED_MIN_NUMEL`` elements take the eager kernel, which computes the same rule.
-        check_finite: raise ``FloatingPointError`` with the step number if a parameter or state
-            becomes NaN or infinite.
+            As in torch, it combines with ``foreach=False`` but not with ``foreach=True``.
+        check_finite: raise ``FloatingPointError`` naming the parameter and the step if a
+            parameter or state becomes NaN or infinite.
         track_friction: record the mean :math:`\xi_t` of each group at every step.
 
     References:
@@ -85,6 +86,7 @@ class DiffGrad(KernelOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, fused=fused)
         self.track_friction = check_flag("track_friction", track_friction)
+        # Per group at the last step: (sum of xi, number of elements), None without gradients.
         self._friction: list[tuple[Tensor, int] | None] = []
         super().__init__(params, defaults, check_finite=check_finite)
 
@@ -97,8 +99,8 @@ class DiffGrad(KernelOptimizer):
             check_flag(flag, group[flag])
         if group["foreach"] is not None:
             check_flag("foreach", group["foreach"])
-        if group["fused"] and group["foreach"] is False:
-            raise ValueError("fused=True and foreach=False cannot both be set")
+        if group["fused"] and group["foreach"]:
+            raise ValueError("fused=True and foreach=True cannot both be set (as in torch)")
 
     def _state_names(self, group):
         return self.state_names + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -113,9 +115,13 @@ class DiffGrad(KernelOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if self.track_friction:
-            self._friction = [None] * len(self.param_groups)
+        self._friction = []
         return super().step(closure)
+
+    def _step_group(self, group):
+        self._group_friction = None
+        super()._step_group(group)
+        self._friction.append(self._group_friction)
 
     def _update(self, group, params, grads, states, steps, noises):
         friction = None
@@ -130,9 +136,9 @@ class DiffGrad(KernelOptimizer):
         args = (params, grads, states["exp_avg"], states["exp_avg_sq"], states["prev_grad"])
         (_diffgrad_fused if group["fused"] else diffgrad_)(*args, **kwargs)
         if friction is not None:
-            gi = next(i for i, g in enumerate(self.param_groups) if g is group)
-            total, count = self._friction[gi] or (0.0, 0)
-            self._friction[gi] = (total + friction[0].cpu(), count + sum(p.numel() for p in params))
+            total, count = self._group_friction or (0.0, 0)
+            self._group_friction = (total + friction[0].cpu(),
+                                    count + sum(p.numel() for p in params))
 
 
 # -- fused: one compiled elementwise kernel per tensor -----------------------------------------
@@ -256,7 +262,7 @@ register(AlgorithmInfo(
         (dict(eps=0.0), ValueError, "eps"),
         (dict(weight_decay=-1.0), ValueError, "weight_decay"),
         (dict(amsgrad="yes"), ValueError, "amsgrad"),
-        (dict(fused=True, foreach=False), ValueError, "fused"),
+        (dict(fused=True, foreach=True), ValueError, "fused"),
         (dict(momentum=0.9), TypeError, "momentum"),
     ),
     reference=_reference,

@@ -36,14 +36,15 @@ class SGLD(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: step size :math:`h` (default 1e-3).
+        lr: step size :math:`h` (default 1e-3), a float or a 1-element tensor.
         temperature: :math:`T \ge 0` (default 1).
         weight_decay: :math:`\lambda`, a Gaussian prior's precision folded into the drift.
         maximize: treat the gradient as that of :math:`\log p` (ascend) instead of :math:`U`.
         foreach: update all tensors of a group at once (default) or one at a time.
-        generator: the ``torch.Generator`` the noise comes from (a fresh OS-seeded one if None);
-            its state is saved in ``state_dict``.
-        check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        generator: the ``torch.Generator`` the noise comes from (if None, one seeded from
+            torch's global RNG at construction); its state is saved in ``state_dict``.
+        check_finite: raise ``FloatingPointError`` naming the parameter and the step on
+            NaN/Inf.
 
     References:
         M. Welling, Y. W. Teh, "Bayesian Learning via Stochastic Gradient Langevin Dynamics",
@@ -163,7 +164,7 @@ class PSGLD(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: step size :math:`h \ge 0` (default 1e-3).
+        lr: step size :math:`h \ge 0` (default 1e-3), a float or a 1-element tensor.
         alpha: RMSprop decay :math:`\alpha \in [0, 1)` (default 0.99).
         eps: :math:`\epsilon > 0` (the paper's :math:`\lambda`), default 1e-5.
         temperature: :math:`T \ge 0` (default 1; ``T < 1`` a cold posterior).
@@ -171,9 +172,10 @@ class PSGLD(KernelOptimizer):
             (it enters :math:`v` as part of the posterior gradient).
         maximize: the gradient is that of :math:`\log p` (ascend).
         foreach: update all tensors of a group at once (default) or one at a time.
-        generator: ``torch.Generator`` of the noise (fresh OS-seeded if None), kept in
-            ``state_dict``.
-        check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        generator: ``torch.Generator`` of the noise (if None, one seeded from torch's global
+            RNG at construction), kept in ``state_dict``.
+        check_finite: raise ``FloatingPointError`` naming the parameter and the step on
+            NaN/Inf.
 
     References:
         C. Li, C. Chen, D. Carlson, L. Carin, "Preconditioned Stochastic Gradient Langevin
@@ -297,7 +299,7 @@ class SGHMC(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: step size :math:`h \ge 0` (default 1e-2).
+        lr: step size :math:`h \ge 0` (default 1e-2), a float or a 1-element tensor.
         friction: :math:`C \ge 0` (default 1).
         mass: :math:`M > 0` (default 1).
         noise_estimate: :math:`\hat B \in [0, C]`, the estimated gradient-noise term (default 0).
@@ -306,9 +308,10 @@ class SGHMC(KernelOptimizer):
         resample_every: ``None`` (default) or an integer :math:`L \ge 1`.
         maximize: the gradient is that of :math:`\log p` (ascend).
         foreach: update all tensors of a group at once (default) or one at a time.
-        generator: ``torch.Generator`` of the noise (fresh OS-seeded if None), kept in
-            ``state_dict``.
-        check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        generator: ``torch.Generator`` of the noise (if None, one seeded from torch's global
+            RNG at construction), kept in ``state_dict``.
+        check_finite: raise ``FloatingPointError`` naming the parameter and the step on
+            NaN/Inf.
 
     References:
         T. Chen, E. B. Fox, C. Guestrin, "Stochastic Gradient Hamiltonian Monte Carlo",

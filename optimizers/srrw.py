@@ -196,9 +196,10 @@ class SASRRW(KernelOptimizer):
             ``stepping.walks.Graph.node_ids``; default: drawn from :math:`\mu`).
         maximize: ascend (use :math:`+\nabla`).
         foreach: update all tensors of a group at once (default) or one at a time.
-        generator: the ``torch.Generator`` the walk draws from (fresh OS-seeded if None). The
-            token node, the measure, the move count and this generator's state are saved in
-            ``state_dict``, so a resumed run continues bit-identically.
+        generator: the ``torch.Generator`` the walk draws from (if None, one seeded from
+            torch's global RNG). The token node, the measure, the move count and this
+            generator's state are saved in ``state_dict``, so a resumed run continues
+            bit-identically.
         check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
 
     References:
@@ -293,17 +294,17 @@ class SASRRW(KernelOptimizer):
             torch._foreach_sub_(params, scaled)
 
     # -- state ---------------------------------------------------------------------------------
-    def state_dict(self):
-        sd = super().state_dict()
-        sd["token"] = {k: v for k, v in token_state(self._walk).items() if k != "generator"}
-        return sd  # the generator (shared with the walk) is saved as "generator_state"
+    def _extra_state(self):
+        # the generator (shared with the walk) is saved once, as "generator_state"
+        token = {k: v for k, v in token_state(self._walk).items() if k != "generator"}
+        return {**super()._extra_state(), "token": token}
 
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        token = state_dict.pop("token", None)
-        super().load_state_dict(state_dict)  # restores the shared generator
-        if token is not None:
-            load_token_state(self._walk, {**token, "generator": self.generator.get_state()})
+    def _load_extra_state(self, extra):
+        if extra.get("token") is None:
+            return super()._load_extra_state(extra)
+        # checks the token's settings before it writes anything, the shared generator included
+        generator = extra.get("generator_state", self.generator.get_state())
+        load_token_state(self._walk, {**extra["token"], "generator": generator})
 
 
 # -- lockstep simulation ----------------------------------------------------------------------

@@ -10,7 +10,9 @@ __all__ = ["check_flag", "check_int", "check_nonnegative", "check_positive", "ch
 
 
 def _is_real(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
+    # float first: optimizers check their options at every step, and an isinstance against
+    # the Real ABC costs ten times more
+    return type(x) is float or (isinstance(x, Real) and not isinstance(x, bool))
 
 
 def check_real(name: str, value) -> float:

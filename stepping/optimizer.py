@@ -5,12 +5,15 @@ its per-parameter state tensors, and an ``_update`` that calls its kernel on lis
 of one device and dtype. Everything a training loop relies on lives here: the closure under
 ``enable_grad``, ``no_grad`` around the update, lazy state, skipping parameters without a
 gradient, rejecting sparse gradients, complex parameters as their real view, per-parameter
-tensor step counters, the explicit generator saved in ``state_dict``, and the optional check
-that the state stays finite.
+tensor step counters, hyperparameters checked again at every step (schedulers and users change
+them), a 1-element tensor ``lr`` as in torch, the explicit generator saved in ``state_dict``
+where torch's state-dict hooks see it, older state dicts (Python-number steps, options added
+since), and the optional check that the state stays finite.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -35,7 +38,14 @@ __all__ = [
 ]
 
 
-def check_lr(value) -> float:
+def check_lr(value) -> float | Tensor:
+    """A number >= 0, or a 1-element tensor holding one, which is returned as it is: as in
+    torch, schedulers then change it in place and a compiled step does not recompile."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(value.shape)}")
+        check_nonnegative("lr", value.item())
+        return value
     return check_nonnegative("lr", value)
 
 
@@ -49,7 +59,6 @@ def check_betas(value) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), got {value!r}")
     return check_beta("betas[0]", value[0]), check_beta("betas[1]", value[1])
-
 
 
 class KernelOptimizer(torch.optim.Optimizer):
@@ -66,8 +75,8 @@ class KernelOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict[str, Any], *,
                  generator: torch.Generator | None = None, check_finite: bool = False):
         if generator is not None or self.stochastic:
-            # None becomes a fresh OS-seeded generator, never the global RNG. Its state goes
-            # into state_dict, so a resumed run continues the same stream.
+            # None: a generator seeded by one draw from torch's global RNG, which no step
+            # touches. Its state goes into state_dict, so a resumed run continues the stream.
             generator = make_generator(generator)
         self.generator = generator
         self.check_finite = check_flag("check_finite", check_finite)
@@ -83,20 +92,60 @@ class KernelOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._check_group(self.param_groups[-1])
 
+    # -- state dicts: torch's path, with the generator in it ------------------------------
+    # torch's state_dict() packs the state, then runs the post-hooks; load_state_dict() runs
+    # the pre-hooks, checks the groups, installs state and groups through __setstate__, then
+    # runs the post-hooks. The generator (and a subclass's extra state) rides the same path:
+    # added by a post-hook that runs first, taken by a pre-hook that runs last and installed in
+    # __setstate__, so every user hook sees it and a refused state dict loads none of it. The
+    # two hooks are registered per call because torch drops hooks on deepcopy and pickling.
+    def state_dict(self) -> dict[str, Any]:
+        handle = self.register_state_dict_post_hook(_add_extra_state, prepend=True)
+        try:
+            return super().state_dict()
+        finally:
+            handle.remove()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        gen_state = state_dict.pop("generator_state", None)
-        super().load_state_dict(state_dict)
-        for state in self.state.values():
-            # torch moves "step" to the parameter's device for groups with fused=True; the
-            # counters live on the CPU here (they are read as Python numbers every step).
-            step = state.get("step")
-            if isinstance(step, Tensor):
-                state["step"] = step.to("cpu", torch.float32)  # a no-op when already there
-        if gen_state is not None:
-            if self.generator is None:
-                self.generator = torch.Generator()
-            self.generator.set_state(gen_state)
+        handle = self.register_load_state_dict_pre_hook(_take_extra_state)
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            handle.remove()
+            self.__dict__.pop("_incoming", None)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Entries of the state dict besides torch's "state" and "param_groups"."""
+        return {} if self.generator is None else {"generator_state": self.generator.get_state()}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Install what :meth:`_extra_state` saved; raise before changing anything."""
+        if extra.get("generator_state") is not None:
+            generator = self.generator or torch.Generator()
+            generator.set_state(extra["generator_state"])
+            self.generator = generator
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's loading step (and unpickling): also brings older state dicts up to date, as
+        torch's own optimizers do: a missing option takes the constructor's default, and a
+        "step" saved as a Python number (or moved to a device) becomes the CPU float32 tensor
+        the step reads."""
+        incoming = self.__dict__.pop("_incoming", None)
+        if incoming:
+            self._load_extra_state(incoming)
+        super().__setstate__(state)
+        signature = inspect.signature(type(self)).parameters
+        defaults = {k: signature[k].default for k in self.defaults if k in signature
+                    and signature[k].default is not inspect.Parameter.empty}
+        for group in self.param_groups:
+            for key, value in defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                state = self.state.get(p)
+                step = state.get("step") if isinstance(state, dict) else None
+                if step is not None and not (isinstance(step, Tensor) and step.is_cpu
+                                             and step.dtype == torch.float32):
+                    state["step"] = torch.tensor(float(step), dtype=torch.float32)
 
     # -- hooks for subclasses -------------------------------------------------------------
     def _check_group(self, group: dict) -> None:
@@ -116,15 +165,32 @@ class KernelOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
         """Perform one update; ``closure`` re-evaluates the model and returns the loss."""
+        groups = self._checked_groups()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for group in groups:
             self._step_group(group)
         if self.check_finite:
             self._assert_finite()
         return loss
+
+    def _checked_groups(self) -> list[dict]:
+        """The param groups as the update reads them: checked again as the constructor checks
+        them (a scheduler or a user may have changed them since), a tensor lr as its number.
+        Copies of a few plain values: negligible beside any update."""
+        groups = []
+        for i, group in enumerate(self.param_groups):
+            group = dict(group)
+            try:
+                self._check_group(group)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}: param group {i}: {err}") from None
+            if isinstance(group.get("lr"), Tensor):
+                group["lr"] = group["lr"].item()
+            groups.append(group)
+        return groups
 
     def _step_group(self, group: dict) -> None:
         names = self._state_names(group)
@@ -176,14 +242,17 @@ class KernelOptimizer(torch.optim.Optimizer):
                              None if z is None else z[j:j + 1])
 
     def _assert_finite(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
+        for i, group in enumerate(self.param_groups):
+            names = group.get("param_names")
+            for j, p in enumerate(group["params"]):
                 state = self.state.get(p, {})
-                for name, t in [("param", p), *state.items()]:
+                for name, t in [("value", p), *state.items()]:
                     if name != "step" and isinstance(t, Tensor) and not torch.isfinite(t).all():
+                        where = repr(names[j]) if names else f"param_groups[{i}]['params'][{j}]"
                         step = int(state["step"]) if "step" in state else 0
                         raise FloatingPointError(
-                            f"{type(self).__name__}: non-finite value in {name} at step {step}")
+                            f"{type(self).__name__}: non-finite {name} of parameter {where} "
+                            f"at step {step}")
 
     def __getstate__(self) -> dict[str, Any]:
         # torch keeps only defaults, state and param groups (and drops hooks); the generator
@@ -191,9 +260,11 @@ class KernelOptimizer(torch.optim.Optimizer):
         extra = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
         return {**extra, **super().__getstate__()}
 
-    # -- generator in the state dict ------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
-        if self.generator is not None:
-            sd["generator_state"] = self.generator.get_state()
-        return sd
+
+def _add_extra_state(optimizer: KernelOptimizer, state_dict: dict[str, Any]) -> None:
+    state_dict.update(optimizer._extra_state())
+
+
+def _take_extra_state(optimizer: KernelOptimizer, state_dict: dict[str, Any]) -> None:
+    optimizer._incoming = {k: v for k, v in state_dict.items()
+                           if k not in ("state", "param_groups")}

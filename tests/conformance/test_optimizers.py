@@ -7,7 +7,9 @@ algorithm. Adding an optimizer adds a record, not a test.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
+import math
 import re
 
 import pytest
@@ -80,6 +82,36 @@ def run(opt, params, steps, grad_fn=quadratic_grad):
 def assert_same(a, b):
     for x, y in zip(a, b):
         assert torch.equal(x.detach(), y.detach())
+
+
+def assert_same_tree(a, b, where="state_dict"):
+    """Nested dicts, lists and tuples with equal structure and bit-equal tensors."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.device == b.device and torch.equal(a, b), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def saved(state_dict):
+    """A deep copy made the way checkpoints are: torch.save, then torch.load(weights_only)."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def other_seed(info):
+    """Arguments that make a second optimizer start from another random state."""
+    return {"generator": torch.Generator().manual_seed(999)} if info.stochastic else {}
 
 
 # -- construction ------------------------------------------------------------------------------
@@ -348,6 +380,140 @@ def test_deepcopy_continues_identically(info):
     assert_same(params, twin["params"])
 
 
+def _resume(info, sd, saved_params, steps, transform=lambda sd: sd):
+    """Load ``transform(sd)`` into a fresh optimizer over copies of ``saved_params`` (built
+    with another seed, so only the loaded state can make it agree) and run ``steps`` steps."""
+    resumed = [torch.nn.Parameter(t.clone()) for t in saved_params]
+    opt = make(info, resumed, **other_seed(info))
+    opt.load_state_dict(transform(saved(sd)))
+    run(opt, resumed, steps)
+    return resumed, opt
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_dict_with_number_steps_loads_and_continues(info):
+    """Older checkpoints (and hand-edited ones) hold "step" as a Python number: it loads as
+    torch.optim.Adam loads it and the run continues bit-identically."""
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 3)
+    sd, at_save = saved(opt.state_dict()), [p.detach().clone() for p in params]
+    run(opt, params, 3)
+
+    def number_steps(sd):
+        for state in sd["state"].values():
+            state["step"] = int(state["step"])
+        return sd
+
+    resumed, opt2 = _resume(info, sd, at_save, 3, number_steps)
+    assert_same(params, resumed)
+    steps = [s["step"] for s in opt2.state.values()]
+    assert steps and all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in steps)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_param_group_added_later_round_trips(info):
+    a, b = fresh_params()
+    opt = make(info, [a])
+    run(opt, [a], 2)
+    opt.add_param_group({"params": [b], "lr": 0.5 * opt.defaults["lr"]})
+    run(opt, [a, b], 2)
+    sd, at_save = saved(opt.state_dict()), [a.detach().clone(), b.detach().clone()]
+    run(opt, [a, b], 2)
+    resumed = [torch.nn.Parameter(t.clone()) for t in at_save]
+    opt2 = make(info, [resumed[0]], **other_seed(info))
+    opt2.add_param_group({"params": [resumed[1]]})
+    opt2.load_state_dict(saved(sd))
+    assert opt2.param_groups[1]["lr"] == 0.5 * opt.defaults["lr"]
+    run(opt2, resumed, 2)
+    assert_same([a, b], resumed)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_entries_that_are_not_parameter_states_round_trip(info):
+    """torch keeps entries of ``optimizer.state`` that belong to no parameter as they are
+    (hooks use them); loading and stepping must not assume every entry is a dict."""
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 2)
+    opt.state["note"] = 1
+    sd, at_save = saved(opt.state_dict()), [p.detach().clone() for p in params]
+    run(opt, params, 2)
+    resumed, opt2 = _resume(info, sd, at_save, 2)
+    assert opt2.state["note"] == 1
+    assert_same(params, resumed)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_dict_missing_an_option_gets_its_default(info):
+    """A state dict saved before an option existed loads with the option at its default
+    (the constructor's), as torch's own ``__setstate__`` does for its optimizers."""
+    signature = inspect.signature(info.cls).parameters
+    params = fresh_params()
+    opt = make(info, params)
+    optional = {k: signature[k].default for k in opt.defaults
+                if k in signature and signature[k].default is not inspect.Parameter.empty}
+    run(opt, params, 2)
+    sd = saved(opt.state_dict())
+    for group in sd["param_groups"]:
+        for k in optional:
+            del group[k]
+    params2 = fresh_params()
+    opt2 = make(info, params2, **other_seed(info))
+    opt2.load_state_dict(sd)
+    for group in opt2.param_groups:
+        assert {k: group[k] for k in optional} == optional
+    run(opt2, params2, 1)
+
+
+# -- hooks -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_dict_hooks_see_the_whole_state(info):
+    """A state_dict post-hook sees everything the state dict will hold (the generator's state
+    included), and what it returns is the state dict."""
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 2)
+    seen = []
+    opt.register_state_dict_pre_hook(lambda o: seen.append("pre"))
+    opt.register_state_dict_post_hook(lambda o, sd: seen.append(saved(sd)))
+    opt.register_state_dict_post_hook(lambda o, sd: {**sd, "note": "from a hook"})
+    sd = opt.state_dict()
+    assert seen[0] == "pre" and sd.pop("note") == "from a hook"
+    assert_same_tree(seen[1], sd)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_load_state_dict_hooks_see_the_whole_state(info):
+    """Pre-hooks get the state dict as given (generator state included); post-hooks run once
+    everything is loaded: the optimizer's state_dict() there is the loaded one."""
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 2)
+    sd = saved(opt.state_dict())
+    other = make(info, fresh_params(seed=1), **other_seed(info))
+    seen = {}
+    other.register_load_state_dict_pre_hook(lambda o, s: seen.update(pre=saved(s)))
+    other.register_load_state_dict_post_hook(lambda o: seen.update(post=saved(o.state_dict())))
+    other.load_state_dict(sd)
+    assert_same_tree(seen["pre"], sd)
+    assert_same_tree(seen["post"], sd)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_load_state_dict_pre_hook_decides_what_loads(info):
+    """A pre-hook that returns another state dict loads that one, all of it."""
+    params, twin = fresh_params(), fresh_params(seed=2)
+    opt, opt_b = make(info, params), make(info, twin, **other_seed(info))
+    run(opt, params, 2)
+    run(opt_b, twin, 3)
+    wanted = saved(opt_b.state_dict())
+    target = make(info, fresh_params(seed=1), **other_seed(info))
+    target.register_load_state_dict_pre_hook(lambda o, s: saved(wanted))
+    target.load_state_dict(opt.state_dict())
+    assert_same_tree(saved(target.state_dict()), wanted)
+
+
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
 def test_step_hooks_run(info):
     params = fresh_params()
@@ -368,6 +534,151 @@ def test_check_finite_raises_with_the_step(info):
     x.grad = torch.tensor([1.0, float("nan"), 1.0])
     with pytest.raises(FloatingPointError, match="step 2"):
         opt.step()
+
+
+@pytest.mark.parametrize("info", GRAD, ids=lambda r: r.name)
+def test_check_finite_names_the_parameter(info):
+    """By group and index, or by name when the optimizer was built from named parameters."""
+    a, b = fresh_params()
+    model = torch.nn.ParameterDict({"first": a, "second": b})
+    for params, name in [([{"params": [a]}, {"params": [b]}], "param_groups[1]['params'][0]"),
+                         (list(model.named_parameters()), "'second'")]:
+        opt = make(info, params, check_finite=True)
+        if "param_names" in opt.param_groups[0]:
+            assert opt.state_dict()["param_groups"][0]["param_names"] == ["first", "second"]
+        set_grads([a, b])
+        b.grad[0] = float("inf")
+        with pytest.raises(FloatingPointError, match=re.escape(name) + ".*step 1"):
+            opt.step()
+
+
+# -- hyperparameters changed after construction ------------------------------------------------
+def _group_options(info):
+    return set(make(info, [torch.nn.Parameter(torch.zeros(2))]).defaults)
+
+
+def _bad_group_values(info):
+    """Invalid values of group options, with the text their error must contain."""
+    bad = [(kwargs, text) for kwargs, exc, text in info.invalid_kwargs
+           if exc is ValueError and set(kwargs) <= _group_options(info)]
+    if "lr" in _group_options(info):
+        bad += [({"lr": -1.0}, "lr"), ({"lr": math.nan}, "lr"), ({"lr": math.inf}, "lr")]
+    return bad
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_options_set_out_of_range_after_construction_raise_at_the_next_step(info):
+    """A scheduler or a user writing into a param group gets the constructor's checks at the
+    next step: a ValueError naming the group, the option and the value, before anything is
+    updated."""
+    assert _bad_group_values(info)
+    for kwargs, text in _bad_group_values(info):
+        a, b = fresh_params()
+        opt = make(info, [{"params": [a]}, {"params": [b]}])
+        run(opt, [a, b], 1)
+        before = saved(opt.state_dict())
+        at = [a.detach().clone(), b.detach().clone()]
+        opt.param_groups[1].update(kwargs)
+        name, index = re.fullmatch(r"(\w+)(?:\[(\d)\])?", text).groups()
+        value = kwargs[name] if index is None else kwargs[name][int(index)]
+        with pytest.raises(ValueError, match=rf"group 1\b.*{re.escape(text)}") as err:
+            run(opt, [a, b], 1)
+        assert repr(value) in str(err.value)
+        assert_same([a, b], at)
+        for k in kwargs:     # restore the option: everything else is as it was
+            opt.param_groups[1][k] = before["param_groups"][1][k]
+        assert_same_tree(saved(opt.state_dict()), before)
+
+
+# -- tensor learning rates ---------------------------------------------------------------------
+def _lr(info):
+    return info.default_kwargs.get("lr", make(info, fresh_params()).defaults["lr"])
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_tensor_lr_steps_like_its_value(info, shape):
+    """A 1-element tensor lr (as in torch: a compiled step need not recompile when it
+    changes) gives the same steps as the float, also per group and changed in place."""
+    lr = torch.full(shape, _lr(info), dtype=torch.float64)
+    floats, tensors = fresh_params(), fresh_params()
+    a = make(info, [{"params": [floats[0]]}, {"params": [floats[1]], "lr": 0.5 * _lr(info)}])
+    b = make(info, [{"params": [tensors[0]]}, {"params": [tensors[1]], "lr": 0.5 * lr}], lr=lr)
+    for k in range(4):
+        if k == 2:
+            a.param_groups[0]["lr"] = 0.25 * _lr(info)
+            lr.mul_(0.25)
+        run(a, floats, 1)
+        run(b, tensors, 1)
+    assert_same(floats, tensors)
+    assert b.param_groups[0]["lr"] is lr
+    sd, at_save = saved(b.state_dict()), [p.detach().clone() for p in tensors]  # tensor lrs
+    run(b, tensors, 1)
+    resumed = [torch.nn.Parameter(t) for t in at_save]
+    c = make(info, [{"params": [resumed[0]]}, {"params": [resumed[1]]}], **other_seed(info))
+    c.load_state_dict(sd)
+    run(c, resumed, 1)
+    assert_same(resumed, tensors)
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_tensor_lr_must_have_one_element(info):
+    lr = torch.tensor([_lr(info), _lr(info)])
+    p, q = fresh_params()
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        make(info, [p], lr=lr)
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        make(info, [{"params": [p], "lr": lr}])
+    opt = make(info, [p])
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        opt.add_param_group({"params": [q], "lr": lr})
+    opt.param_groups[0]["lr"] = lr
+    with pytest.raises(ValueError, match="group 0.*Tensor lr must be 1-element"):
+        run(opt, [p], 1)
+    with pytest.raises(ValueError, match="lr"):
+        make(info, [p], lr=torch.tensor(-1.0))
+
+
+# -- fused and foreach -------------------------------------------------------------------------
+@pytest.mark.parametrize("info", [r for r in RECORDS if "fused" in r.supports],
+                         ids=lambda r: r.name)
+def test_fused_accepts_foreach_false_as_torch_does(info):
+    """torch refuses only fused=True with foreach=True; foreach=False runs the fused kernel one
+    tensor at a time."""
+    runs = []
+    for foreach in (None, False):
+        params = fresh_params()
+        opt = make(info, params, fused=True, foreach=foreach)
+        run(opt, params, 3)
+        runs.append(params)
+    assert_same(*runs)
+    with pytest.raises(ValueError, match="fused.*foreach|foreach.*fused"):
+        make(info, fresh_params(), fused=True, foreach=True)
+
+
+# -- seeding -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("info", [r for r in RECORDS if r.stochastic], ids=lambda r: r.name)
+def test_generator_none_is_seeded_once_from_torchs_global_rng(info):
+    """With generator=None, torch.manual_seed at the top of a script makes the run
+    reproducible: construction takes one seed from the global RNG, and the steps draw only
+    from the optimizer's own generator."""
+    from stochstep.stepping.noise import make_generator
+
+    def one_run(seed):
+        torch.manual_seed(seed)
+        params = fresh_params()
+        opt = make(info, params, generator=None)
+        after_construction = torch.get_rng_state()
+        run(opt, params, 3)
+        assert torch.equal(torch.get_rng_state(), after_construction), "a step drew globally"
+        return params, opt.generator.get_state(), after_construction
+
+    (first, gen, state), (again, gen_again, _), (_, gen_other, _) = map(one_run, (0, 0, 1))
+    assert_same(first, again)
+    assert torch.equal(gen, gen_again) and not torch.equal(gen, gen_other)
+    torch.manual_seed(0)
+    make_generator(None)
+    assert torch.equal(torch.get_rng_state(), state), "construction drew more than one seed"
 
 
 # -- schedulers --------------------------------------------------------------------------------
@@ -397,18 +708,23 @@ SCHEDULERS = {
 
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
 @pytest.mark.parametrize("name", list(SCHEDULERS))
-def test_lr_scheduler_drives_the_step(info, name):
+@pytest.mark.parametrize("lr_type", ["float", "tensor"])
+def test_lr_scheduler_drives_the_step(info, name, lr_type):
     """The step uses the lr (and betas, under beta cycling) the scheduler set: replaying the
-    recorded hyperparameters by hand gives the same parameters."""
+    recorded hyperparameters by hand gives the same parameters. A tensor lr is changed in
+    place by the scheduler and stays the same tensor."""
     params = fresh_params()
-    opt = make(info, params)
+    lr = _lr(info) if lr_type == "float" else torch.tensor(_lr(info), dtype=torch.float64)
+    opt = make(info, params, lr=lr)
     sched = SCHEDULERS[name](opt)
     seen = []
     for _ in range(6):
         seen.append({k: opt.param_groups[0][k] for k in ("lr", "betas") if k in opt.defaults})
+        seen[-1]["lr"] = float(seen[-1]["lr"])
         run(opt, params, 1)
         sched.step(1.0) if name == "ReduceLROnPlateau" else sched.step()
     assert len({h["lr"] for h in seen}) > 1
+    assert lr_type == "float" or opt.param_groups[0]["lr"] is lr
     replay = [torch.nn.Parameter(t.detach().clone()) for t in fresh_params()]
     opt2 = make(info, replay)
     for hyper in seen:
