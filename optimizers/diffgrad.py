@@ -253,6 +253,7 @@ register(AlgorithmInfo(
     default_kwargs=dict(lr=0.1),
     supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "fused", "betas",
                         "amsgrad", "zero_grad_noop"}),
+    fused_min_numel=FUSED_MIN_NUMEL,
     invalid_kwargs=(
         (dict(lr=-1e-3), ValueError, "lr"),
         (dict(lr=float("nan")), ValueError, "lr"),
@@ -271,6 +272,7 @@ register(AlgorithmInfo(
         dict(lr=0.1, betas=(0.5, 0.6), eps=1e-3, weight_decay=0.3),
         dict(lr=0.1, weight_decay=0.3, decoupled_weight_decay=True),
         dict(lr=0.1, maximize=True, weight_decay=0.2),
-        dict(lr=0.1, amsgrad=True),
+        # gradients that shrink and a short memory: max(v) differs from v in these two steps
+        dict(lr=0.3, betas=(0.5, 0.2), amsgrad=True),
     ),
 ))

@@ -28,6 +28,9 @@ class AlgorithmInfo:
             ``"complex"``, ``"foreach"``, ``"fused"``, ``"betas"``, ``"zero_grad_noop"``
             (a zero gradient leaves the parameter unchanged); for steppers ``"reverse_time"``
             (runs on decreasing grids; the others must refuse them naming the grid).
+        fused_min_numel: with ``"fused"`` in ``supports``, the size from which a tensor takes
+            the fused (compiled) kernel rather than the eager one; the conformance suite's
+            fused reference cases add a tensor of this size, so that both kernels are checked.
         invalid_kwargs: ``(kwargs, exception type, text the message must contain)``.
         reference: ``reference(params, grad_fn, steps, kwargs, generator) -> params`` computing
             ``steps`` updates by hand from the docstring's math; ``generator`` is a fresh
@@ -48,6 +51,7 @@ class AlgorithmInfo:
     requires: frozenset[str] = frozenset({"grad"})
     stochastic: bool = False
     supports: frozenset[str] = frozenset()
+    fused_min_numel: int = 0
     invalid_kwargs: tuple[tuple[dict[str, Any], type, str], ...] = ()
     reference: Callable | None = None
     reference_kwargs: tuple[dict[str, Any], ...] = ({},)

@@ -735,15 +735,26 @@ def test_lr_scheduler_drives_the_step(info, name, lr_type):
 
 # -- the reference steps -----------------------------------------------------------------------
 MODES = {"foreach": {}, "per_tensor": {"foreach": False}, "fused": {"fused": True}}
-CASES = [(r, kw, mode) for r in RECORDS if r.reference is not None for kw in r.reference_kwargs
+CASES = [pytest.param(r, kw, mode, id=f"{r.name}-{i}-{mode}",
+                      marks=[pytest.mark.slow] if mode == "fused" else [])  # compiles: ~20 s
+         for r in RECORDS if r.reference is not None for i, kw in enumerate(r.reference_kwargs)
          for mode in MODES if mode == "foreach" or mode in r.supports
          or (mode == "per_tensor" and "foreach" in r.supports)]
 
 
-@pytest.mark.parametrize("info,kwargs,mode", CASES,
-                         ids=[f"{r.name}-{i}-{m}" for i, (r, _, m) in enumerate(CASES)])
+def reference_params(info, mode):
+    """The reference cases' parameters; a fused case adds one tensor large enough for the
+    fused kernel, next to the small ones that take the eager kernel."""
+    params = [t.detach().clone() for t in fresh_params(seed=11)]
+    if mode == "fused":
+        g = torch.Generator().manual_seed(12)
+        params.append(torch.randn(info.fused_min_numel + 3, generator=g, dtype=torch.float64))
+    return params
+
+
+@pytest.mark.parametrize("info,kwargs,mode", CASES)
 def test_two_steps_match_the_hand_computed_reference(info, kwargs, mode):
-    p0 = [t.detach().clone() for t in fresh_params(seed=11)]
+    p0 = reference_params(info, mode)
     params = [torch.nn.Parameter(t.clone()) for t in p0]
     opt = info.cls(params, **kwargs, **MODES[mode],
                    **({"generator": torch.Generator().manual_seed(7)} if info.stochastic else {}))
@@ -752,3 +763,17 @@ def test_two_steps_match_the_hand_computed_reference(info, kwargs, mode):
     expected = info.reference(p0, oracle, 2, kwargs, torch.Generator().manual_seed(7))
     for got, want in zip(params, expected):
         torch.testing.assert_close(got.detach(), want.to(got.dtype), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if r.reference is not None],
+                         ids=lambda r: r.name)
+def test_reference_cases_exercise_the_flags_they_set(info):
+    """A reference case that sets a flag (maximize, amsgrad, ...) must give other steps with
+    the flag off; otherwise the case cannot catch a bug in what the flag does."""
+    p0 = reference_params(info, "foreach")
+    oracle = quadratic_grad if "grad" in info.requires else quadratic_loss
+    for kwargs in info.reference_kwargs:
+        for flag in [k for k, v in kwargs.items() if v is True]:
+            on, off = (info.reference(p0, oracle, 2, {**kwargs, flag: value},
+                                      torch.Generator().manual_seed(7)) for value in (True, False))
+            assert any((a - b).abs().max() > 1e-6 for a, b in zip(on, off)), (kwargs, flag)
