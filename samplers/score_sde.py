@@ -25,7 +25,7 @@ from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_finite_state, check_int
 
 __all__ = [
     "EulerMaruyama", "ReverseDiffusion", "LangevinCorrector", "PredictorCorrector", "Heun",
@@ -52,9 +52,12 @@ def _check_callable(name: str, fn) -> Callable:
     return fn
 
 
-def _check_batch(x) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1 or not x.is_floating_point():
-        raise ValueError("x must be a floating tensor of shape (batch, ...)")
+def _check_batch(x, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a tensor of shape (batch, ...), got {got}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
     return x
 
 
@@ -430,6 +433,8 @@ def denoise(score: Score, sde: SDE, x: Tensor, t: float) -> Tensor:
         tensor([[0.9999],
                 [0.9999]])
     """
+    _check_sde(sde), _check_callable("score", score), _check_batch(x)
+    sde.check_time(t)
     b, c = sde.marginal(t)
     s = score_at(score, x, t)
     return (x + sde.expand(c ** 2, x) * s) / sde.expand(b, x)
@@ -452,7 +457,8 @@ def _stepper(method: str, sde: SDE, score: Score, snr: float):
 
 def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end: float = 1e-3,
            generator: torch.Generator | None = None, progress: bool = False,
-           snr: float | None = None, denoise_last: bool = False) -> Tensor:
+           snr: float | None = None, denoise_last: bool = False,
+           check_finite: bool = False) -> Tensor:
     r"""Draw samples of :math:`p_{t_{end}}` by integrating from ``sde.T`` down to ``t_end``.
 
     The grid is ``steps`` equal intervals from :math:`T` to :math:`t_{end}`. Methods:
@@ -480,6 +486,8 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
             reference's).
         denoise_last: apply :func:`denoise` at ``t_end`` (the reference's ``noise_removal``);
             off by default so that the samples follow :math:`p_{t_{end}}`.
+        check_finite: raise ``FloatingPointError`` with the step number and time as soon as
+            the state holds a NaN or infinity (see :func:`stepping.integrate`).
 
     Returns:
         Samples shaped like ``x``.
@@ -507,10 +515,12 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
     stepper = _stepper(method, sde, score, 0.16 if snr is None else snr)
     noise = Brownian(make_generator(generator)) if method not in ("heun", "rk45") else None
     out = integrate(stepper, x, uniform(sde.T, t_end, steps), noise=noise, progress=progress,
-                    desc=method)
+                    desc=method, check_finite=check_finite)
     if denoise_last:
         with torch.no_grad():
             out = denoise(score, sde, out, t_end)
+        if check_finite:
+            check_finite_state(out, f"{method}: the final denoising (t = {t_end})")
     return out
 
 

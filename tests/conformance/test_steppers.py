@@ -88,3 +88,49 @@ def test_decreasing_grids_run_or_are_refused_by_name(info):
     else:
         with pytest.raises(ValueError, match="grid"):
             run()
+
+
+# -- bad states ----------------------------------------------------------------------------------
+class Doubling:
+    """x <- 2 x, and NaN from the ``nan_at``-th step on."""
+
+    order = 1.0
+
+    def __init__(self, nan_at):
+        self.nan_at, self.calls = nan_at, 0
+
+    def step_(self, x, t0, t1, noise):
+        self.calls += 1
+        x.mul_(2.0 if self.calls < self.nan_at else math.nan)
+
+
+def test_check_finite_names_the_step_and_its_time():
+    grid = [0.0, 0.5, 1.0, 1.5, 2.0]
+    with pytest.raises(FloatingPointError, match=r"^Doubling: step 3 of 4 \(t = 1.5\)"):
+        integrate(Doubling(3), torch.ones(2), grid, check_finite=True)
+    with pytest.raises(FloatingPointError, match=r"^walk: step 1 of 4 \(t = 0.5\)"):
+        integrate(Doubling(1), torch.ones(2), grid, check_finite=True, save_every=1, desc="walk")
+    with pytest.raises(FloatingPointError, match="x0"):
+        integrate(Doubling(9), torch.tensor([1.0, math.inf]), grid, check_finite=True)
+    with pytest.raises(ValueError, match="check_finite"):
+        integrate(Doubling(9), torch.ones(2), grid, check_finite=1)
+    # off by default, as for the optimizers
+    assert torch.isnan(integrate(Doubling(3), torch.ones(2), grid)).all()
+    assert torch.equal(integrate(Doubling(9), torch.ones(2), grid, check_finite=True),
+                       torch.full((2,), 16.0))
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_check_finite_leaves_a_finite_run_unchanged(info):
+    x0 = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    run = lambda check: integrate(info.cls(**info.default_kwargs), x0, grid_(),  # noqa: E731
+                                  noise=Brownian(torch.Generator().manual_seed(1)),
+                                  check_finite=check)
+    assert torch.equal(run(True), run(False))
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_an_integer_state_is_refused_by_name(info):
+    with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor, got torch.int64"):
+        integrate(info.cls(**info.default_kwargs), torch.zeros(7, 3, dtype=torch.int64),
+                  grid_(), noise=Brownian(torch.Generator().manual_seed(1)))

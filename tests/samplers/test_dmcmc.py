@@ -173,6 +173,9 @@ def test_reproducible_and_input_untouched():
     (dict(time_prior=[1.0, 1.0]), "time_prior"),
     (dict(sde="vp"), "sde"),
     (dict(x0=torch.zeros(0, 2)), "x0"),
+    (dict(x0=torch.zeros(4, 2, dtype=torch.int64)), "x0 must be a floating-point tensor, got "
+                                                     "torch.int64"),
+    (dict(check_finite="yes"), "check_finite"),
     (dict(score=None), "score"),
     (dict(generator=0), "generator"),
 ])
@@ -184,6 +187,24 @@ def test_bad_input_raises_naming_the_argument(kwargs, text):
     args.update(kwargs)
     with pytest.raises(ValueError, match=text):
         dmcmc_sample(**args)
+
+
+@pytest.mark.parametrize("nan_below, where", [(0.6, r"^dmcmc: step 2 of 3 \(t = 0.1"),
+                                              (0.3, r"^euler_maruyama: step 2 of 2 \(t = ")])
+def test_check_finite_names_the_phase_and_step(nan_below, where):
+    # The chains start at t = 1 and are sent to t = 0.5 by the Gibbs step (a point-mass
+    # conditional), so the 2nd Langevin step uses the score at 0.5; the integrator then runs
+    # 0.5 -> 0.2505 -> 0.001 and its 2nd step uses the score at 0.2505.
+    def score(x, t):
+        return torch.where(t[:, None] < nan_below, math.nan, -x)
+
+    x0 = torch.zeros(4, 2, dtype=torch.float64)
+    to_half = torch.tensor([[0.0, -math.inf]], dtype=torch.float64)  # p(t = 0.5 | x) = 1
+    kw = dict(mcmc_steps=3, langevin_step=0.05, steps=2, time_grid=[0.5, 1.0],
+              time_logits=lambda x: to_half.expand(x.shape[0], 2), generator=gen(0))
+    with pytest.raises(FloatingPointError, match=where):
+        dmcmc_sample(score, VPSDE(), x0, check_finite=True, **kw)
+    assert torch.isnan(dmcmc_sample(score, VPSDE(), x0, **kw).x).all()
 
 
 def test_shape_errors_name_the_callable():

@@ -234,3 +234,36 @@ def test_errors_name_the_argument():
         VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="snr"):
         LangevinCorrector(sde, s, snr=0.0)
+
+
+@pytest.mark.parametrize("method, step", [("euler_maruyama", 4), ("reverse_diffusion", 4),
+                                          ("pc", 4), ("heun", 3)])
+def test_check_finite_names_the_step_where_the_score_went_nan(method, step):
+    # NaN scores below t = 0.3: on the grid 1, 0.75, 0.50, 0.25, 0.001 the SDE steps use the
+    # score at t0 (first below 0.3 in step 4), Heun at t0 and t1 (step 3).
+    def score(x, t):
+        return torch.where(t[:, None] < 0.3, math.nan, -x)
+
+    x = torch.ones(4, 2)
+    with pytest.raises(FloatingPointError, match=rf"^{method}: step {step} of 4 \(t = "):
+        sample(score, VPSDE(), x, steps=4, method=method, generator=gen(0), check_finite=True)
+    assert torch.isnan(sample(score, VPSDE(), x, steps=4, method=method, generator=gen(0))).all()
+
+
+def test_check_finite_covers_the_final_denoising():
+    score = lambda x, t: torch.where(t[:, None] < 1e-2, math.inf, -x)  # noqa: E731
+    x = torch.ones(4, 2)
+    with pytest.raises(FloatingPointError, match="denois"):
+        sample(score, VPSDE(), x, steps=4, method="euler_maruyama", denoise_last=True,
+               generator=gen(0), check_finite=True)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: sample(lambda y, t: -y, VPSDE(), x, steps=2, method="pc"),
+    lambda x: dsm_loss(lambda y, t: -y, VPSDE(), x),
+    lambda x: log_likelihood(lambda y, t: -y, VPSDE(), x),
+    lambda x: denoise(lambda y, t: -y, VPSDE(), x, 0.5),
+], ids=["sample", "dsm_loss", "log_likelihood", "denoise"])
+def test_integer_x_is_refused_by_name(call):
+    with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+        call(torch.zeros(4, 2, dtype=torch.int64))
