@@ -26,7 +26,7 @@ from stochstep.samplers.sde import SDE, VPSDE
 from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.kernels import langevin_
-from stochstep.stepping.noise import Brownian, make_generator
+from stochstep.stepping.noise import Brownian, make_generator, standard_normal_like
 from stochstep.stepping.registry import AlgorithmInfo, register
 from stochstep.stepping.checks import check_finite_state, check_flag, check_int
 
@@ -378,6 +378,39 @@ def _log_prob(x, t):
     return -0.5 * (x - _VP.expand(_VP.mean_coeff(t), x)).pow(2).reshape(x.shape[0], -1).sum(-1)
 
 
+def _langevin_gibbs_reference(x0, grid, kwargs, generator):
+    """The docstring's step, literally, from every chain at the largest grid time: the
+    Langevin move x + h s(x, t) + sqrt(2h) xi, then l_i = log pi(t_i) + log p_{t_i}(x) (one
+    call per grid time; or the classifier's logits), and t = t_I with I the first index whose
+    cumulative softmax exceeds u (or the argmax)."""
+    score, times = kwargs["score"], torch.tensor(kwargs["time_grid"], dtype=torch.float64)
+    prior = torch.as_tensor(kwargs.get("time_prior") or [1.0] * len(times), dtype=torch.float64)
+    x, t = x0.clone(), torch.full((len(x0),), times.max().item(), dtype=torch.float64)
+    steps = torch.as_tensor(grid, dtype=torch.float64).tolist()
+    for t0, t1 in zip(steps[:-1], steps[1:]):
+        h = t1 - t0
+        xi = standard_normal_like(x, generator)
+        x = x + h * score(x, t.to(x.dtype)) + math.sqrt(2 * h) * xi
+        if "time_logits" in kwargs:
+            ell = kwargs["time_logits"](x).to(torch.float64)
+        else:
+            ell = torch.stack([(prior[i] / prior.sum()).log() + kwargs["log_prob"](
+                x, torch.full((len(x),), ti, dtype=x.dtype)).to(torch.float64)
+                for i, ti in enumerate(times.tolist())], -1)
+        if kwargs.get("gibbs", "exact") == "argmax":
+            index = ell.argmax(-1)
+        else:
+            u = torch.rand(len(x), generator=generator, dtype=torch.float64)
+            index = (torch.softmax(ell, -1).cumsum(-1) <= u[:, None]).sum(-1)
+        t = times[index]
+    return x
+
+
+def _time_logits(x):  # a classifier that favours the middle times, more so far from 0
+    r = x.reshape(x.shape[0], -1).norm(dim=-1, keepdim=True).to(torch.float64)
+    return -(torch.tensor([-1.0, -0.3, 0.3, 1.0], dtype=torch.float64) - r.tanh() / 2) ** 2
+
+
 _GRID = (0.1, 0.4, 0.7, 1.0)
 register(AlgorithmInfo(
     name="dmcmc.LangevinGibbs", cls=LangevinGibbs, kind="stepper",
@@ -395,4 +428,10 @@ register(AlgorithmInfo(
         (dict(score=_score, time_grid=_GRID, log_prob=_log_prob, time_prior=(1.0, 2.0)),
          ValueError, "time_prior"),
         (dict(score=_score, time_grid=_GRID, log_prob=_log_prob, step=0.1), TypeError, "step"),
-    )))
+    ),
+    reference=_langevin_gibbs_reference,
+    reference_kwargs=(dict(score=_score, time_grid=_GRID, log_prob=_log_prob),
+                      dict(score=_score, time_grid=_GRID, log_prob=_log_prob,
+                           time_prior=(1.0, 2.0, 3.0, 4.0)),
+                      dict(score=_score, time_grid=_GRID, log_prob=_log_prob, gibbs="argmax"),
+                      dict(score=_score, time_grid=_GRID, time_logits=_time_logits))))

@@ -57,8 +57,40 @@ def test_reproducible_from_a_generator(info):
     assert not torch.equal(run(3), run(4))
 
 
-@pytest.mark.parametrize("info", [r for r in RECORDS if r.linear_problem is not None],
+@pytest.mark.parametrize("info", [r for r in RECORDS if r.reference is not None],
                          ids=lambda r: r.name)
+def test_steps_match_the_hand_computed_reference(info):
+    """Three steps computed from the docstring's math with the same seeded noise agree to
+    rounding: forward in time, and backward too for the reverse-time steppers."""
+    x0 = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grid = torch.tensor([0.5, 0.75, 0.875, 1.0], dtype=torch.float64)
+    grids = [grid, grid.flip(0)] if "reverse_time" in info.supports else [grid]
+    for g in grids:
+        for kwargs in info.reference_kwargs:
+            got = integrate(info.cls(**kwargs), x0, g,
+                            noise=Brownian(torch.Generator().manual_seed(7)))
+            want = info.reference(x0, g, kwargs, torch.Generator().manual_seed(7))
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if "adaptive" in r.supports],
+                         ids=lambda r: r.name)
+def test_adaptive_error_is_below_the_tolerance_and_falls_with_it(info):
+    """An error-controlled stepper run over its linear problem in one grid interval: the
+    error stays below rtol = atol and falls at least tenfold per hundredfold tighter
+    tolerance."""
+    tols, errors = (1e-4, 1e-6, 1e-8, 1e-10), []
+    for tol in tols:
+        stepper, x0, t_start, t_end, exact = info.linear_problem()
+        stepper.rtol = stepper.atol = tol
+        x = integrate(stepper, x0, [t_start, t_end], noise=NoNoise())
+        errors.append((x - exact).abs().max().item())
+    assert all(e < tol for e, tol in zip(errors, tols)), errors
+    assert all(errors[i + 1] < errors[i] / 10 for i in range(3)), errors
+
+
+@pytest.mark.parametrize("info", [r for r in RECORDS if r.linear_problem is not None
+                                  and "adaptive" not in r.supports], ids=lambda r: r.name)
 def test_declared_order_is_measured_on_a_linear_problem(info):
     """Noise-free (for a linear drift: the mean recursion), the error at the end of the
     problem falls as h ** order: the median log-log slope over four grid refinements."""

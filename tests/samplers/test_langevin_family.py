@@ -12,7 +12,6 @@ from stochstep.optimizers import PSGLD, SGHMC, SGLD
 from stochstep.samplers import MALA, ULA, UnderdampedLangevin, rhat, thin
 from stochstep.stepping import Brownian, integrate
 from stochstep.stepping.kernels import langevin_, psgld_
-from stochstep.stepping.registry import get
 
 
 def gen(seed):
@@ -95,18 +94,6 @@ def test_mala_samples_a_correlated_gaussian_at_temperature(temperature):
     big = MALA(log_prob=mala.log_prob, score=mala.score, temperature=temperature)
     big.sample(x, step_size=2.0 * temperature, steps=20, generator=gen(5))
     assert big.acceptance_rate.mean() < rate.mean() - 0.2
-
-
-# -- references in the stepper records ---------------------------------------------------------
-@pytest.mark.parametrize("name", ["MALA", "UnderdampedLangevin"])
-def test_stepper_records_match_their_hand_computed_references(name):
-    info = get(name)
-    grid = torch.tensor([0.0, 0.25, 0.375], dtype=torch.float64)
-    x0 = torch.randn(64, 3, dtype=torch.float64, generator=gen(0))
-    for kwargs in info.reference_kwargs:
-        got = integrate(info.cls(**kwargs), x0, grid, noise=Brownian(gen(7)))
-        want = info.reference(x0, grid, kwargs, gen(7))
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
 
 
 # -- underdamped Langevin ----------------------------------------------------------------------
