@@ -55,6 +55,31 @@ def test_exact_gibbs_draw_matches_the_hand_computed_conditional():
             == probs.argmax().item()
 
 
+def test_langevin_gibbs_keeps_the_joint_law_and_its_time_marginal():
+    # Start from exact draws of pi(x, t) = w(t) p_t(x) (1-D data N(mu, s^2) under VP). The
+    # Langevin move keeps p_t up to ULA's O(h) bias and the exact Gibbs draw keeps the joint,
+    # so after 20 steps, in which most chains change time, t still follows the prior w.
+    sde, mu, s2, n = VPSDE(), 1.5, 0.2, 20_000
+    grid = torch.tensor([0.05, 0.2, 0.4, 0.7, 1.0], dtype=torch.float64)
+    w = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0], dtype=torch.float64) / 5.5
+    score, log_prob = exact(GaussianMixture(torch.tensor([[mu]]), torch.tensor([s2])), sde)
+    t0 = grid[torch.multinomial(w, n, replacement=True, generator=gen(0))]
+    b, c = sde.marginal(t0)
+    x0 = (b * mu + (b**2 * s2 + c**2).sqrt() * torch.randn(n, generator=gen(1),
+                                                          dtype=torch.float64))[:, None]
+    lg = LangevinGibbs(score, grid, log_prob=log_prob, time_prior=w)
+    lg.t = t0.clone()
+    x = integrate(lg, x0, torch.arange(21, dtype=torch.float64) * 0.01, noise=Brownian(gen(2)))
+    assert (lg.t != t0).double().mean() > 0.6  # the chains did move in time
+    counts = torch.stack([(lg.t == ti).sum() for ti in grid]).double()
+    stat = ((counts - n * w) ** 2 / (n * w)).sum().item()
+    assert stat < chi2.ppf(0.999, len(grid) - 1), (counts / n, w)
+    b, c = sde.marginal(grid)
+    mean = (w * b * mu).sum()
+    var = (w * (b**2 * s2 + c**2 + (b * mu) ** 2)).sum() - mean**2
+    assert abs(x.mean() - mean) < 0.03 and abs(x.var() / var - 1) < 0.03, (x.mean(), x.var())
+
+
 def test_time_logits_are_used_as_the_conditional():
     logits = torch.log(torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64))
     lg = LangevinGibbs(lambda x, t: -x, [0.2, 0.5, 0.9],
