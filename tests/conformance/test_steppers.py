@@ -146,6 +146,9 @@ def test_check_finite_names_the_step_and_its_time():
         integrate(Doubling(9), torch.tensor([1.0, math.inf]), grid, check_finite=True)
     with pytest.raises(ValueError, match="check_finite"):
         integrate(Doubling(9), torch.ones(2), grid, check_finite=1)
+    # entries near float32's limit sum to inf, yet are finite: x0 passes, step 1 overflows
+    with pytest.raises(FloatingPointError, match=r"^Doubling: step 1 of 4"):
+        integrate(Doubling(9), torch.full((4,), 3e38), grid, check_finite=True)
     # off by default, as for the optimizers
     assert torch.isnan(integrate(Doubling(3), torch.ones(2), grid)).all()
     assert torch.equal(integrate(Doubling(9), torch.ones(2), grid, check_finite=True),

@@ -328,7 +328,7 @@ def nan_after(calls, score):
     # closing force spoils the momentum in step k and the position in step k + 1.
     (lambda: UnderdampedLangevin(score=nan_after(3, lambda x: -x)), 4),
     (lambda: UnderdampedLangevin(score=nan_after(3, lambda x: -x), scheme="sghmc"), 4),
-])
+], ids=["ULA", "baoab", "sghmc"])
 def test_sample_with_check_finite_raises_at_the_step_that_went_non_finite(make, nan_step):
     kw = dict(step_size=0.1, steps=10, generator=gen(0))
     with pytest.raises(FloatingPointError, match=f"step {nan_step} of 10"):
