@@ -385,6 +385,8 @@ class RK45(Heun):
         direction = 1.0 if t1 > t0 else -1.0
         t, y = t0, x.clone()
         k1 = self._f(y, t)
+        if not torch.isfinite(k1).all():  # no step size helps; later k1 are accepted, finite
+            raise FloatingPointError(f"RK45: the field is not finite at the start t={t0}")
         scale = self.atol + self.rtol * y.abs()
         d0, d1 = self._rms(y, scale), self._rms(k1, scale)
         h = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, abs(t1 - t0))

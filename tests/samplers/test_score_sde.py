@@ -336,6 +336,15 @@ def test_check_finite_names_the_step_where_the_score_went_nan(method, step):
     assert torch.isnan(sample(score, VPSDE(), x, steps=4, method=method, generator=gen(0))).all()
 
 
+def test_rk45_reports_a_non_finite_field():
+    x = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="start t=0.0"):  # at once, not max_steps
+        integrate(RK45(lambda y, t: y * math.nan), x, [0.0, 1.0])
+    # NaN beyond t = 0.5: the steps shrink towards it, as in scipy, until they underflow
+    with pytest.raises(RuntimeError, match="underflow at t=0.4999.*not finite"):
+        integrate(RK45(lambda y, t: -y if t <= 0.5 else y * math.nan), x, [0.0, 1.0])
+
+
 def test_check_finite_covers_the_final_denoising():
     score = lambda x, t: torch.where(t[:, None] < 1e-2, math.inf, -x)  # noqa: E731
     x = torch.ones(4, 2)
