@@ -20,14 +20,15 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from stochstep.samplers.score_sde import (METHODS, _NFE_PER_STEP, _check_t_end, _stepper, denoise)
+from stochstep.samplers.score_sde import (METHODS, _NFE_PER_STEP, _check_batch, _check_t_end,
+                                          _stepper, denoise)
 from stochstep.samplers.sde import SDE, VPSDE
 from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.kernels import langevin_
-from stochstep.stepping.noise import Brownian, make_generator
+from stochstep.stepping.noise import Brownian, make_generator, standard_normal_like
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_finite_state, check_flag, check_int
 
 __all__ = ["LangevinGibbs", "DMCMCResult", "dmcmc_sample", "INTEGRATORS"]
 
@@ -142,6 +143,8 @@ class LangevinGibbs:
 
     def _times_for(self, x: Tensor) -> Tensor:
         t = self.t
+        if isinstance(t, Tensor) and not t.is_floating_point():
+            raise ValueError(f"t must be a floating-point tensor, got {t.dtype}")
         if not (isinstance(t, Tensor) and t.shape == (x.shape[0],)):
             if t is not None and not isinstance(t, Tensor):
                 raise ValueError(f"t must be a tensor or None, got {type(t).__name__}")
@@ -170,6 +173,9 @@ class LangevinGibbs:
     def gibbs_index(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Grid index of each chain's new time given ``x`` (the Gibbs or argmax update)."""
         ell = self.logits(x)
+        broken = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(-1).cpu()
+        if broken.any():  # a chain gone non-finite stays so: integrate's check_finite reports it
+            ell = torch.where(broken[:, None], self.log_time_prior, ell)
         if not torch.isfinite(ell.max(-1).values).all():
             raise ValueError("log_prob/time_logits gave no finite value over time_grid for "
                              "some chain")
@@ -238,7 +244,7 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
                  gibbs: str = "exact", time_prior=None, n_skip: int | None = None,
                  integrator: str = "euler_maruyama", t_end: float = 1e-3, snr: float = 0.16,
                  denoise_last: bool = False, generator: torch.Generator | None = None,
-                 progress: bool = False) -> DMCMCResult:
+                 progress: bool = False, check_finite: bool = False) -> DMCMCResult:
     r"""Denoising MCMC: Langevin--Gibbs chains on :math:`(x, t)`, then a reverse-time
     integrator from each chain's own time down to :math:`t_{end}`.
 
@@ -286,6 +292,8 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
         denoise_last: apply Tweedie's :func:`samplers.score_sde.denoise` at ``t_end``.
         generator: all randomness (Langevin noise, Gibbs uniforms, integrator noise).
         progress: progress bars.
+        check_finite: raise ``FloatingPointError`` naming the phase (``dmcmc`` or the
+            integrator), the step and the time as soon as a state holds a NaN or infinity.
 
     Returns:
         A :class:`DMCMCResult` ``(x, t, nfe)``.
@@ -310,8 +318,8 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
     """
     if not isinstance(sde, SDE):
         raise ValueError(f"sde must be a VPSDE, VESDE or SubVPSDE, got {type(sde).__name__}")
-    if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] < 1 or not x0.is_floating_point():
-        raise ValueError("x0 must be a floating tensor of shape (chains, ...)")
+    _check_batch(x0, "x0")
+    check_flag("check_finite", check_finite)
     for name, v in (("mcmc_steps", mcmc_steps), ("steps", steps)):
         check_int(name, v)
     if isinstance(langevin_step, bool) or not isinstance(langevin_step, (int, float)) \
@@ -337,7 +345,7 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
     h = float(langevin_step)
     keep = _KeepLowest(chain, (mcmc_steps - n_skip) * h)
     integrate(keep, x0, torch.arange(mcmc_steps + 1, dtype=torch.float64) * h, noise=noise,
-              progress=progress, desc="dmcmc")
+              progress=progress, desc="dmcmc", check_finite=check_finite)
     x, t_star = keep.x, keep.t
     out = x.clone()
     nfe = torch.full((x.shape[0],), mcmc_steps, dtype=torch.int64)
@@ -347,11 +355,14 @@ def dmcmc_sample(score: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor
         rows = (t_star == t).nonzero()[:, 0]
         stepper, per_step = _stepper(integrator, sde, score, snr), _NFE_PER_STEP[integrator]
         out[rows.to(x.device)] = integrate(stepper, x[rows.to(x.device)], uniform(t, t_end, steps),
-                                           noise=noise, progress=progress, desc=integrator)
+                                           noise=noise, progress=progress, desc=integrator,
+                                           check_finite=check_finite)
         nfe[rows] += stepper.nfe if per_step is None else per_step * steps
     if denoise_last:
         with torch.no_grad():
             out = denoise(score, sde, out, t_end)
+        if check_finite:
+            check_finite_state(out, f"{integrator}: the final denoising (t = {t_end})")
     return DMCMCResult(out, t_star, nfe)
 
 
@@ -365,6 +376,39 @@ def _score(x, t):  # N(1, I) data under the VP SDE: p_t = N(b(t) 1, I), never ze
 
 def _log_prob(x, t):
     return -0.5 * (x - _VP.expand(_VP.mean_coeff(t), x)).pow(2).reshape(x.shape[0], -1).sum(-1)
+
+
+def _langevin_gibbs_reference(x0, grid, kwargs, generator):
+    """The docstring's step, literally, from every chain at the largest grid time: the
+    Langevin move x + h s(x, t) + sqrt(2h) xi, then l_i = log pi(t_i) + log p_{t_i}(x) (one
+    call per grid time; or the classifier's logits), and t = t_I with I the first index whose
+    cumulative softmax exceeds u (or the argmax)."""
+    score, times = kwargs["score"], torch.tensor(kwargs["time_grid"], dtype=torch.float64)
+    prior = torch.as_tensor(kwargs.get("time_prior") or [1.0] * len(times), dtype=torch.float64)
+    x, t = x0.clone(), torch.full((len(x0),), times.max().item(), dtype=torch.float64)
+    steps = torch.as_tensor(grid, dtype=torch.float64).tolist()
+    for t0, t1 in zip(steps[:-1], steps[1:]):
+        h = t1 - t0
+        xi = standard_normal_like(x, generator)
+        x = x + h * score(x, t.to(x.dtype)) + math.sqrt(2 * h) * xi
+        if "time_logits" in kwargs:
+            ell = kwargs["time_logits"](x).to(torch.float64)
+        else:
+            ell = torch.stack([(prior[i] / prior.sum()).log() + kwargs["log_prob"](
+                x, torch.full((len(x),), ti, dtype=x.dtype)).to(torch.float64)
+                for i, ti in enumerate(times.tolist())], -1)
+        if kwargs.get("gibbs", "exact") == "argmax":
+            index = ell.argmax(-1)
+        else:
+            u = torch.rand(len(x), generator=generator, dtype=torch.float64)
+            index = (torch.softmax(ell, -1).cumsum(-1) <= u[:, None]).sum(-1)
+        t = times[index]
+    return x
+
+
+def _time_logits(x):  # a classifier that favours the middle times, more so far from 0
+    r = x.reshape(x.shape[0], -1).norm(dim=-1, keepdim=True).to(torch.float64)
+    return -(torch.tensor([-1.0, -0.3, 0.3, 1.0], dtype=torch.float64) - r.tanh() / 2) ** 2
 
 
 _GRID = (0.1, 0.4, 0.7, 1.0)
@@ -384,4 +428,10 @@ register(AlgorithmInfo(
         (dict(score=_score, time_grid=_GRID, log_prob=_log_prob, time_prior=(1.0, 2.0)),
          ValueError, "time_prior"),
         (dict(score=_score, time_grid=_GRID, log_prob=_log_prob, step=0.1), TypeError, "step"),
-    )))
+    ),
+    reference=_langevin_gibbs_reference,
+    reference_kwargs=(dict(score=_score, time_grid=_GRID, log_prob=_log_prob),
+                      dict(score=_score, time_grid=_GRID, log_prob=_log_prob,
+                           time_prior=(1.0, 2.0, 3.0, 4.0)),
+                      dict(score=_score, time_grid=_GRID, log_prob=_log_prob, gibbs="argmax"),
+                      dict(score=_score, time_grid=_GRID, time_logits=_time_logits))))

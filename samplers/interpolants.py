@@ -689,8 +689,10 @@ def interpolant_log_likelihood(velocity: Field, x: Tensor, grid, *, base_log_pro
         True
     """
     _check_field("velocity", velocity)
-    if not isinstance(x, Tensor) or x.ndim < 1 or not x.is_floating_point():
-        raise ValueError("x must be a floating-point tensor of shape (..., d)")
+    if not isinstance(x, Tensor) or x.ndim < 1:
+        raise ValueError(f"x must be a tensor of shape (..., d), got {_described(x)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     if base_log_prob is None:
         base_log_prob = _standard_normal_log_prob
     elif not callable(base_log_prob):

@@ -79,9 +79,12 @@ class ULA:
         langevin_([x], [s], [xi], lr=h, temperature=self.temperature, maximize=True)
 
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
-               generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
-        """Run ``steps`` steps of size ``step_size`` from ``x0`` (not modified)."""
-        return _run(self, x0, step_size, steps, generator, progress)
+               generator: torch.Generator | None = None, progress: bool = False,
+               check_finite: bool = False) -> Tensor:
+        """Run ``steps`` steps of size ``step_size`` from ``x0`` (not modified);
+        ``check_finite`` raises ``FloatingPointError`` with the step number when the state goes
+        NaN or infinite (see :func:`stepping.integrate`)."""
+        return _run(self, x0, step_size, steps, generator, progress, check_finite)
 
 
 register(AlgorithmInfo(
@@ -127,14 +130,14 @@ def _forward_step(name, t0, t1, noise):
     return t1 - t0
 
 
-def _run(stepper, x0, step_size, steps, generator, progress):
+def _run(stepper, x0, step_size, steps, generator, progress, check_finite):
     h = check_nonnegative("step_size", step_size)
     if h == 0:
         raise ValueError("step_size must be > 0")
     check_int("steps", steps)
     grid = torch.arange(steps + 1, dtype=torch.float64) * h
     return integrate(stepper, x0, grid, noise=Brownian(make_generator(generator)),
-                     progress=progress)
+                     progress=progress, check_finite=check_finite)
 
 
 class _Cache:
@@ -271,11 +274,12 @@ class MALA:
         return accept
 
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
-               generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+               generator: torch.Generator | None = None, progress: bool = False,
+               check_finite: bool = False) -> Tensor:
         """Run ``steps`` steps of size ``step_size`` from ``x0`` (not modified), with fresh
-        acceptance counts."""
+        acceptance counts; ``check_finite`` as in :meth:`ULA.sample`."""
         self.reset()
-        return _run(self, x0, step_size, steps, generator, progress)
+        return _run(self, x0, step_size, steps, generator, progress, check_finite)
 
 
 def _mala_reference(x0, grid, kwargs, generator):
@@ -411,6 +415,8 @@ class UnderdampedLangevin:
 
     def _momentum_for(self, x: Tensor) -> Tensor:
         r = self.momentum
+        if isinstance(r, Tensor) and not r.is_floating_point():
+            raise ValueError(f"momentum must be a floating-point tensor, got {r.dtype}")
         if not (isinstance(r, Tensor) and r.shape == x.shape and r.dtype == x.dtype
                 and r.device == x.device):
             if r is not None and not isinstance(r, Tensor):
@@ -443,11 +449,13 @@ class UnderdampedLangevin:
         self._force.put(x, self.score, s)
 
     def sample(self, x0: Tensor, *, step_size: float, steps: int,
-               generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+               generator: torch.Generator | None = None, progress: bool = False,
+               check_finite: bool = False) -> Tensor:
         """Run ``steps`` steps of size ``step_size`` from ``x0`` (not modified) and zero
-        momentum; the final momentum is left in ``self.momentum``."""
+        momentum; the final momentum is left in ``self.momentum``. ``check_finite`` as in
+        :meth:`ULA.sample` (it checks the position)."""
         self.reset()
-        return _run(self, x0, step_size, steps, generator, progress)
+        return _run(self, x0, step_size, steps, generator, progress, check_finite)
 
 
 def _underdamped_reference(x0, grid, kwargs, generator):

@@ -25,7 +25,7 @@ from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.noise import Brownian, make_generator, require_noise, standard_normal_like
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_finite_state, check_int
 
 __all__ = [
     "EulerMaruyama", "ReverseDiffusion", "LangevinCorrector", "PredictorCorrector", "Heun",
@@ -52,9 +52,12 @@ def _check_callable(name: str, fn) -> Callable:
     return fn
 
 
-def _check_batch(x) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1 or not x.is_floating_point():
-        raise ValueError("x must be a floating tensor of shape (batch, ...)")
+def _check_batch(x, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a tensor of shape (batch, ...), got {got}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
     return x
 
 
@@ -333,11 +336,14 @@ class RK45(Heun):
     Within :math:`[t_0, t_1]` it takes steps of the 5th-order solution and accepts one when
 
     .. math::
-        \Big\| \frac{x_5 - x_4}{\mathrm{atol} + \mathrm{rtol}\max(|x|, |x_5|)} \Big\|_{rms} \le 1,
+        \mathrm{err} = \Big\| \frac{x_5 - x_4}{\mathrm{atol} + \mathrm{rtol}\max(|x|, |x_5|)}
+        \Big\|_{rms} < 1,
 
     the RMS norm taken over the whole flattened batch (as the reference's scipy call); the next
-    step is scaled by :math:`0.9\,\mathrm{err}^{-1/5}` within [0.2, 10], the first one chosen
-    as in scipy's ``solve_ivp``. ``nfe`` counts field evaluations.
+    step is scaled by :math:`0.9\,\mathrm{err}^{-1/5}` within [0.2, 10] (and by at most 1 right
+    after a rejection), the first one chosen as in scipy's ``solve_ivp``: step for step the
+    same solver as ``scipy.integrate.solve_ivp(method="RK45")`` over each grid interval.
+    ``nfe`` counts field evaluations.
 
     Args:
         field: ``field(x, t)``.
@@ -379,19 +385,23 @@ class RK45(Heun):
         direction = 1.0 if t1 > t0 else -1.0
         t, y = t0, x.clone()
         k1 = self._f(y, t)
+        if not torch.isfinite(k1).all():  # no step size helps; later k1 are accepted, finite
+            raise FloatingPointError(f"RK45: the field is not finite at the start t={t0}")
         scale = self.atol + self.rtol * y.abs()
         d0, d1 = self._rms(y, scale), self._rms(k1, scale)
         h = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, abs(t1 - t0))
         d2 = self._rms(self._f(y + direction * h * k1, t + direction * h) - k1, scale) / h
         h1 = max(1e-6, h * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** 0.2
         h = min(100 * h, h1, abs(t1 - t0))
+        norm, rejected = 0.0, False
         for _ in range(self.max_steps):
             if direction * (t1 - t) <= 0:
                 x.copy_(y)
                 return
             h = min(h, abs(t1 - t))
             if h < 1e-14 * max(1.0, abs(t)):
-                raise RuntimeError(f"RK45 step size underflow at t={t}")
+                why = "" if math.isfinite(norm) else ": the field is not finite near there"
+                raise RuntimeError(f"RK45 step size underflow at t={t}{why}")
             hs = direction * h
             ks = [k1]
             for c, a in zip(_DP_C[1:], _DP_A[1:]):
@@ -401,12 +411,15 @@ class RK45(Heun):
             k7 = self._f(y_new, t + hs)
             err = hs * sum(e * k for e, k in zip(_DP_E, ks + [k7]) if e != 0)
             norm = self._rms(err, self.atol + self.rtol * torch.maximum(y.abs(), y_new.abs()))
-            if norm <= 1:
+            if norm < 1:
                 t = t1 if h == abs(t1 - t) else t + hs
                 y, k1 = y_new, k7
-                h *= 10.0 if norm == 0 else min(10.0, 0.9 * norm ** -0.2)
-            else:
+                grow = 10.0 if norm == 0 else min(10.0, 0.9 * norm ** -0.2)
+                h *= min(1.0, grow) if rejected else grow  # no growth right after a rejection
+                rejected = False
+            else:  # a NaN norm lands here too: max(0.2, nan) is 0.2, as in scipy
                 h *= max(0.2, 0.9 * norm ** -0.2)
+                rejected = True
         raise RuntimeError(f"RK45 took more than max_steps={self.max_steps} steps in one interval")
 
 
@@ -430,6 +443,8 @@ def denoise(score: Score, sde: SDE, x: Tensor, t: float) -> Tensor:
         tensor([[0.9999],
                 [0.9999]])
     """
+    _check_sde(sde), _check_callable("score", score), _check_batch(x)
+    sde.check_time(t)
     b, c = sde.marginal(t)
     s = score_at(score, x, t)
     return (x + sde.expand(c ** 2, x) * s) / sde.expand(b, x)
@@ -452,7 +467,8 @@ def _stepper(method: str, sde: SDE, score: Score, snr: float):
 
 def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end: float = 1e-3,
            generator: torch.Generator | None = None, progress: bool = False,
-           snr: float | None = None, denoise_last: bool = False) -> Tensor:
+           snr: float | None = None, denoise_last: bool = False,
+           check_finite: bool = False) -> Tensor:
     r"""Draw samples of :math:`p_{t_{end}}` by integrating from ``sde.T`` down to ``t_end``.
 
     The grid is ``steps`` equal intervals from :math:`T` to :math:`t_{end}`. Methods:
@@ -480,6 +496,8 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
             reference's).
         denoise_last: apply :func:`denoise` at ``t_end`` (the reference's ``noise_removal``);
             off by default so that the samples follow :math:`p_{t_{end}}`.
+        check_finite: raise ``FloatingPointError`` with the step number and time as soon as
+            the state holds a NaN or infinity (see :func:`stepping.integrate`).
 
     Returns:
         Samples shaped like ``x``.
@@ -507,10 +525,12 @@ def sample(score: Score, sde: SDE, x: Tensor, *, steps: int, method: str, t_end:
     stepper = _stepper(method, sde, score, 0.16 if snr is None else snr)
     noise = Brownian(make_generator(generator)) if method not in ("heun", "rk45") else None
     out = integrate(stepper, x, uniform(sde.T, t_end, steps), noise=noise, progress=progress,
-                    desc=method)
+                    desc=method, check_finite=check_finite)
     if denoise_last:
         with torch.no_grad():
             out = denoise(score, sde, out, t_end)
+        if check_finite:
+            check_finite_state(out, f"{method}: the final denoising (t = {t_end})")
     return out
 
 
@@ -669,22 +689,81 @@ def _decay_linear(make):
     return make(lambda x, t: -x), ones, 0.0, 1.0, ones * math.exp(-1.0)
 
 
+def _corrector_reference(x0, grid, kwargs, generator):
+    """The corrector's docstring math, literally: at each grid time t0, ``n_steps`` moves
+    eps = 2 a (r mean|z| / mean|s|)^2, x <- x + eps s + sqrt(2 eps) z, where
+    a = exp(-beta(t0) |t1 - t0|) for VP/sub-VP (beta by hand) and 1 for VE."""
+    sde, score = kwargs["sde"], kwargs["score"]
+    snr, n_steps = kwargs.get("snr", 0.16), kwargs.get("n_steps", 1)
+    x = x0.clone()
+    times = torch.as_tensor(grid, dtype=torch.float64).tolist()
+    for t0, t1 in zip(times[:-1], times[1:]):
+        a = 1.0
+        if isinstance(sde, VPSDE):  # sub-VP included
+            a = math.exp(-(sde.beta_min + t0 * (sde.beta_max - sde.beta_min)) * abs(t1 - t0))
+        for _ in range(n_steps):
+            s = score(x, torch.full((len(x),), t0, dtype=x.dtype))
+            z = standard_normal_like(x, generator)
+            ratio = z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()
+            eps = 2 * a * (snr * ratio) ** 2
+            x = x + eps * s + torch.sqrt(2 * eps) * z
+    return x
+
+
+def _rk45_reference(x0, grid, kwargs, generator):
+    """``scipy.integrate.solve_ivp(method="RK45")`` over each grid interval on the flattened
+    batch, with RK45's tolerances: the reference code's own solver."""
+    from scipy.integrate import solve_ivp
+
+    field, rtol, atol = kwargs["field"], kwargs.get("rtol", 1e-5), kwargs.get("atol", 1e-5)
+
+    def fun(t, y):
+        return field(torch.from_numpy(y).reshape(x0.shape), t).reshape(-1).numpy()
+
+    y = x0.to(torch.float64).reshape(-1).numpy()
+    times = torch.as_tensor(grid, dtype=torch.float64).tolist()
+    for t0, t1 in zip(times[:-1], times[1:]):
+        sol = solve_ivp(fun, (t0, t1), y, method="RK45", rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"scipy's RK45 failed on [{t0}, {t1}]: {sol.message}")
+        y = sol.y[:, -1]
+    return torch.from_numpy(y).reshape(x0.shape).to(x0.dtype)
+
+
+def _switching_field(x, t):
+    """A field whose rate flips sign fast around t = 0.7: RK45 rejects steps there."""
+    return math.tanh(40 * (t - 0.7)) * x + torch.sin(x)
+
+
 _PAPER = "Song et al., Score-Based Generative Modeling through SDEs, arXiv 2011.13456"
 _STEPPER_KW = dict(sde=VPSDE(), score=_score)
-for _cls in (EulerMaruyama, ReverseDiffusion, LangevinCorrector):
+_SCORE_STEPPER_INVALID = (
+    (dict(sde="vp", score=_score), ValueError, "sde"),
+    (dict(sde=VESDE(), score=None), ValueError, "score"),
+    (dict(sde=SubVPSDE(), score=_score, step=0.1), TypeError, "step"),
+)
+for _cls in (EulerMaruyama, ReverseDiffusion):
     register(AlgorithmInfo(
         name=f"score_sde.{_cls.__name__}", cls=_cls, kind="stepper", paper=_PAPER,
         default_kwargs=_STEPPER_KW, requires=frozenset({"score"}), stochastic=True,
         supports=frozenset({"reverse_time"}),
-        # The corrector is a Langevin move at one time, not a time integrator: no order to
-        # measure (noise-free it does not move).
-        linear_problem=None if _cls is LangevinCorrector else functools.partial(
+        linear_problem=functools.partial(
             _reverse_vp_linear, functools.partial(_cls, score=lambda x, t: -x)),
-        invalid_kwargs=(
-            (dict(sde="vp", score=_score), ValueError, "sde"),
-            (dict(sde=VESDE(), score=None), ValueError, "score"),
-            (dict(sde=SubVPSDE(), score=_score, step=0.1), TypeError, "step"),
-        )))
+        invalid_kwargs=_SCORE_STEPPER_INVALID))
+register(AlgorithmInfo(
+    name="score_sde.LangevinCorrector", cls=LangevinCorrector, kind="stepper", paper=_PAPER,
+    default_kwargs=_STEPPER_KW, requires=frozenset({"score"}), stochastic=True,
+    supports=frozenset({"reverse_time"}),
+    # A Langevin move at one time, not a time integrator: no order to measure (noise-free it
+    # does not move); tests/samplers/test_score_sde.py checks its stationary law instead.
+    invalid_kwargs=_SCORE_STEPPER_INVALID + (
+        (dict(sde=VESDE(), score=_score, snr=0.0), ValueError, "snr"),
+        (dict(sde=VESDE(), score=_score, n_steps=0), ValueError, "n_steps")),
+    reference=_corrector_reference,
+    reference_kwargs=(dict(sde=VPSDE(), score=_score),
+                      dict(sde=VESDE(), score=lambda x, t: -x / (1 + t[:, None]), snr=0.3,
+                           n_steps=2),
+                      dict(sde=SubVPSDE(beta_max=5.0), score=_score, snr=0.05))))
 register(AlgorithmInfo(
     name="score_sde.PredictorCorrector", cls=PredictorCorrector, kind="stepper", paper=_PAPER,
     default_kwargs=dict(predictor=EulerMaruyama(**_STEPPER_KW),
@@ -693,12 +772,23 @@ register(AlgorithmInfo(
     invalid_kwargs=((dict(predictor=None, corrector=None), ValueError, "predictor"),),
     linear_problem=functools.partial(_reverse_vp_linear, lambda sde: PredictorCorrector(
         EulerMaruyama(sde, lambda x, t: -x), LangevinCorrector(sde, lambda x, t: -x)))))
-for _cls in (Heun, RK45):
-    register(AlgorithmInfo(
-        name=f"score_sde.{_cls.__name__}", cls=_cls, kind="stepper", paper=_PAPER,
-        default_kwargs=dict(field=lambda x, t: -x), requires=frozenset({"score"}),
-        supports=frozenset({"reverse_time"}),
-        # RK45 picks its own sub-steps, so refining the grid measures its tolerance, not 5.
-        linear_problem=functools.partial(_decay_linear, _cls) if _cls is Heun else None,
-        invalid_kwargs=((dict(field=3), ValueError, "field"),
-                        (dict(field=lambda x, t: x, tol=1), TypeError, "tol"))))
+_ODE_INVALID = ((dict(field=3), ValueError, "field"),
+                (dict(field=lambda x, t: x, tol=1), TypeError, "tol"))
+register(AlgorithmInfo(
+    name="score_sde.Heun", cls=Heun, kind="stepper", paper=_PAPER,
+    default_kwargs=dict(field=lambda x, t: -x), requires=frozenset({"score"}),
+    supports=frozenset({"reverse_time"}), linear_problem=functools.partial(_decay_linear, Heun),
+    invalid_kwargs=_ODE_INVALID))
+register(AlgorithmInfo(
+    name="score_sde.RK45", cls=RK45, kind="stepper", paper=_PAPER,
+    default_kwargs=dict(field=lambda x, t: -x), requires=frozenset({"score"}),
+    # Adaptive: refining the grid measures its tolerance, not its order 5.
+    supports=frozenset({"reverse_time", "adaptive"}),
+    linear_problem=functools.partial(_decay_linear, RK45),
+    invalid_kwargs=_ODE_INVALID + ((dict(field=lambda x, t: x, rtol=0.0), ValueError, "rtol"),
+                                   (dict(field=lambda x, t: x, atol=-1.0), ValueError, "atol")),
+    reference=_rk45_reference,
+    reference_kwargs=(dict(field=_switching_field),
+                      dict(field=_switching_field, rtol=1e-3, atol=1e-6),
+                      dict(field=lambda x, t: torch.sin(3 * x) * (1 + t) - x, rtol=1e-8,
+                           atol=1e-10))))

@@ -1,12 +1,15 @@
 """Argument checks shared by every layer: each returns the normalised value or raises a
-ValueError that names the argument and what it accepts."""
+ValueError that names the argument and what it accepts; and the finiteness check of a state."""
 
 from __future__ import annotations
 
 import math
 from numbers import Real
 
-__all__ = ["check_flag", "check_int", "check_nonnegative", "check_positive", "check_real"]
+import torch
+
+__all__ = ["check_finite_state", "check_flag", "check_int", "check_nonnegative",
+           "check_positive", "check_real"]
 
 
 def _is_real(x) -> bool:
@@ -48,3 +51,12 @@ def check_int(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def check_finite_state(x: torch.Tensor, where: str) -> None:
+    """Raise FloatingPointError saying ``where`` (e.g. ``"ULA: step 3 of 10 (t = 0.3)"``) if the
+    tensor ``x`` holds a NaN or an infinity."""
+    # A finite sum means every entry is finite (a NaN or infinity would spoil it), and it costs
+    # a few percent of the exact test; only a non-finite sum, which may be an overflow, needs it.
+    if not math.isfinite(x.sum().item()) and not torch.isfinite(x).all():
+        raise FloatingPointError(f"{where}: the state holds a non-finite value")

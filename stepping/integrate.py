@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from stochstep.stepping.checks import check_finite_state, check_flag
 from stochstep.stepping.grids import as_grid
 
 __all__ = ["Stepper", "Solution", "integrate"]
@@ -34,7 +35,8 @@ class Solution(NamedTuple):
 
 
 def integrate(stepper: Stepper, x0: Tensor, grid, *, noise=None, progress: bool = False,
-              save_every: int | None = None, desc: str | None = None):
+              save_every: int | None = None, desc: str | None = None,
+              check_finite: bool = False):
     """Run ``stepper`` over consecutive times of ``grid``, starting from ``x0``.
 
     Args:
@@ -44,36 +46,49 @@ def integrate(stepper: Stepper, x0: Tensor, grid, *, noise=None, progress: bool 
         noise: passed to every step (e.g. a :class:`stepping.noise.Brownian`).
         progress: show a tqdm progress bar.
         save_every: if given, also keep the state every ``save_every`` steps (and the last).
-        desc: progress-bar label.
+        desc: progress-bar label (and the name in errors; default: the stepper's class).
+        check_finite: raise ``FloatingPointError`` naming the step and its time as soon as the
+            state holds a NaN or infinity (``x0`` is checked too). Off by default, as for the
+            optimizers: the check reads one flag back from the device every step.
 
     Returns:
         The final state, or a :class:`Solution` when ``save_every`` is given.
     """
     if not isinstance(x0, Tensor):
         raise ValueError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be a floating-point tensor, got {x0.dtype}")
     if not callable(getattr(stepper, "step_", None)):
         raise ValueError(f"stepper must have a step_(x, t0, t1, noise) method, got {stepper!r}")
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int)
                                    or save_every < 1):
         raise ValueError(f"save_every must be an integer >= 1 or None, got {save_every!r}")
+    check_flag("check_finite", check_finite)
     times = as_grid(grid).tolist()
+    name = desc or type(stepper).__name__
+    if check_finite:
+        check_finite_state(x0, f"{name}: x0 (t = {times[0]})")
     x = x0.detach().clone()
     saved_t, saved_x = [times[0]], [x.clone()] if save_every else []
     n = len(times) - 1
-    bar = tqdm(range(n), desc=desc or type(stepper).__name__, disable=not progress, leave=False)
+    bar = tqdm(range(n), desc=name, disable=not progress, leave=False)
     # No autograd across steps: a neural score would otherwise chain one graph through the
     # whole trajectory. Steppers that need gradients (a score from a log-density) enable them
     # locally.
     with torch.no_grad():
-        for k in bar:
-            stepper.step_(x, times[k], times[k + 1], noise)
-            done = getattr(stepper, "finished", False)
-            if save_every and ((k + 1) % save_every == 0 or k + 1 == n or done):
-                saved_t.append(times[k + 1])
-                saved_x.append(x.clone())
-            if done:
-                break
-    bar.close()
+        try:
+            for k in bar:
+                stepper.step_(x, times[k], times[k + 1], noise)
+                if check_finite:
+                    check_finite_state(x, f"{name}: step {k + 1} of {n} (t = {times[k + 1]})")
+                done = getattr(stepper, "finished", False)
+                if save_every and ((k + 1) % save_every == 0 or k + 1 == n or done):
+                    saved_t.append(times[k + 1])
+                    saved_x.append(x.clone())
+                if done:
+                    break
+        finally:
+            bar.close()
     if save_every:
         return Solution(x, torch.tensor(saved_t, dtype=torch.float64), torch.stack(saved_x))
     return x

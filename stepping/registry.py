@@ -27,14 +27,18 @@ class AlgorithmInfo:
         supports: optional capabilities tested generically: ``"maximize"``, ``"weight_decay"``,
             ``"complex"``, ``"foreach"``, ``"fused"``, ``"betas"``, ``"zero_grad_noop"``
             (a zero gradient leaves the parameter unchanged); for steppers ``"reverse_time"``
-            (runs on decreasing grids; the others must refuse them naming the grid).
+            (runs on decreasing grids; the others must refuse them naming the grid) and
+            ``"adaptive"`` (error-controlled within each grid interval by its ``rtol`` and
+            ``atol`` attributes: its ``linear_problem`` is held to them instead of an order).
         fused_min_numel: with ``"fused"`` in ``supports``, the size from which a tensor takes
             the fused (compiled) kernel rather than the eager one; the conformance suite's
             fused reference cases add a tensor of this size, so that both kernels are checked.
         invalid_kwargs: ``(kwargs, exception type, text the message must contain)``.
         reference: ``reference(params, grad_fn, steps, kwargs, generator) -> params`` computing
             ``steps`` updates by hand from the docstring's math; ``generator`` is a fresh
-            generator seeded like the optimizer's.
+            generator seeded like the optimizer's. For steppers ``reference(x0, grid, kwargs,
+            generator) -> x``, the state after the whole grid, drawing its noise from
+            ``generator`` as the stepper does from ``Brownian(generator)``.
         reference_kwargs: keyword-argument sets the reference test is run with.
         linear_problem: for steppers, ``linear_problem() -> (stepper, x0, t_start, t_end,
             exact)``: a problem with a linear drift whose exact solution at ``t_end`` is

@@ -7,6 +7,7 @@ import torch
 
 from stochstep.theory_checks import (hessian_trace, loss_from_model, spectral_density,
                                      top_eigenvalues)
+from stochstep.theory_checks.hessian import rademacher
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
@@ -52,6 +53,40 @@ def test_trace_within_three_standard_errors(mlp_problem):
     exact = torch.trace(H).item()
     assert se > 0
     assert abs(est - exact) <= 3 * se, (est, exact, se)
+
+
+def quadratic(seed=0, n=6):
+    """0.5 x^T H x with a dense symmetric H (so Hutchinson's probes do not all agree)."""
+    a = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    h = a + a.T
+    return (lambda ps: 0.5 * ps[0] @ h @ ps[0]), [torch.zeros(n, dtype=torch.float64)], h
+
+
+def test_trace_and_standard_error_by_hand():
+    # The docstring: the mean of z_i^T H z_i over the m probes drawn, and s.e. = s_z / sqrt(m)
+    # with s_z their sample standard deviation. The probes are the Rademacher vectors the
+    # module draws, one per HVP call, from the same generator.
+    loss_fn, params, h = quadratic()
+    m = 25
+    est, se = hessian_trace(loss_fn, params, probes=m, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    z = torch.cat([rademacher((1, 6), g, torch.float64, "cpu") for _ in range(m)])
+    q = ((z @ h) * z).sum(1)
+    assert est == pytest.approx(q.mean().item(), rel=1e-12)
+    assert se == pytest.approx(q.std().item() / math.sqrt(m), rel=1e-12)
+
+
+def test_standard_error_matches_the_estimators_exact_spread():
+    # For Rademacher probes Var(z^T H z) = 2 sum_{j != k} H_jk^2, so the s.e. of the mean of
+    # m probes is sqrt(2 sum_{j != k} H_jk^2 / m), whatever the draws.
+    loss_fn, params, h = quadratic(seed=3)
+    m = 400
+    off = h - torch.diag(h.diagonal())
+    exact_se = math.sqrt(2 * (off**2).sum().item() / m)
+    est, se = hessian_trace(loss_fn, params, probes=m, batch_size=50,
+                            generator=torch.Generator().manual_seed(4))
+    assert se == pytest.approx(exact_se, rel=0.15)
+    assert abs(est - torch.trace(h).item()) < 4 * exact_se
 
 
 def test_trace_batched_and_vmap_agree_with_loop(mlp_problem):

@@ -55,6 +55,31 @@ def test_exact_gibbs_draw_matches_the_hand_computed_conditional():
             == probs.argmax().item()
 
 
+def test_langevin_gibbs_keeps_the_joint_law_and_its_time_marginal():
+    # Start from exact draws of pi(x, t) = w(t) p_t(x) (1-D data N(mu, s^2) under VP). The
+    # Langevin move keeps p_t up to ULA's O(h) bias and the exact Gibbs draw keeps the joint,
+    # so after 20 steps, in which most chains change time, t still follows the prior w.
+    sde, mu, s2, n = VPSDE(), 1.5, 0.2, 20_000
+    grid = torch.tensor([0.05, 0.2, 0.4, 0.7, 1.0], dtype=torch.float64)
+    w = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0], dtype=torch.float64) / 5.5
+    score, log_prob = exact(GaussianMixture(torch.tensor([[mu]]), torch.tensor([s2])), sde)
+    t0 = grid[torch.multinomial(w, n, replacement=True, generator=gen(0))]
+    b, c = sde.marginal(t0)
+    x0 = (b * mu + (b**2 * s2 + c**2).sqrt() * torch.randn(n, generator=gen(1),
+                                                          dtype=torch.float64))[:, None]
+    lg = LangevinGibbs(score, grid, log_prob=log_prob, time_prior=w)
+    lg.t = t0.clone()
+    x = integrate(lg, x0, torch.arange(21, dtype=torch.float64) * 0.01, noise=Brownian(gen(2)))
+    assert (lg.t != t0).double().mean() > 0.6  # the chains did move in time
+    counts = torch.stack([(lg.t == ti).sum() for ti in grid]).double()
+    stat = ((counts - n * w) ** 2 / (n * w)).sum().item()
+    assert stat < chi2.ppf(0.999, len(grid) - 1), (counts / n, w)
+    b, c = sde.marginal(grid)
+    mean = (w * b * mu).sum()
+    var = (w * (b**2 * s2 + c**2 + (b * mu) ** 2)).sum() - mean**2
+    assert abs(x.mean() - mean) < 0.03 and abs(x.var() / var - 1) < 0.03, (x.mean(), x.var())
+
+
 def test_time_logits_are_used_as_the_conditional():
     logits = torch.log(torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64))
     lg = LangevinGibbs(lambda x, t: -x, [0.2, 0.5, 0.9],
@@ -173,6 +198,9 @@ def test_reproducible_and_input_untouched():
     (dict(time_prior=[1.0, 1.0]), "time_prior"),
     (dict(sde="vp"), "sde"),
     (dict(x0=torch.zeros(0, 2)), "x0"),
+    (dict(x0=torch.zeros(4, 2, dtype=torch.int64)), "x0 must be a floating-point tensor, got "
+                                                     "torch.int64"),
+    (dict(check_finite="yes"), "check_finite"),
     (dict(score=None), "score"),
     (dict(generator=0), "generator"),
 ])
@@ -184,6 +212,24 @@ def test_bad_input_raises_naming_the_argument(kwargs, text):
     args.update(kwargs)
     with pytest.raises(ValueError, match=text):
         dmcmc_sample(**args)
+
+
+@pytest.mark.parametrize("nan_below, where", [(0.6, r"^dmcmc: step 2 of 3 \(t = 0.1"),
+                                              (0.3, r"^euler_maruyama: step 2 of 2 \(t = ")])
+def test_check_finite_names_the_phase_and_step(nan_below, where):
+    # The chains start at t = 1 and are sent to t = 0.5 by the Gibbs step (a point-mass
+    # conditional), so the 2nd Langevin step uses the score at 0.5; the integrator then runs
+    # 0.5 -> 0.2505 -> 0.001 and its 2nd step uses the score at 0.2505.
+    def score(x, t):
+        return torch.where(t[:, None] < nan_below, math.nan, -x)
+
+    x0 = torch.zeros(4, 2, dtype=torch.float64)
+    to_half = torch.tensor([[0.0, -math.inf]], dtype=torch.float64)  # p(t = 0.5 | x) = 1
+    kw = dict(mcmc_steps=3, langevin_step=0.05, steps=2, time_grid=[0.5, 1.0],
+              time_logits=lambda x: to_half.expand(x.shape[0], 2), generator=gen(0))
+    with pytest.raises(FloatingPointError, match=where):
+        dmcmc_sample(score, VPSDE(), x0, check_finite=True, **kw)
+    assert torch.isnan(dmcmc_sample(score, VPSDE(), x0, **kw).x).all()
 
 
 def test_shape_errors_name_the_callable():

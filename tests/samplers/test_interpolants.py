@@ -236,6 +236,24 @@ def test_ode_method_orders():
 
 
 # -- errors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda s: InterpolantSDE(lambda x, t: 0 * x, s),
+    lambda s: InterpolantODE(lambda x, t: s(x, t), method="euler"),
+], ids=["sde", "ode"])
+def test_check_finite_names_the_step(make):
+    score = lambda x, t: torch.where(t[..., None] >= 0.5, math.inf, -x)  # noqa: E731
+    x0 = torch.zeros(3, 2, dtype=F64)
+    with pytest.raises(FloatingPointError, match=r"step 3 of 4 \(t = 0.75\)"):
+        integrate(make(score), x0, uniform(0.0, 1.0, 4), noise=Brownian(gen(0)),
+                  check_finite=True)
+
+
+def test_likelihood_refuses_an_integer_x_by_name():
+    with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+        interpolant_log_likelihood(lambda x, t: x, torch.zeros(4, 2, dtype=torch.int64),
+                                   uniform(1.0, 0.0, 2))
+
+
 def test_bad_input_raises_value_error_naming_the_argument():
     it = Interpolant("linear")
     x = torch.zeros(4, 2, dtype=F64)

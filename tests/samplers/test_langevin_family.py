@@ -12,7 +12,6 @@ from stochstep.optimizers import PSGLD, SGHMC, SGLD
 from stochstep.samplers import MALA, ULA, UnderdampedLangevin, rhat, thin
 from stochstep.stepping import Brownian, integrate
 from stochstep.stepping.kernels import langevin_, psgld_
-from stochstep.stepping.registry import get
 
 
 def gen(seed):
@@ -95,18 +94,6 @@ def test_mala_samples_a_correlated_gaussian_at_temperature(temperature):
     big = MALA(log_prob=mala.log_prob, score=mala.score, temperature=temperature)
     big.sample(x, step_size=2.0 * temperature, steps=20, generator=gen(5))
     assert big.acceptance_rate.mean() < rate.mean() - 0.2
-
-
-# -- references in the stepper records ---------------------------------------------------------
-@pytest.mark.parametrize("name", ["MALA", "UnderdampedLangevin"])
-def test_stepper_records_match_their_hand_computed_references(name):
-    info = get(name)
-    grid = torch.tensor([0.0, 0.25, 0.375], dtype=torch.float64)
-    x0 = torch.randn(64, 3, dtype=torch.float64, generator=gen(0))
-    for kwargs in info.reference_kwargs:
-        got = integrate(info.cls(**kwargs), x0, grid, noise=Brownian(gen(7)))
-        want = info.reference(x0, grid, kwargs, gen(7))
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
 
 
 # -- underdamped Langevin ----------------------------------------------------------------------
@@ -326,3 +313,50 @@ def test_mala_checks_log_prob_shape():
     with pytest.raises(ValueError, match="log_prob"):
         integrate(MALA(log_prob=lambda x: x), torch.zeros(3, 2), [0.0, 0.1],
                   noise=Brownian(gen(0)))
+
+
+def nan_after(calls, score):
+    """``score``, but NaN from its ``calls + 1``-th call on."""
+    count = iter(range(10**9))
+    return lambda x: score(x) if next(count) < calls else torch.full_like(x, math.nan)
+
+
+@pytest.mark.parametrize("make, nan_step", [
+    # ULA: score call k is in step k.
+    (lambda: ULA(score=nan_after(3, lambda x: -x)), 4),
+    # BAOAB: call 0 is the first step's opening force, call k its k-th closing one; a NaN
+    # closing force spoils the momentum in step k and the position in step k + 1.
+    (lambda: UnderdampedLangevin(score=nan_after(3, lambda x: -x)), 4),
+    (lambda: UnderdampedLangevin(score=nan_after(3, lambda x: -x), scheme="sghmc"), 4),
+], ids=["ULA", "baoab", "sghmc"])
+def test_sample_with_check_finite_raises_at_the_step_that_went_non_finite(make, nan_step):
+    kw = dict(step_size=0.1, steps=10, generator=gen(0))
+    with pytest.raises(FloatingPointError, match=f"step {nan_step} of 10"):
+        make().sample(torch.ones(4, 2), check_finite=True, **kw)
+    assert torch.isnan(make().sample(torch.ones(4, 2), **kw)).all()  # off by default
+
+
+def test_mala_rejects_non_finite_proposals_and_check_finite_guards_x0():
+    lp = lambda x: -0.5 * (x**2).sum(-1)  # noqa: E731
+    mala = MALA(log_prob=lp, score=nan_after(3, lambda x: -x))
+    x = mala.sample(torch.ones(4, 2), step_size=0.1, steps=10, generator=gen(0),
+                    check_finite=True)
+    assert torch.isfinite(x).all()  # a NaN proposal is rejected, never taken
+    with pytest.raises(FloatingPointError, match="x0"):
+        MALA(log_prob=lp).sample(torch.tensor([[0.0, math.inf]]), step_size=0.1, steps=2,
+                                 check_finite=True)
+
+
+@pytest.mark.parametrize("sampler", [ULA(score=lambda x: -x), MALA(log_prob=lambda x: -x.sum(-1)),
+                                     UnderdampedLangevin(score=lambda x: -x)],
+                         ids=["ULA", "MALA", "UnderdampedLangevin"])
+def test_integer_x0_is_refused_by_name(sampler):
+    with pytest.raises(ValueError, match="x0 must be a floating-point tensor, got torch.int64"):
+        sampler.sample(torch.zeros(4, 2, dtype=torch.int64), step_size=0.1, steps=2)
+
+
+def test_integer_momentum_is_refused_by_name():
+    uld = UnderdampedLangevin(score=lambda x: -x)
+    uld.momentum = torch.zeros(4, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="momentum must be a floating-point tensor"):
+        integrate(uld, torch.zeros(4, 2), [0.0, 0.1], noise=Brownian(gen(0)))

@@ -159,6 +159,58 @@ def test_heun_is_second_order():
     assert 1.8 < slope < 2.3, (slope, errs)
 
 
+# -- the Langevin corrector and PC sampling by hand --------------------------------------------
+def corrector_factor(sde, t0, t1):
+    """a_i of the corrector's docstring: exp(-beta(t0) |t1 - t0|) for VP, 1 for VE."""
+    if isinstance(sde, VESDE):
+        return 1.0
+    return math.exp(-(0.1 + 19.9 * t0) * abs(t1 - t0))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("sde, t0, t1", [(VESDE(), 0.6, 0.5), (VPSDE(), 0.3, 0.25)],
+                         ids=["ve", "vp"])
+@pytest.mark.parametrize("snr", [0.3, 0.5])
+def test_corrector_stationary_variance_on_a_gaussian(sde, t0, t1, snr):
+    # On N(0, v0 I) (score -x / v0 at every t) the corrector is x <- (1 - e) x + sqrt(2 eps) z
+    # with e = eps / v0 and, at variance v, eps = 2 a (r sqrt(v0^2 / v))^2 (the batch-mean
+    # norms of z and s). The variance recursion v <- (1 - e)^2 v + 2 e v0 then settles at
+    # v = v0 (1 + a r^2): the corrector's fixed-snr bias, exact up to the batch means' noise.
+    v0, n = 4.0, 20_000
+    x0 = math.sqrt(v0) * torch.randn(n, 2, dtype=torch.float64, generator=gen(0))
+    corrector = LangevinCorrector(sde, lambda x, t: -x / v0, snr=snr, n_steps=50)
+    x = integrate(corrector, x0, [t0, t1], noise=Brownian(gen(1)))
+    expected = v0 * (1 + corrector_factor(sde, t0, t1) * snr**2)
+    assert x.var().item() == pytest.approx(expected, rel=0.02)
+    assert abs(x.mean().item()) < 4 * math.sqrt(expected / x.numel())
+
+
+def test_pc_sample_is_the_corrector_then_reverse_diffusion_by_hand():
+    # samplers.sample(method="pc") on VP over two steps, from the docstrings' math with the
+    # same generator: per step the corrector's Langevin move at t0, then the reverse DDPM
+    # predictor x <- x - f_i + G_i^2 s + G_i z with f_i = (sqrt(1 - beta_i) - 1) x,
+    # G_i^2 = beta_i = 1 - exp(-beta(t0) dt).
+    sde, snr = VPSDE(), 0.2
+
+    def score(x, t):
+        return -x / (1 + t[:, None]) + 0.5
+
+    x0 = torch.randn(50, 2, dtype=torch.float64, generator=gen(0))
+    got = sample(score, sde, x0, steps=2, method="pc", snr=snr, generator=gen(1))
+    g, x = gen(1), x0.clone()
+    times = uniform(1.0, T_END, 2).tolist()
+    for t0, t1 in zip(times[:-1], times[1:]):
+        at_t0 = torch.full((50,), t0, dtype=torch.float64)
+        s, z = score(x, at_t0), torch.randn(50, 2, dtype=torch.float64, generator=g)
+        eps = 2 * corrector_factor(sde, t0, t1) * (snr * z.norm(dim=1).mean()
+                                                   / s.norm(dim=1).mean()) ** 2
+        x = x + eps * s + torch.sqrt(2 * eps) * z
+        beta_i = 1 - math.exp(-(0.1 + 19.9 * t0) * abs(t1 - t0))
+        s, z = score(x, at_t0), torch.randn(50, 2, dtype=torch.float64, generator=g)
+        x = x - (math.sqrt(1 - beta_i) - 1) * x + beta_i * s + math.sqrt(beta_i) * z
+    torch.testing.assert_close(got, x, rtol=1e-12, atol=1e-13)
+
+
 # -- likelihood ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_log_likelihood_exact_trace(sde):
@@ -193,6 +245,40 @@ def test_dsm_loss_is_minimised_by_the_exact_score(weighting):
     (grad,) = torch.autograd.grad(loss, a, create_graph=True)
     curv = torch.autograd.grad(grad, a)[0]
     assert abs(grad / curv) < 0.02  # the minimiser along a is within 2 % of the exact score
+
+
+def coefficients_by_hand(sde, t):
+    """b(t), c(t) and g(t)^2 of the SDEs' docstrings, at the default parameters."""
+    if isinstance(sde, VESDE):
+        sigma = 0.01 * 5000**t
+        return torch.ones_like(t), sigma, sigma**2 * 2 * math.log(5000)
+    beta, big_b = 0.1 + 19.9 * t, 0.1 * t + 19.9 * t**2 / 2
+    if isinstance(sde, SubVPSDE):
+        return (-big_b / 2).exp(), 1 - (-big_b).exp(), beta * (1 - (-2 * big_b).exp())
+    return (-big_b / 2).exp(), (1 - (-big_b).exp()).sqrt(), beta
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+@pytest.mark.parametrize("weighting", [False, True], ids=["plain", "likelihood"])
+@pytest.mark.parametrize("reduce_mean", [False, True], ids=["sum", "mean"])
+def test_dsm_loss_by_hand(sde, weighting, reduce_mean):
+    # t = t_min + (T - t_min) u and eps drawn from the generator in that order; a score that
+    # is not the minimiser, so every term counts.
+    t_min, x = 1e-3, torch.randn(6, 3, dtype=torch.float64, generator=gen(0))
+
+    def score(y, t):
+        return -y * (1 + t[:, None]) + 0.3
+
+    got = dsm_loss(score, sde, x, t_min=t_min, likelihood_weighting=weighting,
+                   reduce_mean=reduce_mean, generator=gen(1))
+    g = gen(1)
+    t = t_min + (1 - t_min) * torch.rand(6, dtype=torch.float64, generator=g)
+    eps = torch.randn(6, 3, dtype=torch.float64, generator=g)
+    b, c, g2 = (v[:, None] for v in coefficients_by_hand(sde, t))
+    s = score(b * x + c * eps, t)
+    per = g2 * (s + eps / c) ** 2 if weighting else (c * s + eps) ** 2
+    want = per.mean(1).mean() if reduce_mean else 0.5 * per.sum(1).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
 
 
 # -- reproducibility and errors ------------------------------------------------------------------
@@ -234,3 +320,45 @@ def test_errors_name_the_argument():
         VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="snr"):
         LangevinCorrector(sde, s, snr=0.0)
+
+
+@pytest.mark.parametrize("method, step", [("euler_maruyama", 4), ("reverse_diffusion", 4),
+                                          ("pc", 4), ("heun", 3)])
+def test_check_finite_names_the_step_where_the_score_went_nan(method, step):
+    # NaN scores below t = 0.3: on the grid 1, 0.75, 0.50, 0.25, 0.001 the SDE steps use the
+    # score at t0 (first below 0.3 in step 4), Heun at t0 and t1 (step 3).
+    def score(x, t):
+        return torch.where(t[:, None] < 0.3, math.nan, -x)
+
+    x = torch.ones(4, 2)
+    with pytest.raises(FloatingPointError, match=rf"^{method}: step {step} of 4 \(t = "):
+        sample(score, VPSDE(), x, steps=4, method=method, generator=gen(0), check_finite=True)
+    assert torch.isnan(sample(score, VPSDE(), x, steps=4, method=method, generator=gen(0))).all()
+
+
+def test_rk45_reports_a_non_finite_field():
+    x = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="start t=0.0"):  # at once, not max_steps
+        integrate(RK45(lambda y, t: y * math.nan), x, [0.0, 1.0])
+    # NaN beyond t = 0.5: the steps shrink towards it, as in scipy, until they underflow
+    with pytest.raises(RuntimeError, match="underflow at t=0.4999.*not finite"):
+        integrate(RK45(lambda y, t: -y if t <= 0.5 else y * math.nan), x, [0.0, 1.0])
+
+
+def test_check_finite_covers_the_final_denoising():
+    score = lambda x, t: torch.where(t[:, None] < 1e-2, math.inf, -x)  # noqa: E731
+    x = torch.ones(4, 2)
+    with pytest.raises(FloatingPointError, match="denois"):
+        sample(score, VPSDE(), x, steps=4, method="euler_maruyama", denoise_last=True,
+               generator=gen(0), check_finite=True)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: sample(lambda y, t: -y, VPSDE(), x, steps=2, method="pc"),
+    lambda x: dsm_loss(lambda y, t: -y, VPSDE(), x),
+    lambda x: log_likelihood(lambda y, t: -y, VPSDE(), x),
+    lambda x: denoise(lambda y, t: -y, VPSDE(), x, 0.5),
+], ids=["sample", "dsm_loss", "log_likelihood", "denoise"])
+def test_integer_x_is_refused_by_name(call):
+    with pytest.raises(ValueError, match="x must be a floating-point tensor, got torch.int64"):
+        call(torch.zeros(4, 2, dtype=torch.int64))
