@@ -27,48 +27,47 @@ from torch import Tensor
 from stochstep.stepping.noise import make_generator
 from stochstep.stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent
+from stochstep.stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, base_chain,
+                                      check_exponent)
 from stochstep.stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
            "logistic_shard", "make_token_walk", "token_state", "load_token_state",
            "run_token_ring", "TokenRingError", "check_exponent"]
 
-BASES = ("mhrw", "srw")
-
-
 # -- shared pieces: validation, the walk, its state ------------------------------------------
-def _graph(graph) -> Graph:
-    if isinstance(graph, Graph):
-        return graph
-    return Graph.from_networkx(graph)  # ValueError for directed / disconnected / non-graphs
+def _graph(graph, weight: str | None = "weight") -> Graph:
+    """``graph`` as a :class:`Graph`, its edge weights read from the attribute ``weight``."""
+    if not isinstance(graph, Graph):
+        return Graph.from_networkx(graph, weight)  # ValueError: directed, disconnected, ...
+    if weight is None and graph.weights is not None:
+        raise ValueError("weight=None asks to ignore edge weights, but this Graph has them: "
+                         "build it with Graph.from_networkx(graph, weight=None)")
+    return graph
 
 
-def _chain(graph, base) -> BaseChain:
-    if isinstance(base, BaseChain):  # validated when built
-        if graph is not None and _graph(graph).num_nodes != base.num_nodes:
-            raise ValueError("graph and base describe different graphs: pass the graph the "
-                             "base chain was built on")
+def _chain(graph, base, weight: str | None = "weight") -> BaseChain:
+    if isinstance(base, BaseChain) and graph is None:
         return base
-    if base not in BASES:
-        raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
-    g = _graph(graph)
-    return BaseChain.metropolis_hastings(g) if base == "mhrw" else BaseChain.simple(g)
+    return base_chain(_graph(graph, weight), base)
 
 
 def make_token_walk(graph, *, alpha, gamma_exponent, base="mhrw", walkers: int = 1, start=None,
-                    generator: torch.Generator | None = None) -> tuple[SelfRepellentWalk, Tensor]:
+                    generator: torch.Generator | None = None,
+                    weight: str | None = "weight") -> tuple[SelfRepellentWalk, Tensor]:
     """The token's walk after its first move, and the importance weights.
 
     Builds the SRRW on ``base`` (``"mhrw"``: Metropolis-Hastings towards uniform; ``"srw"``:
-    simple random walk) with ``gamma_n = (n+1)^(-gamma_exponent)``, starting at ``start``
-    (drawn from mu when None), and draws X_1 ~ K[x_0](X_0, .). Returns the walk and
-    ``1 / (N mu)`` (float64, ``(N,)``). :class:`SASRRW`, :func:`simulate_token` and the
-    distributed example all build their walk here, so equal seeds give equal node sequences.
+    simple random walk; both on the edge weights named by ``weight``, see
+    :meth:`stepping.walks.Graph.from_networkx`) with ``gamma_n = (n+1)^(-gamma_exponent)``,
+    starting at ``start`` (drawn from mu when None), and draws X_1 ~ K[x_0](X_0, .). Returns
+    the walk and ``1 / (N mu)`` (float64, ``(N,)``). :class:`SASRRW`, :func:`simulate_token`
+    and the distributed example all build their walk here, so equal seeds give equal node
+    sequences.
     """
     alpha = check_nonnegative("alpha", alpha)
     a = check_exponent("gamma_exponent", gamma_exponent)
-    chain = _chain(graph, base)
+    chain = _chain(graph, base, weight)
     walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=PowerGamma(a), start=start,
                              generator=generator)
     walk.step()  # X_1: the first SA update uses H(theta_0, X_1)
@@ -188,9 +187,11 @@ class SASRRW(KernelOptimizer):
         alpha: repellence strength :math:`\alpha \ge 0` (0: the base chain).
         gamma_exponent: :math:`a \in (0.5, 1]`.
         lr_exponent: :math:`b \in (0.5, 1]`.
-        base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, weights 1) or ``"srw"``
-            (simple random walk, :math:`\mu_i = d_i/2|E|`, weights :math:`2|E|/(N d_i)`), or a
-            ``stepping.walks.BaseChain``.
+        base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, importance weights
+            :math:`1/(N\mu_i) = 1`) or ``"srw"`` (simple random walk
+            :math:`P_{ij} = w_{ij}/W_i`, :math:`\mu_i = W_i / \sum_k W_k` with the weighted
+            degree :math:`W_i = \sum_k w_{ik}`; unweighted :math:`\mu_i = d_i/2|E|` and
+            importance weights :math:`2|E|/(N d_i)`), or a ``stepping.walks.BaseChain``.
         start: the first node :math:`X_0` as a node label of ``graph`` (an int that is not a
             label is a node id only when no label is an int, see
             ``stepping.walks.Graph.node_ids``; default: drawn from :math:`\mu`).
@@ -200,6 +201,11 @@ class SASRRW(KernelOptimizer):
             token node, the measure, the move count and this generator's state are saved in
             ``state_dict``, so a resumed run continues bit-identically.
         check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        weight: the edge attribute of ``graph`` holding the edge weights :math:`w_{ij}` (an
+            edge without it weighs 1), or None to ignore them, as in networkx; a MultiGraph's
+            parallel edges count as one edge with the sum of their weights. The Metropolis-
+            Hastings walk proposes from the weighted simple walk (its target stays uniform).
+            See ``stepping.walks.Graph.from_networkx``.
 
     References:
         J. Hu, V. Doshi, D. Y. Eun, "Accelerating Distributed Stochastic Optimization via
@@ -225,12 +231,12 @@ class SASRRW(KernelOptimizer):
     def __init__(self, params, graph, *, lr: float, alpha: float, gamma_exponent: float,
                  lr_exponent: float, base="mhrw", start=None, maximize: bool = False,
                  foreach: bool | None = None, generator: torch.Generator | None = None,
-                 check_finite: bool = False):
+                 check_finite: bool = False, weight: str | None = "weight"):
         generator = make_generator(generator)
         # Validate the walk's arguments before touching params (clear errors, no draws yet).
         check_nonnegative("alpha", alpha)
         check_exponent("gamma_exponent", gamma_exponent)
-        chain = _chain(graph, base)
+        chain = _chain(graph, base, weight)
         defaults = dict(lr=lr, lr_exponent=lr_exponent, maximize=maximize, foreach=foreach)
         # The walk's generator is the KernelOptimizer's: one stream, saved once. The class does
         # not set ``stochastic`` (that would draw Gaussian noise from it every step).
@@ -331,7 +337,8 @@ class TokenRun:
 def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *, runs: int,
                    steps: int, lr: float, alpha: float, gamma_exponent: float,
                    lr_exponent: float, base="mhrw", start=None, theta_star=None,
-                   record_every: int = 1, generator: torch.Generator | None = None) -> TokenRun:
+                   record_every: int = 1, generator: torch.Generator | None = None,
+                   weight: str | None = "weight") -> TokenRun:
     r"""Run SA-SRRW (the recursion of :class:`SASRRW`) ``runs`` times in lockstep.
 
     One :class:`~stepping.walks.SelfRepellentWalk` with ``walkers=runs`` moves all tokens;
@@ -345,7 +352,8 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
     from the same seed). With ``theta_star`` the mean squared error over runs is recorded.
 
     Args:
-        graph, lr, alpha, gamma_exponent, lr_exponent, base, start: as for :class:`SASRRW`.
+        graph, lr, alpha, gamma_exponent, lr_exponent, base, start, weight: as for
+            :class:`SASRRW`.
         grad_fn: batched local gradient oracle.
         theta0: ``(D,)`` (shared by all runs) or ``(R, D)``.
         runs: R >= 1 independent runs.
@@ -385,7 +393,8 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
     theta = theta.clone()
     star = None if theta_star is None else torch.as_tensor(theta_star, dtype=torch.float64)
     walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
-                                    base=base, walkers=runs, start=start, generator=generator)
+                                    base=base, walkers=runs, start=start, generator=generator,
+                                    weight=weight)
     recorded, traj = [0], [theta.clone()]
     nodes = torch.empty(steps, runs, dtype=torch.int64)
     for k in range(1, steps + 1):
@@ -456,7 +465,8 @@ class _TokenWire:
 
 def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, steps: int,
                    lr: float, alpha: float, gamma_exponent: float, lr_exponent: float,
-                   base="mhrw", generator: torch.Generator | None = None) -> dict | None:
+                   base="mhrw", generator: torch.Generator | None = None,
+                   weight: str | None = "weight") -> dict | None:
     r"""SA-SRRW for real, one process per agent: call it on every rank of an initialised
     ``torch.distributed`` process group whose size is the number of nodes; rank i is node i
     (in the order of ``list(graph.nodes)``) and holds only its own data, behind ``grad_fn``.
@@ -488,7 +498,8 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
             float64; ``n`` is the iteration, for seeding a minibatch); called only on the
             agent holding the token.
         theta0: ``(D,)`` initial parameters (the same on every rank).
-        steps, lr, alpha, gamma_exponent, lr_exponent, base: as for :func:`simulate_token`.
+        steps, lr, alpha, gamma_exponent, lr_exponent, base, weight: as for
+            :func:`simulate_token`.
         generator: the ``torch.Generator`` of the walk; only rank 0's creates the token.
 
     Returns:
@@ -508,7 +519,7 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
         raise ValueError("grad_fn must be a callable (theta, n) -> local gradient")
     rank, world = dist.get_rank(), dist.get_world_size()
     walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
-                                    base=base, generator=generator)
+                                    base=base, generator=generator, weight=weight)
     if world != walk.chain.num_nodes:
         raise ValueError(f"the process group has {world} ranks but the graph has "
                          f"{walk.chain.num_nodes} nodes: rank i must be node i")
@@ -688,6 +699,12 @@ def _disconnected_graph():
     return nx.Graph([(0, 1), (2, 3)])
 
 
+def _negative_weight_graph():
+    g = _default_graph()
+    g[0][1]["weight"] = -1.0
+    return g
+
+
 def _reference(params, grad_fn, steps, kwargs, generator):
     """The docstring's recursion by hand, in float64. The walk is the noise source (like
     ``standard_normal_like`` for SGLD): its draws come from ``SelfRepellentWalk`` on the same
@@ -760,6 +777,8 @@ register(AlgorithmInfo(
         (dict(graph="not a graph"), ValueError, "graph"),
         (dict(graph=_directed_graph()), ValueError, "undirected"),
         (dict(graph=_disconnected_graph()), ValueError, "connected"),
+        (dict(weight=3), ValueError, "weight"),
+        (dict(graph=_negative_weight_graph()), ValueError, "edge (0, 1) has weight -1.0"),
         (dict(generator=0), ValueError, "generator"),
         (dict(momentum=0.9), TypeError, "momentum"),
     ),
