@@ -705,45 +705,71 @@ def _negative_weight_graph():
     return g
 
 
+def _weighted_graph():
+    """The default graph with edge weights under the attribute "strength" (weighted degrees
+    5.5, 3.5, 6, 4.5, 5.5: every node has its own SRW importance weight)."""
+    g = _default_graph()
+    for (u, v), w in zip([(0, 1), (1, 2), (2, 3), (3, 4), (4, 0), (0, 2)],
+                         [1.0, 2.5, 0.5, 4.0, 1.5, 3.0]):
+        g[u][v]["strength"] = w
+    return g
+
+
 def _reference(params, grad_fn, steps, kwargs, generator):
-    """The docstring's recursion by hand, in float64. The walk is the noise source (like
-    ``standard_normal_like`` for SGLD): its draws come from ``SelfRepellentWalk`` on the same
-    generator; the kernel row K[x_n] it draws from, the measure update and the importance
-    weight are recomputed here from the formulas and checked."""
+    """The docstring's recursion by hand, in float64, from networkx's own reading of the graph.
+
+    P comes from the weighted adjacency ``nx.to_numpy_array`` (SRW: w_ij / W_i; MHRW towards
+    uniform: w_ij min(1/W_i, 1/W_j), the rest on the diagonal), every move draws X_{n+1} from
+    the kernel row K[x_n] by inverse CDF with the walk's own uniform (one float64 from
+    ``generator`` per move), and the measure and the importance weight follow their
+    formulas. The walk under test, built as :class:`SASRRW` builds it on the same generator,
+    must agree at every move: its whole kernel K[x_n] (``transition_probs``), the node it
+    draws and its measure x_{n+1}; an AssertionError says where it does not."""
+    import networkx as nx
+
     kw = {**_REF_DEFAULTS, **kwargs}
     lr, a, b, alpha = kw["lr"], kw["gamma_exponent"], kw["lr_exponent"], kw["alpha"]
-    sign = -1.0 if kw.get("maximize", False) else 1.0
-    graph = _graph(kw["graph"])
-    n_nodes = graph.num_nodes
-    deg = graph.degree.to(torch.float64)
+    sign = -1.0 if kw["maximize"] else 1.0
+    graph = kw["graph"]
+    adj = torch.as_tensor(nx.to_numpy_array(graph, weight=kw["weight"]), dtype=torch.float64)
+    adj.fill_diagonal_(0)  # self-loops are ignored
+    total, n_nodes = adj.sum(1), adj.shape[0]
     if kw["base"] == "srw":
-        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
-        P[graph.row_ids(), graph.indices] = (1 / deg)[graph.row_ids()]
-        mu = deg / deg.sum()
+        P, mu = adj / total[:, None], total / total.sum()
     else:
-        mu = torch.full((n_nodes,), 1.0 / n_nodes, dtype=torch.float64)
-        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
-        src, dst = graph.row_ids(), graph.indices
-        P[src, dst] = torch.minimum(1 / deg[src], 1 / deg[dst])
+        P = adj * torch.minimum(1 / total[:, None], 1 / total[None, :])
         P += torch.diag(1 - P.sum(1))
-    chain = _chain(graph, kw["base"])
-    walk = SelfRepellentWalk(chain, alpha, walkers=1, gamma=PowerGamma(a),
-                             start=kw.get("start"), generator=generator)
+        mu = torch.full((n_nodes,), 1.0 / n_nodes, dtype=torch.float64)
+    hand = torch.Generator().set_state(generator.get_state())
+    walk, _ = make_token_walk(graph, alpha=alpha, gamma_exponent=a, base=kw["base"],
+                              start=kw["start"], generator=generator, weight=kw["weight"])
+    if kw["start"] is None:
+        node = int(torch.multinomial(mu, 1, replacement=True, generator=hand))
+    else:
+        node = list(graph.nodes).index(kw["start"])
     x = mu.clone()
 
-    def move():
-        nonlocal x
-        prev = int(walk.current[0])
-        row = P[prev] * (x / mu) ** -alpha
-        row = row / row.sum()
-        node = int(walk.step()[0])
-        assert row[node] > 0, "the walk moved along an edge of probability zero"
+    def move(first: bool = False) -> int:
+        nonlocal x, node
+        kernel = P * (x / mu) ** -alpha
+        kernel /= kernel.sum(1, keepdim=True)
+        if not first:  # (the first move happens inside make_token_walk)
+            for i in range(n_nodes):
+                nbr, row = walk.transition_probs(i)
+                torch.testing.assert_close(
+                    torch.zeros(n_nodes, dtype=torch.float64).index_put_((nbr,), row),
+                    kernel[i], rtol=1e-12, atol=1e-15, msg=f"kernel row {i} of K[x_n]")
+            walk.step()
+        cum = kernel[node].cumsum(0)
+        u = float(torch.rand(1, dtype=torch.float64, generator=hand))
+        node = int((cum <= u * cum[-1]).sum())  # the first j with cum_j > u * total
+        assert walk.current_id() == node, f"the walk moved to {walk.current_id()}, not {node}"
         gamma = (walk.steps + 1.0) ** -a  # gamma_n for the n-th move (n = walk.steps)
         x = x + gamma * (torch.eye(n_nodes, dtype=torch.float64)[node] - x)
         torch.testing.assert_close(walk.empirical_measure[0], x, rtol=1e-10, atol=1e-12)
         return node
 
-    node = move()  # X_1
+    node = move(first=True)  # X_1
     ps = [p.detach().to(torch.float64).clone() for p in params]
     for k in range(1, steps + 1):
         grads = grad_fn([p.clone() for p in ps])
@@ -754,7 +780,7 @@ def _reference(params, grad_fn, steps, kwargs, generator):
     return ps
 
 
-_REF_DEFAULTS = dict(base="mhrw", maximize=False)
+_REF_DEFAULTS = dict(base="mhrw", maximize=False, start=None, weight="weight")
 
 register(AlgorithmInfo(
     name="SASRRW",
@@ -789,5 +815,9 @@ register(AlgorithmInfo(
              base="srw"),
         dict(graph=_default_graph(), lr=0.2, alpha=0.0, gamma_exponent=1.0, lr_exponent=1.0,
              base="srw", maximize=True, start=3),
+        dict(graph=_weighted_graph(), weight="strength", lr=0.3, alpha=4.0, gamma_exponent=0.6,
+             lr_exponent=0.9, base="srw"),
+        dict(graph=_weighted_graph(), weight="strength", lr=0.3, alpha=5.0, gamma_exponent=0.8,
+             lr_exponent=0.7, start=1),
     ),
 ))

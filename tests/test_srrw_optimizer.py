@@ -386,3 +386,44 @@ def test_the_token_ring_walks_the_weighted_graph_as_simulate_token_does(tmp_path
     assert torch.equal(got["nodes"], sim["w"].nodes[:, 0])
     assert torch.equal(got["theta"], sim["w"].theta[1:, 0])
     assert not torch.equal(got["nodes"], sim[None].nodes[:, 0])  # the weights were used
+
+
+# -- the registry's reference must catch a wrong walk -------------------------------------------
+class _FlippedExponent(SelfRepellentWalk):
+    """K_ij proportional to P_ij (x_j / mu_j)^(+alpha): the self-repellent exponent's sign
+    flipped (a self-attracting walk)."""
+
+    def __init__(self, chain, alpha, **kwargs):
+        super().__init__(chain, alpha, **kwargs)
+        self.alpha = -self.alpha
+        self._log_c = chain.log_probs + self.alpha * self._log_mu[chain.indices]
+
+
+class _LateMeasure(SelfRepellentWalk):
+    """x_{n+1} updated with gamma_{n+2} instead of gamma_{n+1}."""
+
+    def __init__(self, chain, alpha, *, gamma, **kwargs):
+        super().__init__(chain, alpha, gamma=lambda n: gamma(n + 1), **kwargs)
+
+
+@pytest.mark.parametrize("bug", [_FlippedExponent, _LateMeasure])
+def test_the_reference_refuses_a_walk_with_a_bug(monkeypatch, bug):
+    """The SASRRW reference recomputes the kernel rows, the draws (from the same uniforms)
+    and the measure by hand: a walk with a flipped exponent or a late measure step fails
+    it, in every reference case with alpha > 0 (the first case passes unpatched)."""
+    from stochstep.optimizers import srrw
+    from stochstep.stepping.registry import get
+
+    info = get("SASRRW")
+    params = [torch.tensor([0.5, -1.0], dtype=torch.float64)]
+
+    def grad_fn(ps):
+        return [2 * p for p in ps]
+
+    cases = [kw for kw in info.reference_kwargs if kw["alpha"] > 0]
+    assert len(cases) >= 3
+    info.reference(params, grad_fn, 2, cases[0], torch.Generator().manual_seed(7))
+    monkeypatch.setattr(srrw, "SelfRepellentWalk", bug)
+    for kwargs in cases:
+        with pytest.raises(AssertionError):
+            info.reference(params, grad_fn, 2, kwargs, torch.Generator().manual_seed(7))
