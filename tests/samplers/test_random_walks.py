@@ -291,6 +291,9 @@ def test_a_hand_built_base_chain_is_validated():
         BaseChain(g, g.indptr, (g.indices + 1) % 5, half, uniform, "off-graph")
     with pytest.raises(ValueError, match="sum to 1"):
         BaseChain(g, g.indptr, g.indices, half * 0.9, uniform, "leaky")
+    for bad in (-half, half * math.nan, half[:3]):
+        with pytest.raises(ValueError, match="weights must hold one finite weight > 0"):
+            Graph(g.indptr, g.indices, weights=bad)
 
 
 # -- periodic base chains -------------------------------------------------------------------
