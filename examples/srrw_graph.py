@@ -252,7 +252,9 @@ def main(argv=None):
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     G = GRAPHS[args.graph]()
-    graph = Graph.from_networkx(G)
+    # The walks here are the unweighted ones (the NBRW's and the SRW's importance weights use
+    # the degrees), although the karate club and Les Miserables graphs carry edge weights.
+    graph = Graph.from_networkx(G, weight=None)
     name = f"{args.graph} (N={graph.num_nodes}, |E|={G.number_of_edges()})"
     print(f"graph: {name}")
     gen = torch.Generator().manual_seed(args.seed)

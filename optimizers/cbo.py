@@ -785,6 +785,30 @@ class _Closure(torch.nn.Module):
         return self.closure()
 
 
+def _vmap_error(err: RuntimeError, model: torch.nn.Module, randomness: str):
+    """What the user must change when ``vmap`` over the particles failed with ``err`` because
+    of a random op (dropout) or a BatchNorm updating its running statistics; None otherwise."""
+    if randomness == "error" and "random" in str(err):
+        return RuntimeError(
+            "the closure draws random numbers (a Dropout layer in training mode, say), which "
+            "torch.func.vmap refuses unless told how: pass randomness='same' to CBO (the same "
+            "draws for every particle, so their losses compare like with like) or "
+            "randomness='different' (independent draws per particle), or call model.eval() "
+            "while CBO steps")
+    norms = [name for name, m in model.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.training
+             and m.track_running_stats]
+    if norms:
+        return RuntimeError(
+            f"model has BatchNorm layer(s) {norms} in training mode: each would update its "
+            "running statistics once per particle, in place, which torch.func.vmap cannot do. "
+            "Call model.eval() while CBO steps (the layers then normalise with their running "
+            "statistics and leave them as they are), or make the layers normalise every batch "
+            "with its own statistics and keep none: torch.func.replace_all_batch_norm_modules_"
+            "(model), or build them with track_running_stats=False")
+    return None
+
+
 class CBO(KernelOptimizer):
     r"""Consensus-based optimization as a gradient-free ``torch.optim`` optimizer.
 
@@ -816,10 +840,13 @@ class CBO(KernelOptimizer):
         noise: ``"anisotropic"`` or ``"isotropic"``.
         init_std: spread of the initial particles around the parameters.
         model: the module that owns the parameters: enables the batched (vmapped) evaluation;
-            the closure must then only use vmap-compatible operations.
+            the closure must then only use vmap-compatible operations (BatchNorm layers in
+            training mode cannot update their running statistics per particle: use
+            ``model.eval()``, or ``torch.func.replace_all_batch_norm_modules_(model)``).
         chunk_size: particles per vmapped call (all when None), to bound memory.
         randomness: ``torch.vmap``'s handling of random ops in the closure (e.g. dropout):
-            ``"error"`` (default), ``"different"`` or ``"same"`` across particles.
+            ``"error"`` (default), ``"same"`` (the same draws for every particle) or
+            ``"different"`` across particles; the draws come from torch's global RNG.
         generator: source of all randomness (if None, one seeded from torch's global RNG);
             saved in ``state_dict``.
         check_finite: raise with the step number when a parameter or particle is non-finite.
@@ -926,6 +953,11 @@ class CBO(KernelOptimizer):
 
             try:
                 e = vmap(one, chunk_size=self.chunk_size, randomness=self.randomness)(*parts)
+            except RuntimeError as err:
+                hint = _vmap_error(err, self.model, self.randomness)
+                if hint is None:
+                    raise
+                raise hint from err
             finally:
                 self._wrapper.closure = None
         else:
@@ -944,6 +976,16 @@ class CBO(KernelOptimizer):
         self.invalid += int((~torch.isfinite(e)).sum())
         return e
 
+    def load_state_dict(self, state_dict) -> None:
+        """Load as torch does, once the saved particles are known to be ``n_particles``."""
+        for state in state_dict.get("state", {}).values():
+            saved = state.get("particles") if isinstance(state, dict) else None
+            if isinstance(saved, Tensor) and saved.shape[0] != self.n_particles:
+                raise ValueError(f"the state_dict holds {saved.shape[0]} particles per "
+                                 f"parameter, but this CBO has n_particles={self.n_particles}: "
+                                 f"build it with n_particles={saved.shape[0]} to resume")
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One CBO step; ``closure()`` returns the loss of the model as it is (no backward)."""
@@ -951,7 +993,15 @@ class CBO(KernelOptimizer):
             raise ValueError("CBO.step needs a closure that returns the loss: the particles' "
                              "losses are its only information")
         groups = self._checked_groups()
-        loss = closure()
+        try:
+            loss = closure()
+        except RuntimeError as err:
+            if "does not require grad" not in str(err):
+                raise
+            raise RuntimeError("CBO needs no gradients: its closure must only compute and "
+                               "return the loss; remove loss.backward() (and zero_grad()) from "
+                               "the closure (it runs under torch.no_grad(), so there is no "
+                               "graph to differentiate)") from err
         params = [p for g in self.param_groups for p in g["params"]]
         parts = self._particles(params)
         k = int(self.state[params[0]]["step"])

@@ -27,48 +27,47 @@ from torch import Tensor
 from stochstep.stepping.noise import make_generator
 from stochstep.stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk, check_exponent
+from stochstep.stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, base_chain,
+                                      check_exponent)
 from stochstep.stepping.checks import check_int
 
 __all__ = ["SASRRW", "simulate_token", "TokenRun", "LogisticProblem", "logistic_grad",
            "logistic_shard", "make_token_walk", "token_state", "load_token_state",
            "run_token_ring", "TokenRingError", "check_exponent"]
 
-BASES = ("mhrw", "srw")
-
-
 # -- shared pieces: validation, the walk, its state ------------------------------------------
-def _graph(graph) -> Graph:
-    if isinstance(graph, Graph):
-        return graph
-    return Graph.from_networkx(graph)  # ValueError for directed / disconnected / non-graphs
+def _graph(graph, weight: str | None = "weight") -> Graph:
+    """``graph`` as a :class:`Graph`, its edge weights read from the attribute ``weight``."""
+    if not isinstance(graph, Graph):
+        return Graph.from_networkx(graph, weight)  # ValueError: directed, disconnected, ...
+    if weight is None and graph.weights is not None:
+        raise ValueError("weight=None asks to ignore edge weights, but this Graph has them: "
+                         "build it with Graph.from_networkx(graph, weight=None)")
+    return graph
 
 
-def _chain(graph, base) -> BaseChain:
-    if isinstance(base, BaseChain):  # validated when built
-        if graph is not None and _graph(graph).num_nodes != base.num_nodes:
-            raise ValueError("graph and base describe different graphs: pass the graph the "
-                             "base chain was built on")
+def _chain(graph, base, weight: str | None = "weight") -> BaseChain:
+    if isinstance(base, BaseChain) and graph is None:
         return base
-    if base not in BASES:
-        raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
-    g = _graph(graph)
-    return BaseChain.metropolis_hastings(g) if base == "mhrw" else BaseChain.simple(g)
+    return base_chain(_graph(graph, weight), base)
 
 
 def make_token_walk(graph, *, alpha, gamma_exponent, base="mhrw", walkers: int = 1, start=None,
-                    generator: torch.Generator | None = None) -> tuple[SelfRepellentWalk, Tensor]:
+                    generator: torch.Generator | None = None,
+                    weight: str | None = "weight") -> tuple[SelfRepellentWalk, Tensor]:
     """The token's walk after its first move, and the importance weights.
 
     Builds the SRRW on ``base`` (``"mhrw"``: Metropolis-Hastings towards uniform; ``"srw"``:
-    simple random walk) with ``gamma_n = (n+1)^(-gamma_exponent)``, starting at ``start``
-    (drawn from mu when None), and draws X_1 ~ K[x_0](X_0, .). Returns the walk and
-    ``1 / (N mu)`` (float64, ``(N,)``). :class:`SASRRW`, :func:`simulate_token` and the
-    distributed example all build their walk here, so equal seeds give equal node sequences.
+    simple random walk; both on the edge weights named by ``weight``, see
+    :meth:`stepping.walks.Graph.from_networkx`) with ``gamma_n = (n+1)^(-gamma_exponent)``,
+    starting at ``start`` (drawn from mu when None), and draws X_1 ~ K[x_0](X_0, .). Returns
+    the walk and ``1 / (N mu)`` (float64, ``(N,)``). :class:`SASRRW`, :func:`simulate_token`
+    and the distributed example all build their walk here, so equal seeds give equal node
+    sequences.
     """
     alpha = check_nonnegative("alpha", alpha)
     a = check_exponent("gamma_exponent", gamma_exponent)
-    chain = _chain(graph, base)
+    chain = _chain(graph, base, weight)
     walk = SelfRepellentWalk(chain, alpha, walkers=walkers, gamma=PowerGamma(a), start=start,
                              generator=generator)
     walk.step()  # X_1: the first SA update uses H(theta_0, X_1)
@@ -188,9 +187,11 @@ class SASRRW(KernelOptimizer):
         alpha: repellence strength :math:`\alpha \ge 0` (0: the base chain).
         gamma_exponent: :math:`a \in (0.5, 1]`.
         lr_exponent: :math:`b \in (0.5, 1]`.
-        base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, weights 1) or ``"srw"``
-            (simple random walk, :math:`\mu_i = d_i/2|E|`, weights :math:`2|E|/(N d_i)`), or a
-            ``stepping.walks.BaseChain``.
+        base: ``"mhrw"`` (Metropolis-Hastings to uniform :math:`\mu`, importance weights
+            :math:`1/(N\mu_i) = 1`) or ``"srw"`` (simple random walk
+            :math:`P_{ij} = w_{ij}/W_i`, :math:`\mu_i = W_i / \sum_k W_k` with the weighted
+            degree :math:`W_i = \sum_k w_{ik}`; unweighted :math:`\mu_i = d_i/2|E|` and
+            importance weights :math:`2|E|/(N d_i)`), or a ``stepping.walks.BaseChain``.
         start: the first node :math:`X_0` as a node label of ``graph`` (an int that is not a
             label is a node id only when no label is an int, see
             ``stepping.walks.Graph.node_ids``; default: drawn from :math:`\mu`).
@@ -201,6 +202,11 @@ class SASRRW(KernelOptimizer):
             generator's state are saved in ``state_dict``, so a resumed run continues
             bit-identically.
         check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        weight: the edge attribute of ``graph`` holding the edge weights :math:`w_{ij}` (an
+            edge without it weighs 1), or None to ignore them, as in networkx; a MultiGraph's
+            parallel edges count as one edge with the sum of their weights. The Metropolis-
+            Hastings walk proposes from the weighted simple walk (its target stays uniform).
+            See ``stepping.walks.Graph.from_networkx``.
 
     References:
         J. Hu, V. Doshi, D. Y. Eun, "Accelerating Distributed Stochastic Optimization via
@@ -226,12 +232,12 @@ class SASRRW(KernelOptimizer):
     def __init__(self, params, graph, *, lr: float, alpha: float, gamma_exponent: float,
                  lr_exponent: float, base="mhrw", start=None, maximize: bool = False,
                  foreach: bool | None = None, generator: torch.Generator | None = None,
-                 check_finite: bool = False):
+                 check_finite: bool = False, weight: str | None = "weight"):
         generator = make_generator(generator)
         # Validate the walk's arguments before touching params (clear errors, no draws yet).
         check_nonnegative("alpha", alpha)
         check_exponent("gamma_exponent", gamma_exponent)
-        chain = _chain(graph, base)
+        chain = _chain(graph, base, weight)
         defaults = dict(lr=lr, lr_exponent=lr_exponent, maximize=maximize, foreach=foreach)
         # The walk's generator is the KernelOptimizer's: one stream, saved once. The class does
         # not set ``stochastic`` (that would draw Gaussian noise from it every step).
@@ -332,7 +338,8 @@ class TokenRun:
 def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *, runs: int,
                    steps: int, lr: float, alpha: float, gamma_exponent: float,
                    lr_exponent: float, base="mhrw", start=None, theta_star=None,
-                   record_every: int = 1, generator: torch.Generator | None = None) -> TokenRun:
+                   record_every: int = 1, generator: torch.Generator | None = None,
+                   weight: str | None = "weight") -> TokenRun:
     r"""Run SA-SRRW (the recursion of :class:`SASRRW`) ``runs`` times in lockstep.
 
     One :class:`~stepping.walks.SelfRepellentWalk` with ``walkers=runs`` moves all tokens;
@@ -346,7 +353,8 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
     from the same seed). With ``theta_star`` the mean squared error over runs is recorded.
 
     Args:
-        graph, lr, alpha, gamma_exponent, lr_exponent, base, start: as for :class:`SASRRW`.
+        graph, lr, alpha, gamma_exponent, lr_exponent, base, start, weight: as for
+            :class:`SASRRW`.
         grad_fn: batched local gradient oracle.
         theta0: ``(D,)`` (shared by all runs) or ``(R, D)``.
         runs: R >= 1 independent runs.
@@ -386,7 +394,8 @@ def simulate_token(graph, grad_fn: Callable[[Tensor, Tensor], Tensor], theta0, *
     theta = theta.clone()
     star = None if theta_star is None else torch.as_tensor(theta_star, dtype=torch.float64)
     walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
-                                    base=base, walkers=runs, start=start, generator=generator)
+                                    base=base, walkers=runs, start=start, generator=generator,
+                                    weight=weight)
     recorded, traj = [0], [theta.clone()]
     nodes = torch.empty(steps, runs, dtype=torch.int64)
     for k in range(1, steps + 1):
@@ -457,7 +466,8 @@ class _TokenWire:
 
 def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, steps: int,
                    lr: float, alpha: float, gamma_exponent: float, lr_exponent: float,
-                   base="mhrw", generator: torch.Generator | None = None) -> dict | None:
+                   base="mhrw", generator: torch.Generator | None = None,
+                   weight: str | None = "weight") -> dict | None:
     r"""SA-SRRW for real, one process per agent: call it on every rank of an initialised
     ``torch.distributed`` process group whose size is the number of nodes; rank i is node i
     (in the order of ``list(graph.nodes)``) and holds only its own data, behind ``grad_fn``.
@@ -489,7 +499,8 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
             float64; ``n`` is the iteration, for seeding a minibatch); called only on the
             agent holding the token.
         theta0: ``(D,)`` initial parameters (the same on every rank).
-        steps, lr, alpha, gamma_exponent, lr_exponent, base: as for :func:`simulate_token`.
+        steps, lr, alpha, gamma_exponent, lr_exponent, base, weight: as for
+            :func:`simulate_token`.
         generator: the ``torch.Generator`` of the walk; only rank 0's creates the token.
 
     Returns:
@@ -509,7 +520,7 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
         raise ValueError("grad_fn must be a callable (theta, n) -> local gradient")
     rank, world = dist.get_rank(), dist.get_world_size()
     walk, weights = make_token_walk(graph, alpha=alpha, gamma_exponent=gamma_exponent,
-                                    base=base, generator=generator)
+                                    base=base, generator=generator, weight=weight)
     if world != walk.chain.num_nodes:
         raise ValueError(f"the process group has {world} ranks but the graph has "
                          f"{walk.chain.num_nodes} nodes: rank i must be node i")
@@ -689,45 +700,77 @@ def _disconnected_graph():
     return nx.Graph([(0, 1), (2, 3)])
 
 
+def _negative_weight_graph():
+    g = _default_graph()
+    g[0][1]["weight"] = -1.0
+    return g
+
+
+def _weighted_graph():
+    """The default graph with edge weights under the attribute "strength" (weighted degrees
+    5.5, 3.5, 6, 4.5, 5.5: every node has its own SRW importance weight)."""
+    g = _default_graph()
+    for (u, v), w in zip([(0, 1), (1, 2), (2, 3), (3, 4), (4, 0), (0, 2)],
+                         [1.0, 2.5, 0.5, 4.0, 1.5, 3.0]):
+        g[u][v]["strength"] = w
+    return g
+
+
 def _reference(params, grad_fn, steps, kwargs, generator):
-    """The docstring's recursion by hand, in float64. The walk is the noise source (like
-    ``standard_normal_like`` for SGLD): its draws come from ``SelfRepellentWalk`` on the same
-    generator; the kernel row K[x_n] it draws from, the measure update and the importance
-    weight are recomputed here from the formulas and checked."""
+    """The docstring's recursion by hand, in float64, from networkx's own reading of the graph.
+
+    P comes from the weighted adjacency ``nx.to_numpy_array`` (SRW: w_ij / W_i; MHRW towards
+    uniform: w_ij min(1/W_i, 1/W_j), the rest on the diagonal), every move draws X_{n+1} from
+    the kernel row K[x_n] by inverse CDF with the walk's own uniform (one float64 from
+    ``generator`` per move), and the measure and the importance weight follow their
+    formulas. The walk under test, built as :class:`SASRRW` builds it on the same generator,
+    must agree at every move: its whole kernel K[x_n] (``transition_probs``), the node it
+    draws and its measure x_{n+1}; an AssertionError says where it does not."""
+    import networkx as nx
+
     kw = {**_REF_DEFAULTS, **kwargs}
     lr, a, b, alpha = kw["lr"], kw["gamma_exponent"], kw["lr_exponent"], kw["alpha"]
-    sign = -1.0 if kw.get("maximize", False) else 1.0
-    graph = _graph(kw["graph"])
-    n_nodes = graph.num_nodes
-    deg = graph.degree.to(torch.float64)
+    sign = -1.0 if kw["maximize"] else 1.0
+    graph = kw["graph"]
+    adj = torch.as_tensor(nx.to_numpy_array(graph, weight=kw["weight"]), dtype=torch.float64)
+    adj.fill_diagonal_(0)  # self-loops are ignored
+    total, n_nodes = adj.sum(1), adj.shape[0]
     if kw["base"] == "srw":
-        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
-        P[graph.row_ids(), graph.indices] = (1 / deg)[graph.row_ids()]
-        mu = deg / deg.sum()
+        P, mu = adj / total[:, None], total / total.sum()
     else:
-        mu = torch.full((n_nodes,), 1.0 / n_nodes, dtype=torch.float64)
-        P = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
-        src, dst = graph.row_ids(), graph.indices
-        P[src, dst] = torch.minimum(1 / deg[src], 1 / deg[dst])
+        P = adj * torch.minimum(1 / total[:, None], 1 / total[None, :])
         P += torch.diag(1 - P.sum(1))
-    chain = _chain(graph, kw["base"])
-    walk = SelfRepellentWalk(chain, alpha, walkers=1, gamma=PowerGamma(a),
-                             start=kw.get("start"), generator=generator)
+        mu = torch.full((n_nodes,), 1.0 / n_nodes, dtype=torch.float64)
+    hand = torch.Generator().set_state(generator.get_state())
+    walk, _ = make_token_walk(graph, alpha=alpha, gamma_exponent=a, base=kw["base"],
+                              start=kw["start"], generator=generator, weight=kw["weight"])
+    if kw["start"] is None:
+        node = int(torch.multinomial(mu, 1, replacement=True, generator=hand))
+    else:
+        node = list(graph.nodes).index(kw["start"])
     x = mu.clone()
 
-    def move():
-        nonlocal x
-        prev = int(walk.current[0])
-        row = P[prev] * (x / mu) ** -alpha
-        row = row / row.sum()
-        node = int(walk.step()[0])
-        assert row[node] > 0, "the walk moved along an edge of probability zero"
+    def move(first: bool = False) -> int:
+        nonlocal x, node
+        kernel = P * (x / mu) ** -alpha
+        kernel /= kernel.sum(1, keepdim=True)
+        if not first:  # (the first move happens inside make_token_walk)
+            for i in range(n_nodes):
+                nbr, row = walk.transition_probs(i)
+                torch.testing.assert_close(
+                    torch.zeros(n_nodes, dtype=torch.float64).index_put_((nbr,), row),
+                    kernel[i], rtol=1e-12, atol=1e-15, msg=f"kernel row {i} of K[x_n]")
+            walk.step()
+        cum = kernel[node].cumsum(0)
+        u = float(torch.rand(1, dtype=torch.float64, generator=hand))
+        node = int((cum <= u * cum[-1]).sum())  # the first j with cum_j > u * total
+        assert walk.current_id() == node, f"the walk moved to {walk.current_id()}, not {node}"
         gamma = (walk.steps + 1.0) ** -a  # gamma_n for the n-th move (n = walk.steps)
         x = x + gamma * (torch.eye(n_nodes, dtype=torch.float64)[node] - x)
         torch.testing.assert_close(walk.empirical_measure[0], x, rtol=1e-10, atol=1e-12)
         return node
 
-    node = move()  # X_1
+    node = move(first=True)  # X_1
     ps = [p.detach().to(torch.float64).clone() for p in params]
     for k in range(1, steps + 1):
         grads = grad_fn([p.clone() for p in ps])
@@ -738,7 +781,7 @@ def _reference(params, grad_fn, steps, kwargs, generator):
     return ps
 
 
-_REF_DEFAULTS = dict(base="mhrw", maximize=False)
+_REF_DEFAULTS = dict(base="mhrw", maximize=False, start=None, weight="weight")
 
 register(AlgorithmInfo(
     name="SASRRW",
@@ -761,6 +804,8 @@ register(AlgorithmInfo(
         (dict(graph="not a graph"), ValueError, "graph"),
         (dict(graph=_directed_graph()), ValueError, "undirected"),
         (dict(graph=_disconnected_graph()), ValueError, "connected"),
+        (dict(weight=3), ValueError, "weight"),
+        (dict(graph=_negative_weight_graph()), ValueError, "edge (0, 1) has weight -1.0"),
         (dict(generator=0), ValueError, "generator"),
         (dict(momentum=0.9), TypeError, "momentum"),
     ),
@@ -771,5 +816,9 @@ register(AlgorithmInfo(
              base="srw"),
         dict(graph=_default_graph(), lr=0.2, alpha=0.0, gamma_exponent=1.0, lr_exponent=1.0,
              base="srw", maximize=True, start=3),
+        dict(graph=_weighted_graph(), weight="strength", lr=0.3, alpha=4.0, gamma_exponent=0.6,
+             lr_exponent=0.9, base="srw"),
+        dict(graph=_weighted_graph(), weight="strength", lr=0.3, alpha=5.0, gamma_exponent=0.8,
+             lr_exponent=0.7, start=1),
     ),
 ))

@@ -17,11 +17,10 @@ from tqdm import tqdm
 from stochstep.stepping.checks import check_int, check_nonnegative
 from stochstep.stepping.noise import make_generator
 from stochstep.stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
-                                      SelfRepellentWalk, check_exponent, nonbacktracking_step)
+                                      SelfRepellentWalk, base_chain, check_exponent,
+                                      nonbacktracking_step)
 
 __all__ = ["SRRW", "NonBacktrackingWalk"]
-
-BASES = ("mhrw", "srw")
 
 
 def _check_walkers(walkers) -> int:
@@ -77,8 +76,11 @@ class SRRW:
         graph: an undirected, connected networkx graph (self-loops are ignored).
         alpha: repellence strength, a finite number >= 0.
         base: the base chain: ``"mhrw"`` (Metropolis-Hastings towards ``target``, uniform by
-            default), ``"srw"`` (simple random walk, :math:`\mu_i = d_i / 2|E|`), or a
-            :class:`~stepping.walks.BaseChain` built on ``Graph.from_networkx(graph)``.
+            default, proposing from the simple random walk), ``"srw"`` (simple random walk
+            :math:`P_{ij} = w_{ij} / W_i`, :math:`W_i = \sum_k w_{ik}`, with
+            :math:`\mu_i = W_i / \sum_k W_k`; :math:`\mu_i = d_i / 2|E|` unweighted), or a
+            :class:`~stepping.walks.BaseChain` built on
+            ``Graph.from_networkx(graph, weight=weight)``.
         target: for ``"mhrw"`` only: the target :math:`\mu` as a dict {node: weight} or N
             weights in the order of ``list(graph.nodes)``, all > 0 (normalised here).
         walkers: number of independent walkers (advanced together, one batched computation).
@@ -90,6 +92,10 @@ class SRRW:
             torch's global RNG).
         dtype: dtype of the measure, see :class:`stepping.walks.SelfRepellentWalk` (default:
             float64, float32 beyond 2**27 walker-node entries).
+        weight: the edge attribute holding the edge weights :math:`w_{ij}` (an edge without
+            it weighs 1), or None to ignore them (every edge weighs 1), as in networkx. A
+            MultiGraph's parallel edges count as one edge with the sum of their weights (with
+            ``weight=None``: their number). See :meth:`stepping.walks.Graph.from_networkx`.
 
     References:
         V. Doshi, J. Hu, D. Y. Eun, "Self-Repellent Random Walks on General Graphs --
@@ -112,32 +118,17 @@ class SRRW:
 
     def __init__(self, graph, alpha: float, *, base: str = "mhrw", target=None,
                  walkers: int = 1, gamma_exponent: float = 1.0, start=None,
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 weight: str | None = "weight"):
         alpha = check_nonnegative("alpha", alpha)
-        if base == "nbrw":
-            raise ValueError("base 'nbrw' is not a reversible chain on the nodes, so SRRW is not "
-                             "built on it; use samplers.NonBacktrackingWalk as the baseline")
-        if not isinstance(base, BaseChain) and base not in BASES:
-            raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
         gamma_exponent = check_exponent("gamma_exponent", gamma_exponent)
         walkers = _check_walkers(walkers)
-        self.graph = Graph.from_networkx(graph)  # ValueError: directed, disconnected, ...
+        self.graph = Graph.from_networkx(graph, weight)  # ValueError: directed, disconnected, ...
+        if target is not None and base == "mhrw":
+            target = _target_vector(self.graph, target)
+        self.chain = base_chain(self.graph, base, target)  # refuses target for other bases
         if isinstance(base, BaseChain):
-            if base.graph.nodes != self.graph.nodes or not torch.equal(
-                    base.graph.indices, self.graph.indices):
-                raise ValueError("base: this BaseChain is built on another graph; build it on "
-                                 "Graph.from_networkx(graph)")
-            if target is not None:
-                raise ValueError("target applies to base='mhrw' only (a BaseChain has its own)")
-            self.chain, base = base, base.name
-        elif base == "srw":
-            if target is not None:
-                raise ValueError("target applies to base='mhrw' only (the SRW's stationary "
-                                 "distribution is fixed: d_i / 2|E|)")
-            self.chain = BaseChain.simple(self.graph)
-        else:
-            mu = None if target is None else _target_vector(self.graph, target)
-            self.chain = BaseChain.metropolis_hastings(self.graph, mu)
+            base = base.name
         self.alpha, self.base, self.gamma_exponent = float(alpha), base, float(gamma_exponent)
         gamma = None if gamma_exponent == 1.0 else PowerGamma(float(gamma_exponent))
         self.walk = SelfRepellentWalk(self.chain, self.alpha, walkers=walkers, gamma=gamma,
@@ -198,6 +189,12 @@ class NonBacktrackingWalk:
         start: starting node label(s), as for :class:`SRRW`; default: drawn from :math:`\mu`.
         generator: the ``torch.Generator`` all draws come from.
         dtype: dtype of the measure (as for :class:`SRRW`).
+        weight: as for :class:`SRRW`; the walk picks a uniform neighbour, so a graph whose
+            edges weigh other than 1 (or a MultiGraph with parallel edges) is refused: a
+            weighted non-backtracking walk has no node law as simple as the weighted
+            degrees, and ignoring the weights would be a silent choice. Pass
+            ``weight=None`` (and ``nx.Graph(graph)`` for a MultiGraph) to walk on the bare
+            edges.
 
     References:
         V. Doshi, J. Hu, D. Y. Eun, ICML 2023, arXiv:2305.05097 (NBRW as a baseline);
@@ -215,9 +212,16 @@ class NonBacktrackingWalk:
     """
 
     def __init__(self, graph, *, walkers: int = 1, start=None,
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None):
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 weight: str | None = "weight"):
         walkers = _check_walkers(walkers)
-        self.graph = Graph.from_networkx(graph)
+        self.graph = Graph.from_networkx(graph, weight)
+        if self.graph.weights is not None:
+            what = "parallel edges or edge weights (a MultiGraph): pass nx.Graph(graph) and " \
+                "weight=None to walk on its bare edges" if graph.is_multigraph() else \
+                f"edge weights (attribute {weight!r}): pass weight=None to ignore them"
+            raise ValueError(f"weight: the non-backtracking walk moves to a uniform neighbour "
+                             f"and is not defined with {what}")
         self.chain = BaseChain.simple(self.graph)  # its target is the NBRW's node law
         # The measure bookkeeping is the SRRW's at alpha = 0; only the move differs (the NBRW is
         # no SRRW, so the SRRW theory's warning about periodic base chains does not apply).

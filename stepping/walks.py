@@ -1,9 +1,11 @@
 """Random walks on graphs: the graph counterpart of a noise source (a walk draws the next node).
 
-Graphs are converted once from networkx into CSR tensors. A base chain is a reversible
-transition matrix P stored on the CSR pattern plus self-loops (simple random walk, Metropolis-
-Hastings towards a target); the self-repellent kernel of Doshi, Hu and Eun (arXiv 2305.05097)
-reweights P by the walk's own history,
+Graphs are converted once from networkx into CSR tensors, with their edge weights (networkx's
+convention: ``weight="weight"`` names the edge attribute, ``weight=None`` ignores it). A base
+chain is a reversible transition matrix P stored on the CSR pattern plus self-loops (simple
+random walk P_ij = w_ij / sum_k w_ik, Metropolis-Hastings towards a target proposing from it);
+the self-repellent kernel of Doshi, Hu and Eun (arXiv 2305.05097) reweights P by the walk's own
+history,
 
     K_ij[x] = P_ij (x_j / mu_j)^(-alpha) / sum_k P_ik (x_k / mu_k)^(-alpha),
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import mmap
+import operator
 import os
 import sys
 import warnings
@@ -40,8 +43,9 @@ from tqdm import tqdm
 from stochstep.stepping.checks import check_int, check_nonnegative
 from stochstep.stepping.noise import make_generator
 
-__all__ = ["PowerGamma", "check_exponent", "Graph", "BaseChain", "SelfRepellentWalk",
-           "PeriodicChainWarning", "nonbacktracking_step", "FLOAT64_MEASURE_LIMIT"]
+__all__ = ["PowerGamma", "check_exponent", "Graph", "BaseChain", "base_chain", "BASES",
+           "SelfRepellentWalk", "PeriodicChainWarning", "nonbacktracking_step",
+           "FLOAT64_MEASURE_LIMIT"]
 
 
 def check_exponent(name: str, value) -> float:
@@ -67,26 +71,93 @@ class PeriodicChainWarning(UserWarning):
     """The base chain is periodic (period 2): see :attr:`BaseChain.is_periodic`."""
 
 
+def _slot_weights(graph, rows_of: list, weight: str | None, count: int, edge_of) -> np.ndarray:
+    """The weight of each of the ``count`` (node, neighbour) slots of ``rows_of`` (the
+    neighbour dicts in node order), float64: the ``weight`` attribute (1 where absent),
+    summed over a MultiGraph's parallel edges (their number when ``weight`` is None).
+
+    Raises:
+        ValueError: naming the edge ``edge_of(slot)`` of the first weight that is not a
+            finite real number >= 0.
+    """
+    get = operator.methodcaller("get", weight, 1)
+    slots = itertools.chain.from_iterable(map(operator.methodcaller("values"), rows_of))
+    if not graph.is_multigraph():
+        each, sizes = list(map(get, slots)), None
+    elif weight is None:
+        return np.fromiter(map(len, slots), dtype=np.float64, count=count)
+    else:  # a slot holds a dict {key: data} of parallel edges
+        keyed = list(map(operator.methodcaller("values"), slots))
+        sizes = np.fromiter(map(len, keyed), dtype=np.int64, count=count)
+        each = list(map(get, itertools.chain.from_iterable(keyed)))
+    values = np.array(each)
+    if values.dtype.kind not in "biuf" or values.shape != (len(each),):  # a str, None, ...
+        bad = next(i for i, w in enumerate(each) if not isinstance(w, Real))
+    else:
+        values = values.astype(np.float64, copy=False)
+        ok = np.isfinite(values) & (values >= 0)
+        if ok.all():
+            return values if sizes is None else np.add.reduceat(values, sizes.cumsum() - sizes)
+        bad = int(ok.argmin())
+    slot = bad if sizes is None else int(np.searchsorted(sizes.cumsum(), bad, side="right"))
+    u, v = edge_of(slot)
+    raise ValueError(f"edge ({u!r}, {v!r}) has weight {each[bad]!r}: edge weights (the "
+                     f"{weight!r} attribute) must be finite numbers >= 0; pass weight=None to "
+                     f"ignore them")
+
+
 class Graph:
-    """An undirected, connected graph as CSR tensors (neighbour lists without self-loops).
+    """An undirected, connected graph as CSR tensors (neighbour lists without self-loops),
+    with optional edge weights.
 
     Attributes:
         num_nodes: N.
         indptr: ``(N + 1,)`` int64 row pointers.
         indices: ``(2|E|,)`` int64 neighbour ids.
         nodes: the networkx node labels, in the order of ids 0..N-1.
+        weights: ``(2|E|,)`` float64 edge weight of each CSR entry (symmetric, > 0), or None
+            for an unweighted graph (every weight 1).
     """
 
-    def __init__(self, indptr: Tensor, indices: Tensor, nodes: list | None = None):
+    def __init__(self, indptr: Tensor, indices: Tensor, nodes: list | None = None,
+                 weights: Tensor | None = None):
         self.indptr, self.indices = indptr.to(torch.int64), indices.to(torch.int64)
         self.num_nodes = self.indptr.numel() - 1
         self.nodes = list(range(self.num_nodes)) if nodes is None else list(nodes)
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64)
+            if weights.shape != self.indices.shape or not torch.isfinite(weights).all() or \
+                    (weights <= 0).any():
+                raise ValueError("weights must hold one finite weight > 0 per entry of indices")
+        self.weights = weights
         self._index: dict | None = None
         self._int_labels: bool | None = None
 
     @classmethod
-    def from_networkx(cls, graph) -> "Graph":
-        """Convert an undirected, connected networkx graph (self-loops are ignored)."""
+    def from_networkx(cls, graph, weight: str | None = "weight") -> "Graph":
+        """Convert an undirected, connected networkx graph (self-loops are ignored).
+
+        Edge weights follow networkx's convention (as in ``nx.to_scipy_sparse_array``):
+        ``weight`` names the edge attribute that holds them, an edge without it weighs 1, and
+        ``weight=None`` ignores them (every edge weighs 1). A MultiGraph's parallel edges are
+        collapsed into one edge whose weight is their sum (with ``weight=None``: their
+        number). An edge of weight 0 is no edge (a walk never takes it); a graph whose weights
+        are all 1 is unweighted (:attr:`weights` is None).
+
+        Raises:
+            ValueError: for a directed or disconnected graph, fewer than 2 nodes, a ``weight``
+                that is not a str or None, an edge whose weight is not a finite number >= 0
+                (naming the edge), or a node whose edges weigh 0 in total (naming the node).
+
+        Example:
+            >>> import networkx as nx
+            >>> g = nx.Graph([(0, 1), (1, 2)])
+            >>> g[0][1]["weight"] = 3.0  # the edge (1, 2) weighs 1
+            >>> BaseChain.simple(Graph.from_networkx(g)).target.tolist()  # W_i / sum W
+            [0.375, 0.5, 0.125]
+            >>> BaseChain.simple(Graph.from_networkx(g, weight=None)).target.tolist()
+            [0.25, 0.5, 0.25]
+        """
         import networkx as nx
 
         if not isinstance(graph, nx.Graph):
@@ -95,24 +166,68 @@ class Graph:
             raise ValueError("graph must be undirected (the base chains must be reversible)")
         if graph.number_of_nodes() < 2:
             raise ValueError("graph must have at least 2 nodes")
+        if weight is not None and not isinstance(weight, str):
+            raise ValueError(f"weight must be the name of an edge attribute (a str) or None "
+                             f"(ignore edge weights), got {weight!r}")
         nodes = list(graph.nodes())
-        n, m = len(nodes), graph.number_of_edges()
-        flat = itertools.chain.from_iterable(graph.edges())
+        n = len(nodes)
+        # One CSR slot per (node, neighbour) pair: every edge twice, a self-loop once.
+        adjacency = dict(graph.adjacency())
+        rows_of = [adjacency[v] for v in nodes]
+        counts = np.fromiter(map(len, rows_of), dtype=np.int64, count=n)
+        flat = itertools.chain.from_iterable(rows_of)
         if nodes != list(range(n)):  # general labels: map them to ids 0..N-1
             index = {v: i for i, v in enumerate(nodes)}
             flat = map(index.__getitem__, flat)
-        ends = np.fromiter(flat, dtype=np.int64, count=2 * m).reshape(m, 2)
-        ends = ends[ends[:, 0] != ends[:, 1]]  # self-loops are ignored
-        rows = np.concatenate([ends[:, 0], ends[:, 1]])
-        cols = np.concatenate([ends[:, 1], ends[:, 0]])
-        adj = sp.csr_array((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
-        adj.sum_duplicates()
+        cols = np.fromiter(flat, dtype=np.int64, count=int(counts.sum()))
+        rows = np.repeat(np.arange(n), counts)
+        values = None
+        if weight is not None or graph.is_multigraph():
+            values = _slot_weights(graph, rows_of, weight, cols.size,
+                                   lambda k: (nodes[rows[k]], nodes[cols[k]]))
+        keep = rows != cols  # self-loops are ignored
+        indptr = np.concatenate([[0], np.bincount(rows[keep], minlength=n).cumsum()])
+        data = np.ones(int(keep.sum()), dtype=np.int8) if values is None else values[keep]
+        adj = sp.csr_array((data, cols[keep], indptr), shape=(n, n))
         adj.sort_indices()
+        weights = None
+        if values is not None:
+            dead = (adj.sum(axis=1) == 0) & (np.diff(adj.indptr) > 0)
+            if dead.any():
+                raise ValueError(f"node {nodes[int(dead.argmax())]!r}: the weights "
+                                 f"({weight!r}) of its edges sum to 0, so a walk there could not "
+                                 f"move; give it an edge of positive weight or remove the node")
+            adj.eliminate_zeros()  # an edge of weight 0 is no edge
+            if (adj.data != 1).any():
+                weights = torch.from_numpy(adj.data.astype(np.float64))
         if connected_components(adj, directed=False, return_labels=False) != 1:
-            raise ValueError("graph must be connected (the base chain must be irreducible)")
+            raise ValueError("graph must be connected (the base chain must be irreducible)"
+                             + ("" if weights is None else "; edges of weight 0 do not count"))
         indptr = torch.from_numpy(adj.indptr.astype(np.int64))
         indices = torch.from_numpy(adj.indices.astype(np.int64))
-        return cls(indptr, indices, nodes)
+        return cls(indptr, indices, nodes, weights)
+
+    def equals(self, other: "Graph") -> bool:
+        """Same nodes (in the same order), edges and edge weights."""
+        return self.nodes == other.nodes and torch.equal(self.indptr, other.indptr) and \
+            torch.equal(self.indices, other.indices) and (
+                self.weights is None and other.weights is None
+                or self.weights is not None and other.weights is not None
+                and torch.equal(self.weights, other.weights))
+
+    def edge_weights(self) -> Tensor:
+        """The weight of every CSR entry, ``(2|E|,)`` float64 (ones for an unweighted graph)."""
+        if self.weights is None:
+            return torch.ones(self.indices.shape, dtype=torch.float64)
+        return self.weights
+
+    @property
+    def weighted_degree(self) -> Tensor:
+        """W_i = sum_j w_ij, ``(N,)`` float64 (the degree for an unweighted graph)."""
+        if self.weights is None:
+            return self.degree.to(torch.float64)
+        return torch.zeros(self.num_nodes, dtype=torch.float64).index_add_(
+            0, self.row_ids(), self.weights)
 
     @property
     def degree(self) -> Tensor:
@@ -186,7 +301,8 @@ class BaseChain:
 
     Rows are stored in CSR form (``indptr``, ``indices``, ``probs``) with the self-loop, when
     it has positive probability, as an ordinary entry. Build with :meth:`simple` or
-    :meth:`metropolis_hastings`, and make any of them aperiodic with :meth:`lazy`.
+    :meth:`metropolis_hastings` (or :func:`base_chain` by name); both use the graph's edge
+    weights. Make any of them aperiodic with :meth:`lazy`.
     """
 
     def __init__(self, graph: Graph, indptr: Tensor, indices: Tensor, probs: Tensor,
@@ -255,15 +371,26 @@ class BaseChain:
 
     @classmethod
     def simple(cls, graph: Graph) -> "BaseChain":
-        """Simple random walk P_ij = 1/d_i, stationary mu_i = d_i / 2|E|."""
-        deg = graph.degree.to(torch.float64)
-        probs = (1.0 / deg)[graph.row_ids()]
-        return cls(graph, graph.indptr, graph.indices, probs, deg / deg.sum(), "srw")
+        """Simple random walk P_ij = w_ij / W_i, W_i = sum_k w_ik, with stationary
+        mu_i = W_i / sum_k W_k; on an unweighted graph (w = 1) P_ij = 1/d_i and
+        mu_i = d_i / 2|E|. Reversible: mu_i P_ij = w_ij / sum_k W_k is symmetric."""
+        total = graph.weighted_degree
+        probs = graph.edge_weights() / total[graph.row_ids()]
+        return cls(graph, graph.indptr, graph.indices, probs, total / total.sum(),
+                   _chain_name("srw", graph))
 
     @classmethod
     def metropolis_hastings(cls, graph: Graph, target: Tensor | None = None) -> "BaseChain":
-        """Metropolis-Hastings walk towards ``target`` (uniform if None):
-        P_ij = min(1/d_i, mu_j / (mu_i d_j)) for neighbours, the rest on the self-loop."""
+        """Metropolis-Hastings walk towards ``target`` (uniform if None), proposing from the
+        simple random walk Q_ij = w_ij / W_i (see :meth:`simple`) and accepting with
+        min(1, mu_j Q_ji / (mu_i Q_ij)):
+
+            P_ij = w_ij min(1/W_i, mu_j / (mu_i W_j)) for neighbours, the rest on the self-loop;
+
+        on an unweighted graph P_ij = min(1/d_i, mu_j / (mu_i d_j)). The stationary law is
+        ``target`` whatever the weights: they only say which neighbours are proposed (how
+        strongly two nodes are linked, as for the simple walk), which changes how fast the
+        walk mixes, not where it goes."""
         n = graph.num_nodes
         if target is None:
             mu = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -272,11 +399,12 @@ class BaseChain:
             if mu.shape != (n,) or not torch.isfinite(mu).all() or (mu <= 0).any():
                 raise ValueError(f"target must have {n} finite entries > 0 (no zeros)")
             mu = mu / mu.sum()
-        deg = graph.degree.to(torch.float64)
+        total = graph.weighted_degree
         src, dst = graph.row_ids(), graph.indices
-        off = torch.minimum(1.0 / deg[src], mu[dst] / (mu[src] * deg[dst]))
+        off = graph.edge_weights() * torch.minimum(1.0 / total[src],
+                                                   mu[dst] / (mu[src] * total[dst]))
         stay = (1.0 - torch.zeros(n, dtype=torch.float64).index_add_(0, src, off)).clamp_min(0)
-        return cls._with_loops(graph, src, dst, off, stay, mu, "mhrw")
+        return cls._with_loops(graph, src, dst, off, stay, mu, _chain_name("mhrw", graph))
 
     @classmethod
     def _with_loops(cls, graph, src, dst, off, stay, mu, name) -> "BaseChain":
@@ -315,6 +443,44 @@ class BaseChain:
         out = torch.zeros(n, n, dtype=torch.float64)
         out[rows, self.indices] = self.probs
         return out
+
+
+def _chain_name(base: str, graph: Graph) -> str:
+    return base if graph.weights is None else f"weighted {base}"
+
+
+BASES = ("mhrw", "srw")
+
+
+def base_chain(graph: Graph, base="mhrw", target: Tensor | None = None) -> BaseChain:
+    """The base chain ``base`` on ``graph``: ``"mhrw"`` (:meth:`BaseChain.metropolis_hastings`
+    towards ``target``, uniform if None), ``"srw"`` (:meth:`BaseChain.simple`), or a
+    :class:`BaseChain` built on this very graph (same nodes, edges and edge weights), returned
+    as it is. Both use ``graph``'s edge weights when it has them.
+
+    Raises:
+        ValueError: naming ``base`` for an unknown name, the non-backtracking walk or a chain
+            on another graph; naming ``target`` when it is given with anything but "mhrw".
+    """
+    if isinstance(base, BaseChain):
+        if not base.graph.equals(graph):
+            raise ValueError("base: this BaseChain is built on another graph (other nodes, "
+                             "edges or edge weights); build it on Graph.from_networkx(graph, "
+                             "weight=...) with the weight= given here")
+        if target is not None:
+            raise ValueError("target applies to base='mhrw' only (a BaseChain has its own)")
+        return base
+    if isinstance(base, str) and base == "nbrw":
+        raise ValueError("base 'nbrw' is not a reversible chain on the nodes, so SRRW is not "
+                         "built on it; use samplers.NonBacktrackingWalk as the baseline")
+    if not isinstance(base, str) or base not in BASES:
+        raise ValueError(f"base must be one of {BASES} or a BaseChain, got {base!r}")
+    if base == "srw":
+        if target is not None:
+            raise ValueError("target applies to base='mhrw' only (the SRW's stationary "
+                             "distribution is fixed: W_i / sum_k W_k, the weighted degrees)")
+        return BaseChain.simple(graph)
+    return BaseChain.metropolis_hastings(graph, target)
 
 
 def _draw(weights: Tensor, first: Tensor, length: Tensor, uniforms: Tensor,

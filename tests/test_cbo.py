@@ -382,6 +382,73 @@ def test_model_must_own_the_parameters_and_the_closure_must_be_scalar():
         opt.step()
 
 
+def test_loading_a_state_with_another_particle_count_names_both_counts():
+    model = _mlp()
+    x, y = _data()
+    saved = CBO(model.parameters(), 12, generator=torch.Generator().manual_seed(0))
+    saved.step(lambda: torch.nn.functional.mse_loss(model(x), y))
+    other = CBO(model.parameters(), 7)
+    with pytest.raises(ValueError, match="holds 12 particles .*n_particles=7.*n_particles=12"):
+        other.load_state_dict(saved.state_dict())
+    CBO(model.parameters(), 12).load_state_dict(saved.state_dict())
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_closure_that_calls_backward_is_told_to_drop_it(batched):
+    model = _mlp()
+    x, y = _data()
+    opt = CBO(model.parameters(), 4, model=model if batched else None,
+              generator=torch.Generator().manual_seed(0))
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match=r"CBO needs no gradients.*remove loss\.backward"):
+        opt.step(closure)
+
+
+def _with(layer):
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), layer, torch.nn.Linear(8, 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def test_dropout_under_vmap_is_told_to_choose_randomness():
+    x, y = _data()
+    model = _with(torch.nn.Dropout(0.2))
+    loss = lambda: torch.nn.functional.mse_loss(model(x), y)  # noqa: E731
+    opt = CBO(model.parameters(), 4, model=model, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="randomness='same' to CBO.*model.eval()"):
+        opt.step(loss)
+    for randomness in ("same", "different"):
+        CBO(model.parameters(), 4, model=model, randomness=randomness,
+            generator=torch.Generator().manual_seed(0)).step(loss)
+    model.eval()
+    opt.step(loss)
+
+
+def test_batchnorm_running_statistics_under_vmap_are_told_what_to_change():
+    x, y = _data()
+    model = _with(torch.nn.BatchNorm1d(8))
+    loss = lambda: torch.nn.functional.mse_loss(model(x), y)  # noqa: E731
+    opt = CBO(model.parameters(), 4, model=model, randomness="same",
+              generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match=r"BatchNorm layer\(s\) \['1'\] in training mode.*"
+                                           r"model\.eval\(\).*replace_all_batch_norm_modules_"):
+        opt.step(loss)
+    model.eval()
+    opt.step(loss)
+    model.train()
+    torch.func.replace_all_batch_norm_modules_(model)
+    opt.step(loss)
+
+
 def test_group_step_sizes_apply_to_their_own_coordinates():
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     opt = CBO([{"params": [a]}, {"params": [b], "lr": 0.0}], 8, lr=0.1,

@@ -3,15 +3,21 @@ step-size regimes, resumption, and convergence to theta* on distributed logistic
 
 from __future__ import annotations
 
+import datetime
 import io
+import os
+import socket
 
 import networkx as nx
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from stochstep.optimizers import SASRRW
 from stochstep.optimizers.srrw import (LogisticProblem, load_token_state, logistic_grad,
-                                       make_token_walk, simulate_token, token_state)
+                                       make_token_walk, run_token_ring, simulate_token,
+                                       token_state)
 from stochstep.stepping.walks import BaseChain, Graph, PowerGamma, SelfRepellentWalk
 
 
@@ -66,7 +72,8 @@ def test_steps_by_hand_gradient_at_the_node_the_token_moved_to():
     assert opt.num_steps == 7
 
 
-@pytest.mark.filterwarnings("ignore::stepping.walks.PeriodicChainWarning")  # SRW on a star
+@pytest.mark.filterwarnings(  # an SRW on a star
+    "ignore::stochstep.stepping.walks.PeriodicChainWarning")
 def test_importance_weights_under_mhrw_are_one_and_srw_corrects_degree():
     star = nx.star_graph(4)  # centre degree 4, leaves 1; |E| = 4, N = 5
     p = torch.nn.Parameter(torch.zeros(1))
@@ -287,3 +294,136 @@ def test_sasrrw_start_takes_node_labels():
     assert opt.node in list(grid.neighbors((1, 1))) + [(1, 1)]
     with pytest.raises(ValueError, match="start"):
         SASRRW([torch.nn.Parameter(torch.zeros(1))], grid, start=(3, 3), **KW)
+
+
+# -- edge weights -----------------------------------------------------------------------------
+def _weighted():
+    g = _graph()  # degrees 1, 3, 2, 2
+    for (u, v), w in zip([(0, 1), (1, 2), (2, 3), (1, 3)], [4.0, 0.5, 1.0, 2.5]):
+        g[u][v]["w"] = w
+    return g  # weighted degrees 4, 7, 1.5, 3.5
+
+
+@pytest.mark.parametrize("base", ["mhrw", "srw"])
+def test_weights_reach_the_optimizer_and_simulate_token_alike(base):
+    """SRW importance weights 1/(N mu_i) = sum W / (N W_i) from the weighted degrees; the
+    optimizer and simulate_token on the weighted graph agree bit for bit and differ from
+    weight=None."""
+    graph = _weighted()
+    opt = SASRRW([torch.nn.Parameter(torch.zeros(1))], graph, base=base, weight="w",
+                 generator=torch.Generator().manual_seed(0), **KW)
+    total = torch.tensor([4.0, 7.0, 1.5, 3.5], dtype=torch.float64)
+    expected = total.sum() / (4 * total) if base == "srw" else torch.ones(4, dtype=torch.float64)
+    torch.testing.assert_close(opt.importance_weights, expected, rtol=1e-15, atol=0)
+    assert opt._walk.chain.name == f"weighted {base}"
+    prob = LogisticProblem.generate(4, samples=10, dim=3, seed=1)
+    kw = dict(lr=1.5, alpha=4.0, gamma_exponent=0.6, lr_exponent=0.85, base=base)
+    runs = {}
+    for weight in ("w", None):
+        traj, nodes, _ = _optimizer_run(prob, graph, 40, seed=5, weight=weight, **kw)
+        sim = simulate_token(graph, prob.grad, torch.zeros(3), runs=1, steps=40,
+                             generator=torch.Generator().manual_seed(5), weight=weight, **kw)
+        assert torch.equal(sim.nodes[:, 0], nodes) and torch.equal(sim.theta[1:, 0], traj)
+        runs[weight] = nodes
+    assert not torch.equal(runs["w"], runs[None])
+    bare = _optimizer_run(prob, _graph(), 40, seed=5, **kw)[1]
+    assert torch.equal(runs[None], bare)
+
+
+def test_a_graph_with_weights_is_not_silently_read_without_them():
+    g = Graph.from_networkx(_weighted(), weight="w")
+    with pytest.raises(ValueError, match="weight=None asks to ignore edge weights"):
+        SASRRW([torch.nn.Parameter(torch.zeros(1))], g, weight=None, **KW)
+    with pytest.raises(ValueError, match="base: this BaseChain is built on another graph"):
+        SASRRW([torch.nn.Parameter(torch.zeros(1))], _weighted(), weight="w",
+               base=BaseChain.simple(Graph.from_networkx(_weighted(), weight=None)), **KW)
+    with pytest.raises(ValueError, match=r"edge \(1, 2\) has weight -0.5"):
+        bad = _weighted()
+        bad[1][2]["w"] = -0.5
+        simulate_token(bad, None, torch.zeros(1), runs=1, steps=1, lr=1.0, alpha=1.0,
+                       gamma_exponent=0.7, lr_exponent=0.9, weight="w")
+
+
+def _triangle():
+    g = nx.Graph()
+    g.add_weighted_edges_from([(0, 1, 6.0), (1, 2, 0.5), (2, 0, 1.0)], weight="w")
+    return g
+
+
+RING_KW = dict(steps=40, lr=1.5, alpha=3.0, gamma_exponent=0.6, lr_exponent=0.85, base="srw")
+
+
+def _ring_agent(rank, port, out, weight):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=3, timeout=datetime.timedelta(seconds=60))
+    try:
+        prob = LogisticProblem.generate(3, samples=10, dim=2, seed=1)
+        res = run_token_ring(_triangle(), lambda theta, n: prob.grad(theta[None],
+                                                                    torch.tensor([rank]))[0],
+                             torch.zeros(2), weight=weight,
+                             generator=torch.Generator().manual_seed(3), **RING_KW)
+        if rank == 0:
+            torch.save(res, os.path.join(out, f"{weight}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # three agent processes importing torch
+def test_the_token_ring_walks_the_weighted_graph_as_simulate_token_does(tmp_path):
+    mp.spawn(_ring_agent, args=(_free_port(), str(tmp_path), "w"), nprocs=3, join=True)
+    got = torch.load(tmp_path / "w.pt")
+    prob = LogisticProblem.generate(3, samples=10, dim=2, seed=1)
+    sim = {weight: simulate_token(_triangle(), prob.grad, torch.zeros(2), runs=1, weight=weight,
+                                  generator=torch.Generator().manual_seed(3), **RING_KW)
+           for weight in ("w", None)}
+    assert torch.equal(got["nodes"], sim["w"].nodes[:, 0])
+    assert torch.equal(got["theta"], sim["w"].theta[1:, 0])
+    assert not torch.equal(got["nodes"], sim[None].nodes[:, 0])  # the weights were used
+
+
+# -- the registry's reference must catch a wrong walk -------------------------------------------
+class _FlippedExponent(SelfRepellentWalk):
+    """K_ij proportional to P_ij (x_j / mu_j)^(+alpha): the self-repellent exponent's sign
+    flipped (a self-attracting walk)."""
+
+    def __init__(self, chain, alpha, **kwargs):
+        super().__init__(chain, alpha, **kwargs)
+        self.alpha = -self.alpha
+        self._log_c = chain.log_probs + self.alpha * self._log_mu[chain.indices]
+
+
+class _LateMeasure(SelfRepellentWalk):
+    """x_{n+1} updated with gamma_{n+2} instead of gamma_{n+1}."""
+
+    def __init__(self, chain, alpha, *, gamma, **kwargs):
+        super().__init__(chain, alpha, gamma=lambda n: gamma(n + 1), **kwargs)
+
+
+@pytest.mark.parametrize("bug", [_FlippedExponent, _LateMeasure])
+def test_the_reference_refuses_a_walk_with_a_bug(monkeypatch, bug):
+    """The SASRRW reference recomputes the kernel rows, the draws (from the same uniforms)
+    and the measure by hand: a walk with a flipped exponent or a late measure step fails
+    it, in every reference case with alpha > 0 (the first case passes unpatched)."""
+    from stochstep.optimizers import srrw
+    from stochstep.stepping.registry import get
+
+    info = get("SASRRW")
+    params = [torch.tensor([0.5, -1.0], dtype=torch.float64)]
+
+    def grad_fn(ps):
+        return [2 * p for p in ps]
+
+    cases = [kw for kw in info.reference_kwargs if kw["alpha"] > 0]
+    assert len(cases) >= 3
+    info.reference(params, grad_fn, 2, cases[0], torch.Generator().manual_seed(7))
+    monkeypatch.setattr(srrw, "SelfRepellentWalk", bug)
+    for kwargs in cases:
+        with pytest.raises(AssertionError):
+            info.reference(params, grad_fn, 2, kwargs, torch.Generator().manual_seed(7))

@@ -13,8 +13,12 @@ from stochstep.theory_checks.srrw import (base_chain_asymptotic_covariance,
 pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
-def small_graph():
-    return Graph.from_networkx(nx.connected_watts_strogatz_graph(8, 4, 0.3, seed=1))
+def small_graph(weighted=False):
+    graph = nx.connected_watts_strogatz_graph(8, 4, 0.3, seed=1)
+    if weighted:  # weights 0.2, 1, 5 in turn
+        for k, (u, v) in enumerate(graph.edges):
+            graph[u][v]["weight"] = (0.2, 1.0, 5.0)[k % 3]
+    return Graph.from_networkx(graph)
 
 
 def random_reversible(n, seed):
@@ -34,6 +38,9 @@ def chains():
     yield BaseChain.metropolis_hastings(g).dense(), BaseChain.metropolis_hastings(g).target
     yield BaseChain.simple(g).dense(), BaseChain.simple(g).target
     yield BaseChain.metropolis_hastings(les).dense(), BaseChain.metropolis_hastings(les).target
+    weighted = small_graph(weighted=True)
+    for chain in (BaseChain.simple(weighted), BaseChain.metropolis_hastings(weighted)):
+        yield chain.dense(), chain.target
     for seed in range(3):
         yield random_reversible(7 + seed, seed)
 
@@ -142,6 +149,22 @@ def test_measured_srrw_variance_matches_closed_form():
                                 f=g.degree.double(), generator=torch.Generator().manual_seed(1))
     ratios = [r.ratio for r in res]
     assert all(abs(q - 1) < 0.15 for q in ratios), ratios
+
+
+def test_measured_variance_of_a_weighted_walk_matches_its_own_closed_form():
+    """The MHRW on a weighted graph keeps the uniform target, but the weights change how it
+    mixes: the measured variance follows the weighted chain's V(alpha), which is 2x the
+    unweighted one here."""
+    weighted = BaseChain.metropolis_hastings(small_graph(weighted=True))
+    bare = BaseChain.metropolis_hastings(small_graph())
+    assert torch.equal(weighted.target, bare.target)
+    res = measure_srrw_variance(weighted, [0.0, 5.0], steps=2500, walkers=600,
+                                generator=torch.Generator().manual_seed(3))
+    ratios = [r.ratio for r in res]
+    assert all(abs(q - 1) < 0.15 for q in ratios), ratios
+    for r in res:
+        unweighted = srrw_asymptotic_covariance(bare, None, r.alpha).trace()
+        assert r.predicted > 1.8 * unweighted
 
 
 def test_measured_generalised_measure_matches_closed_form():

@@ -1,6 +1,7 @@
 """Correctness of the SRRW sampler and its walks (samplers/random_walks.py, stepping/walks.py)."""
 
 import math
+import re
 
 import networkx as nx
 import pytest
@@ -13,6 +14,8 @@ from stochstep.samplers import SRRW, NonBacktrackingWalk
 from stochstep.stepping import walks
 from stochstep.stepping.walks import (BaseChain, Graph, PeriodicChainWarning, PowerGamma,
                                       SelfRepellentWalk)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small tensor ops
 
 
 def gen(seed=0):
@@ -161,7 +164,7 @@ def connected_graphs(draw):
     return graph
 
 
-@pytest.mark.filterwarnings("ignore::stepping.walks.PeriodicChainWarning")  # trees, SRW
+@pytest.mark.filterwarnings("ignore::stochstep.stepping.walks.PeriodicChainWarning")  # trees, SRW
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=connected_graphs(), alpha=st.sampled_from([0.0, 1.0, 5.0]),
        base=st.sampled_from(["mhrw", "srw"]), seed=st.integers(0, 1000))
@@ -288,6 +291,9 @@ def test_a_hand_built_base_chain_is_validated():
         BaseChain(g, g.indptr, (g.indices + 1) % 5, half, uniform, "off-graph")
     with pytest.raises(ValueError, match="sum to 1"):
         BaseChain(g, g.indptr, g.indices, half * 0.9, uniform, "leaky")
+    for bad in (-half, half * math.nan, half[:3]):
+        with pytest.raises(ValueError, match="weights must hold one finite weight > 0"):
+            Graph(g.indptr, g.indices, weights=bad)
 
 
 # -- periodic base chains -------------------------------------------------------------------
@@ -403,3 +409,170 @@ def test_one_walker_python_path_matches_the_batched_step(graph, base, alpha, dty
     assert torch.equal(blocks.y, fast.y) and blocks.current_id() == nodes[-1]
     assert torch.equal(blocks.generator.get_state(), fast.generator.get_state())
     assert blocks.steps == fast.steps == 1500 and blocks.scale == fast.scale
+
+
+# -- edge weights -----------------------------------------------------------------------------
+def weighted_graph(attribute="weight"):
+    """small_graph() with weights 0.25, 1, 4 in turn: weighted degrees far from the degrees."""
+    graph = small_graph()
+    for k, (u, v) in enumerate(graph.edges):
+        graph[u][v][attribute] = (0.25, 1.0, 4.0)[k % 3]
+    return graph
+
+
+def adjacency(graph, weight="weight"):
+    """networkx's own weighted adjacency matrix, self-loops dropped."""
+    a = torch.tensor(nx.to_numpy_array(graph, nodelist=list(graph.nodes), weight=weight))
+    return a.fill_diagonal_(0)
+
+
+@pytest.mark.parametrize("walkers", [1, 5])
+@pytest.mark.parametrize("base", ["mhrw", "srw"])
+def test_weight_none_is_the_unweighted_walk_bit_for_bit(base, walkers):
+    """weight=None on a weighted graph, and a graph whose weights are all 1, give the chain
+    of the bare graph (P = 1/d_i on edges, exactly) and the same walk, bit for bit."""
+    bare = small_graph()
+    ones = small_graph()
+    nx.set_edge_attributes(ones, 1.0, "weight")
+    runs = [SRRW(g, 3.0, base=base, walkers=walkers, gamma_exponent=0.8, weight=w,
+                 generator=gen(4)) for g, w in [(bare, "weight"), (weighted_graph(), None),
+                                                 (ones, "weight")]]
+    deg = torch.tensor([d for _, d in bare.degree], dtype=torch.float64)
+    if base == "srw":
+        torch.testing.assert_close(runs[0].chain.dense(), adjacency(bare) / deg[:, None],
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(runs[0].target, deg / deg.sum(), rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(runs[0].chain.dense(), mhrw_by_hand(bare), rtol=0,
+                                   atol=1e-15)
+    out = [r.run(200) for r in runs]
+    for r, (nodes, x) in zip(runs[1:], out[1:]):
+        assert r.graph.weights is None and r.chain.name == base
+        assert torch.equal(r.chain.probs, runs[0].chain.probs)
+        assert torch.equal(nodes, out[0][0]) and torch.equal(x, out[0][1])
+
+
+def test_weighted_srw_is_stationary_at_the_weighted_degrees():
+    """P_ij = w_ij / W_i from networkx's adjacency; mu_i = W_i / sum W, networkx's weighted
+    degree: stationary and reversible, exactly; and the walk's empirical measure goes there,
+    not to the unweighted d_i / 2|E|."""
+    graph = weighted_graph("strength")
+    s = SRRW(graph, 0.0, base="srw", weight="strength", generator=gen(6))
+    a = adjacency(graph, "strength")
+    total = a.sum(1)
+    torch.testing.assert_close(s.chain.dense(), a / total[:, None], rtol=1e-15, atol=0)
+    nx_degree = torch.tensor([d for _, d in graph.degree(weight="strength")],
+                             dtype=torch.float64)
+    mu = s.target
+    torch.testing.assert_close(mu, nx_degree / nx_degree.sum(), rtol=1e-15, atol=0)
+    p = s.chain.dense()
+    torch.testing.assert_close(mu @ p, mu, rtol=1e-14, atol=0)
+    torch.testing.assert_close(mu[:, None] * p, (mu[:, None] * p).T, rtol=1e-14, atol=0)
+    degree_mu = SRRW(graph, 0.0, base="srw", weight=None).target
+    assert 0.5 * (mu - degree_mu).abs().sum() > 0.15  # the weights matter here
+    for alpha in (0.0, 3.0):
+        s = SRRW(graph, alpha, base="srw", walkers=200, weight="strength", generator=gen(6))
+        _, x = s.run(600)
+        assert 0.5 * (x.mean(0) - mu).abs().sum() < 0.02  # 200 walks of 600 steps
+
+
+def test_weighted_mhrw_proposes_from_the_weighted_walk_and_keeps_its_target():
+    """P_ij = w_ij min(1/W_i, mu_j / (mu_i W_j)), the rest on the self-loop: reversible
+    towards the target (uniform or given), whatever the weights."""
+    graph = weighted_graph()
+    a = adjacency(graph)
+    total = a.sum(1)
+    for target in (None, {v: 1.0 + v % 4 for v in graph.nodes}):
+        s = SRRW(graph, 1.0, target=target, generator=gen())
+        mu = s.target
+        p = a * torch.minimum(1 / total[:, None], mu[None, :] / (mu[:, None] * total[None, :]))
+        p += torch.diag(1 - p.sum(1))
+        torch.testing.assert_close(s.chain.dense(), p, rtol=1e-14, atol=1e-16)
+        torch.testing.assert_close(mu @ s.chain.dense(), mu, rtol=1e-14, atol=0)
+        assert s.chain.name == "weighted mhrw"
+    torch.testing.assert_close(SRRW(graph, 1.0).target, torch.full((13,), 1 / 13,
+                                                                   dtype=torch.float64))
+
+
+def test_a_multigraph_collapses_parallel_edges_summing_their_weights():
+    """As nx.to_scipy_sparse_array: parallel edges are one edge weighing their sum; with
+    weight=None, their number. The SRW's mu is then networkx's (multi)degree."""
+    multi = nx.MultiGraph([(0, 1), (0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (0, 2), (0, 2)])
+    multi.add_edge(1, 2, weight=2.5)  # the other parallel edges weigh 1 (no attribute)
+    for weight in ("weight", None):
+        s = SRRW(multi, 0.0, base="srw", weight=weight, generator=gen())
+        a = torch.tensor(nx.to_scipy_sparse_array(multi, weight=weight).toarray(),
+                         dtype=torch.float64)
+        torch.testing.assert_close(s.chain.dense(), a / a.sum(1, keepdim=True), rtol=1e-15,
+                                   atol=0)
+        deg = torch.tensor([d for _, d in multi.degree(weight=weight)], dtype=torch.float64)
+        torch.testing.assert_close(s.target, deg / deg.sum(), rtol=1e-15, atol=0)
+    collapsed = nx.Graph()
+    collapsed.add_weighted_edges_from([(0, 1, 2.0), (1, 2, 3.5), (2, 3, 1.0), (3, 0, 1.0),
+                                       (0, 2, 3.0)])
+    assert Graph.from_networkx(multi).equals(Graph.from_networkx(collapsed))
+
+
+def test_zero_weight_edges_are_absent_and_self_loop_weights_ignored():
+    graph = nx.cycle_graph(4)
+    nx.set_edge_attributes(graph, 2.0, "weight")
+    graph.add_edge(1, 1, weight=7.0)  # self-loops are ignored, with their weight
+    graph[0][1]["weight"] = 0.0
+    path = nx.Graph()
+    path.add_nodes_from(range(4))
+    path.add_weighted_edges_from([(1, 2, 2.0), (2, 3, 2.0), (3, 0, 2.0)])
+    g = Graph.from_networkx(graph)
+    assert g.equals(Graph.from_networkx(path)) and (g.weights == 2.0).all()
+    assert not g.equals(Graph.from_networkx(path, weight=None))
+    graph[2][3]["weight"] = 0.0
+    with pytest.raises(ValueError, match="connected.*edges of weight 0 do not count"):
+        Graph.from_networkx(graph)
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, -math.inf, "2", None, 1j])
+def test_bad_edge_weights_raise_naming_the_edge(bad):
+    graph = nx.relabel_nodes(small_graph(), lambda v: f"n{v}")
+    graph["n3"]["n0"]["weight"] = bad
+    edge = "('n0', 'n3')" if ("n0", "n3") in graph.edges else "('n3', 'n0')"
+    with pytest.raises(ValueError, match=re.escape(f"edge {edge} has weight {bad!r}")):
+        SRRW(graph, 1.0)
+    SRRW(graph, 1.0, weight=None)  # ignored on request
+
+
+def test_a_node_whose_edges_weigh_zero_is_named():
+    graph = nx.path_graph(["a", "b", "c"])
+    graph.add_edge("c", "a")
+    nx.set_edge_attributes(graph, 0.0, "w")
+    graph["a"]["b"]["w"] = 1.0
+    with pytest.raises(ValueError, match="node 'c': the weights .'w'. of its edges sum to 0"):
+        Graph.from_networkx(graph, weight="w")
+
+
+@pytest.mark.parametrize("weight", [3, ("weight",), b"weight"])
+def test_weight_must_name_an_attribute_or_be_none(weight):
+    with pytest.raises(ValueError, match="weight must be the name of an edge attribute"):
+        SRRW(small_graph(), 1.0, weight=weight)
+
+
+def test_a_base_chain_must_carry_the_graphs_weights():
+    graph = weighted_graph()
+    bare = BaseChain.simple(Graph.from_networkx(graph, weight=None))
+    with pytest.raises(ValueError, match="base: this BaseChain is built on another graph"):
+        SRRW(graph, 1.0, base=bare)
+    SRRW(graph, 1.0, base=bare, weight=None)
+    SRRW(graph, 1.0, base=BaseChain.simple(Graph.from_networkx(graph)))
+
+
+def test_nbrw_refuses_edge_weights_unless_told_to_ignore_them():
+    graph = weighted_graph()
+    with pytest.raises(ValueError, match="weight: .*pass weight=None"):
+        NonBacktrackingWalk(graph)
+    a = NonBacktrackingWalk(graph, weight=None, walkers=3, generator=gen(1)).run(50)
+    b = NonBacktrackingWalk(small_graph(), walkers=3, generator=gen(1)).run(50)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    multi = nx.MultiGraph(small_graph())
+    NonBacktrackingWalk(multi, generator=gen())  # no parallel edge: nothing to refuse
+    multi.add_edge(0, 1)
+    for weight in ("weight", None):
+        with pytest.raises(ValueError, match=r"parallel edges .*nx\.Graph\(graph\)"):
+            NonBacktrackingWalk(multi, weight=weight)
