@@ -480,8 +480,8 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
         \qquad \beta_n = \mathrm{lr}\,(n+1)^{-b},
 
     moves the walk to :math:`X_{n+1} \sim K_{X_n,\cdot}[x_n]`, and all ranks learn
-    :math:`X_{n+1}` from one ``all_reduce`` of a status vector; the holder then ``send``s the
-    packed token to :math:`X_{n+1}` (if it moves), which ``recv``s it and checks that it was
+    :math:`X_{n+1}` from one ``all_reduce`` of a status vector; the holder then ``send``\ s the
+    packed token to :math:`X_{n+1}` (if it moves), which ``recv``\ s it and checks that it was
     made with its own ``alpha``, ``base``, ``gamma_exponent``, ``lr`` and ``lr_exponent``.
     Rank 0 creates the token (draws :math:`X_0`, moves to :math:`X_1`) as
     :func:`simulate_token` does, so from the same seed the run reproduces it bit for bit.
@@ -504,8 +504,8 @@ def run_token_ring(graph, grad_fn: Callable[[Tensor, int], Tensor], theta0, *, s
         generator: the ``torch.Generator`` of the walk; only rank 0's creates the token.
 
     Returns:
-        On rank 0 ``{"nodes": (steps,) int64 X_1..X_steps, "theta": (steps, D) float64
-        theta_1..theta_steps}``; None on the other ranks.
+        On rank 0 ``{"nodes": X_1..X_steps, "theta": theta_1..theta_steps}``, a ``(steps,)``
+        int64 and a ``(steps, D)`` float64 tensor; None on the other ranks.
 
     References:
         J. Hu, V. Doshi, D. Y. Eun, ICLR 2024, arXiv:2401.09665.

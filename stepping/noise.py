@@ -150,7 +150,7 @@ class Brownian:
         return standard_normal_like(x, self.generator)
 
     def increment(self, x: Tensor, t0: float, t1: float) -> Tensor:
-        """W(t1) - W(t0) ~ N(0, |t1 - t0| I) shaped like ``x``."""
+        """W(t1) - W(t0) ~ ``N(0, |t1 - t0| I)`` shaped like ``x``."""
         return self.standard_normal(x).mul_(math.sqrt(abs(t1 - t0)))
 
 
@@ -426,7 +426,8 @@ class FractionalBrownian:
         generator: the source of randomness (if None, one seeded from torch's global RNG).
 
     Attributes:
-        gammas, weights: float64 tensors of shape (K,).
+        gammas: the K speeds, a float64 tensor of shape (K,).
+        weights: the K weights, a float64 tensor of shape (K,).
         relative_error: the optimal weights' relative L2 error on [0, T] (see
             :func:`ma_fbm_weights`), e.g. 4.7e-2 for H = 0.2 and 1.3e-4 for H = 0.7 at K = 5.
         condition_number: cond(A) of the weight system.

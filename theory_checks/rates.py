@@ -129,14 +129,16 @@ class TemperatureSweep:
     ``alignment`` (its ``weights`` are where it stopped).
 
     Attributes:
-        lrs, batch_sizes: the pairs, ``(pairs,)``.
+        lrs: the pairs' learning rates, ``(pairs,)``.
+        batch_sizes: the pairs' batch sizes, ``(pairs,)``.
         train_time: ``t* = lr x steps`` to zero hinge loss.
         steps: SGD steps to zero hinge loss.
         weight_norm: ``||w||`` at ``t*``.
         alignment: ``w . w* / ||w|| = w_1 / ||w||`` at ``t*`` (cosine with the teacher).
         converged: bool.
         weights: the final ``w``, ``(pairs, runs, dim)``.
-        inputs, labels: the training sets, ``(runs, P, dim)`` and ``(runs, P)``.
+        inputs: the training sets' points, ``(runs, P, dim)``.
+        labels: the training sets' labels, ``(runs, P)``.
     """
 
     lrs: Tensor
