@@ -19,12 +19,12 @@ steps, the same wall time, and the same number of loss evaluations (one evaluati
 pass on one mini-batch; CBO makes N + 1 per step, Adam one per step plus a backward pass, which
 is not counted). Both run on one thread. Figure ``<out>/cbo_train_mlp.png``: training loss
 against loss evaluations and against wall time, with a marker where each row of the printed
-table stops. One run of the defaults (one loaded core): CBO
-reaches 93 % test accuracy after 1,000 steps (101,000 loss evaluations, 25 s); Adam reaches 97 %
-after the same 1,000 steps (4 s) and after the same 25 s, and 92 % after 101,000 steps (it
-overfits). Run from the repository root:
+table stops. One run of the defaults (one core of a busy 2-core machine): CBO reaches 92 % test
+accuracy after 1,000 steps (101,000 loss evaluations, 15 s); Adam reaches 97 % after the same
+1,000 steps (1.2 s) and after the same 15 s, and 94 % after 101,000 steps (it overfits).
+Run from the repository root:
 
-    python examples/cbo_train_mlp.py                  # 1-3 minutes on one core, mostly Adam
+    python examples/cbo_train_mlp.py                  # 2-5 minutes on one core, mostly Adam
     python examples/cbo_train_mlp.py --quick --out /tmp/cbo
 """
 
