@@ -1,12 +1,12 @@
 """Consensus-based optimization on Rastrigin and Ackley in d = 20, and a 2-D picture of it.
 
-CBO (``optimizers.cbo.cbo_minimize``) with CBXpy's documented benchmark configuration: particles
-start uniform in [-3, 3]^d, anisotropic noise, sigma = 10.1, dt = 0.01, lambda = 1, alpha = 30
-growing by 1.05 per step up to 1e5 (``GeometricAlpha(30, 1.05, 1e5)``), N = 100 particles,
-3000 steps. Each function is minimized with its minimizer at 0 and shifted to ``--shift`` in
-every coordinate; the ``--runs`` independent runs go through one batched call (x0 of shape
-(M, N, d)). A run succeeds when its final consensus lies within 0.25 of the minimizer in the
-infinity norm (the criterion of the CBO literature and of CBXpy's benchmarks).
+CBO (``stochstep.optimizers.cbo.cbo_minimize``) with CBXpy's documented benchmark configuration:
+particles start uniform in [-3, 3]^d, anisotropic noise, sigma = 10.1, dt = 0.01, lambda = 1,
+alpha = 30 growing by 1.05 per step up to 1e5 (``GeometricAlpha(30, 1.05, 1e5)``), N = 100
+particles, 3000 steps. Each function is minimized with its minimizer at 0 and shifted to
+``--shift`` in every coordinate; the ``--runs`` independent runs go through one batched call (x0
+of shape (M, N, d)). A run succeeds when its final consensus lies within 0.25 of the minimizer
+in the infinity norm (the criterion of the CBO literature and of CBXpy's benchmarks).
 
 Figure ``<out>/cbo_rastrigin.png``: left, a 2-D Rastrigin run (contours, particle clouds at a
 few steps, the consensus path); right, the median distance of the consensus to the minimizer
@@ -111,40 +111,47 @@ def picture_run(args, dtype, gen):
 
 
 def plot(args, x0, res, curves, path):
-    fig, (ax, axr) = plt.subplots(1, 2, figsize=(12, 5.2))
+    fig, (ax, axr) = plt.subplots(1, 2, figsize=(13, 5.6), width_ratios=(1, 1.15))
     lo, hi = -3.5, 3.5
     g = torch.linspace(lo, hi, 300, dtype=torch.float64)
     xx, yy = torch.meshgrid(g, g, indexing="xy")
     zz = rastrigin(torch.stack([xx, yy], -1), args.shift)
-    cs = ax.contourf(xx, yy, zz, levels=30, cmap="Greys")
-    fig.colorbar(cs, ax=ax, label="Rastrigin value")
+    # the colour map's top third left out: dark particles stay visible on the highest values
+    cs = ax.contourf(xx, yy, zz, levels=30, cmap="Greys", vmax=1.5 * zz.max().item())
+    fig.colorbar(cs, ax=ax, label="Rastrigin value", shrink=0.85)
     parts = res.history["particles"].double()          # (steps, N, 2): after each step
     steps = parts.shape[0]
     snaps = sorted({0, max(1, steps // 40), max(2, steps // 8), steps})
-    colors = plt.cm.viridis(torch.linspace(0, 0.9, len(snaps)).tolist())
+    colors = ["tab:blue", "tab:green", "tab:orange", "tab:purple"][-len(snaps):]
     for k, color in zip(snaps, colors):
         pts = x0.double() if k == 0 else parts[k - 1]
-        ax.scatter(pts[:, 0], pts[:, 1], s=10, color=color, alpha=0.8,
-                   label=f"particles at step {k}")
+        # later snapshots on top, the last one above the hollow star that marks x*
+        last = k == steps
+        ax.scatter(pts[:, 0], pts[:, 1], s=40 if last else 18, color=color, ec="white", lw=0.5,
+                   zorder=5 if last else 2, label=f"particles at step {k}")
     cons = res.history["consensus"].double()
-    ax.plot(cons[:, 0], cons[:, 1], "-", color="tab:red", lw=1.2, label="consensus path")
-    ax.plot(cons[-1, 0], cons[-1, 1], "o", color="tab:red", ms=6)
-    ax.plot([args.shift], [args.shift], "*", color="gold", mec="k", ms=15, label="minimizer")
+    ax.plot(cons[:, 0], cons[:, 1], "-", color="tab:red", lw=1.4, zorder=3,
+            label="consensus path")
+    ax.plot([args.shift], [args.shift], "*", ms=26, mfc="none", mec="k", mew=1.2, zorder=4,
+            label=f"minimizer x* = ({args.shift:g}, {args.shift:g})")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_title(f"CBO on 2-D Rastrigin, N = {args.particles}, {steps} steps")
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title(f"CBO on 2-D Rastrigin: N = {args.particles} particles, {steps} steps")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8,
+              frameon=False)
     for label, curve in curves.items():
         axr.semilogy(torch.arange(1, len(curve) + 1), curve.clamp(min=1e-12), label=label)
     axr.axhline(TOL, color="k", ls="--", lw=1, label=f"success threshold {TOL}")
     axr.set_xlabel("step")
-    axr.set_ylabel(r"median over runs of $\|c_k - x^*\|_\infty$")
-    axr.set_title(f"d = {args.d}: {args.runs} runs, N = {args.particles}")
+    axr.set_ylabel(r"distance of the consensus to $x^*$, $\|c_k - x^*\|_\infty$")
+    axr.set_title(f"d = {args.d}: median over {args.runs} runs of N = {args.particles} particles")
     axr.grid(True, which="major", alpha=0.3)
     axr.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")   # keeps the legend below the left panel
     plt.close(fig)
 
 

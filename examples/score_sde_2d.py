@@ -1,13 +1,13 @@
 """Score SDE on two moons: train a small score network with denoising score matching, sample.
 
 A 4-layer MLP with a Fourier time embedding learns the score of scikit-learn's two-moons data
-under the variance-preserving SDE (``samplers.VPSDE``) with ``samplers.dsm_loss``; the network
-predicts the noise, ``s(x, t) = -net(x, t) / c(t)``, with ``c(t)`` the kernel's standard
-deviation. It then draws samples with ``samplers.sample`` by Euler--Maruyama on the reverse SDE
-and by Heun on the probability-flow ODE, prints an energy distance of each sample set to fresh
-data (next to that of two fresh data sets, the noise floor) and saves a figure (data with the
-learned score field, both sample sets, probability-flow trajectories) to
-``<out>/score_sde_2d.png``.
+under the variance-preserving SDE (``stochstep.samplers.VPSDE``) with
+``stochstep.samplers.dsm_loss``; the network predicts the noise,
+``s(x, t) = -net(x, t) / c(t)``, with ``c(t)`` the kernel's standard deviation. It then draws
+samples with ``stochstep.samplers.sample`` by Euler--Maruyama on the reverse SDE and by Heun on the
+probability-flow ODE, prints an energy distance of each sample set to fresh data (next to that
+of two fresh data sets, the noise floor) and saves a figure (data with the learned score field,
+both sample sets, probability-flow trajectories) to ``<out>/score_sde_2d.png``.
 
 Run from the repository root (needs matplotlib and scikit-learn, no download):
 
@@ -96,7 +96,7 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def plot(data, results, score, paths, losses, path):
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.9), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(19, 5.4), constrained_layout=True)
     lim = (-2.6, 2.6)
     style = dict(s=3, alpha=0.5, lw=0)
     # (1) data and the learned score at t = 0.1: unit arrows, coloured by |s|
@@ -135,7 +135,8 @@ def plot(data, results, score, paths, losses, path):
     ax.set_title(f"probability-flow ODE paths ({traj.shape[1]})")
     ax.legend(loc="lower left", frameon=False, fontsize=9)
     for ax in axes:
-        ax.set(xlim=lim, ylim=lim, aspect="equal", xticks=[], yticks=[])
+        ax.set(xlim=lim, ylim=lim, aspect="equal", xticks=[-2, 0, 2], yticks=[-2, 0, 2],
+               xlabel="$x_1$", ylabel="$x_2$")
     fig.suptitle("Score SDE (VP) on two moons: denoising score matching, then reverse-time "
                  "sampling", fontsize=13)
     fig.savefig(path, dpi=110)

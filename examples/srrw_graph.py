@@ -3,13 +3,13 @@
 Two experiments on one graph (Zachary's karate club by default, or networkx's Les Miserables
 co-occurrence graph, or a power-law cluster graph; nothing is downloaded):
 
-1. **Sampling variance versus alpha.** Many SRRWs on a Metropolis-Hastings base chain (uniform
-   target) run in lockstep; the estimator f^T x_n of the mean degree (f = degree) has variance
-   n Var(f^T x_n) -> f^T V(alpha) f. Measured points (with standard errors) are plotted against
-   the closed-form curve of ``theory_checks.srrw.srrw_asymptotic_covariance`` (Doshi, Hu, Eun,
-   arXiv 2305.05097). The CLT is asymptotic: the larger alpha, the longer the walk must be
-   before the measurement reaches the curve (at 10,000 steps on the karate club, alpha = 20
-   still reads about 25 % high).
+1. **Sampling variance versus alpha.** Many SRRWs on a Metropolis-Hastings base chain
+   (uniform target) run in lockstep; the estimator f^T x_n of the mean degree (f = degree) has
+   variance n Var(f^T x_n) -> f^T V(alpha) f. Measured points (with standard errors) are plotted
+   against the closed-form curve of ``stochstep.theory_checks.srrw.srrw_asymptotic_covariance``
+   (Doshi, Hu, Eun, arXiv 2305.05097). The CLT is asymptotic: the larger alpha, the longer the
+   walk must be before the measurement reaches the curve (at 10,000 steps on the karate club,
+   alpha = 20 still reads about 25 % high).
 2. **Token optimization.** L2-regularised logistic regression whose data are spread over the
    nodes; a token walks the graph and applies theta += beta_{n+1} H(theta, X_{n+1}) with
    H(theta, i) = -grad f_i(theta) / (N mu_i) (Hu, Doshi, Eun, arXiv 2401.09665). The token walks

@@ -1,6 +1,7 @@
 """The CBO examples run end to end (briefly) and print sensible numbers; the CBO benchmark's
 contenders compute the same dynamics."""
 
+import importlib
 import re
 import subprocess
 import sys
@@ -106,3 +107,54 @@ def test_benchmark_success_case_and_reproducibility(one_thread):
 def test_benchmark_cli_knows_cbo():
     from benchmarks.__main__ import SUITES
     assert SUITES["cbo"] == "benchmarks.cbo"
+
+
+def import_example(name):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures an example's plot() closes, kept open for inspection."""
+    import matplotlib.pyplot as plt
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    for fig in kept:
+        fig.clf()
+
+
+def test_cbo_train_mlp_figure_names_both_axes_and_every_marker(tmp_path, figures):
+    example = import_example("cbo_train_mlp")
+    args = example.parse_args(["--quick"])
+    curve = [(0, 0.0, 2.3), (21, 0.01, 2.0), (42, 0.02, 1.5)]
+    rows = {name: dict(evals=10 * i + 5, seconds=0.01 * i + 0.005, loss=1.0 / i)
+            for i, name in enumerate(["CBO", "Adam, same steps", "Adam, same wall time",
+                                      "Adam, same loss evaluations"], start=1)}
+    example.plot(curve, curve, rows, args, tmp_path / "f.png")
+    (fig,) = figures
+    evals_ax, time_ax = fig.axes
+    assert "loss evaluations" in evals_ax.get_xlabel() and "wall time" in time_ax.get_xlabel()
+    assert evals_ax.get_ylabel()
+    # one legend entry per curve and per marker (a row of the table), in words
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert len(labels) == 2 + len(rows) and all(len(label.split()) >= 3 for label in labels[2:])
+
+
+def test_cbo_rastrigin_figure_has_axis_labels_and_shows_the_last_particles(tmp_path, figures):
+    example = import_example("cbo_rastrigin")
+    args = example.parse_args(["--no-progress", "--particles", "10", "--steps-2d", "20"])
+    x0, res = example.picture_run(args, torch.float32, torch.Generator().manual_seed(0))
+    curves = {"rastrigin, minimizer 1": torch.linspace(1, 1e-3, 30)}
+    example.plot(args, x0, res, curves, tmp_path / "f.png")
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 and all(ax.get_xlabel() and ax.get_ylabel() for ax in panels)
+    picture = panels[0]
+    (star,) = [line for line in picture.lines if line.get_marker() == "*"]
+    last = [c for c in picture.collections if c.get_label() == "particles at step 20"]
+    assert len(last) == 1 and last[0].get_zorder() > star.get_zorder()

@@ -1,7 +1,9 @@
 """The examples run end to end (briefly) and produce their outputs."""
 
+import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +43,60 @@ def test_srrw_graph_runs(tmp_path):
         png = tmp_path / name
         assert png.is_file() and png.stat().st_size > 0
     assert "closed form" in proc.stdout and "SRRW alpha=5" in proc.stdout, proc.stdout
+
+
+def run_srrw_distributed(tmp_path, *args):
+    """examples/srrw_distributed.py started by plain python, without torchrun's variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    return subprocess.run([sys.executable, str(ROOT / "examples" / "srrw_distributed.py"), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_srrw_distributed_without_torchrun_says_how_to_launch_it(tmp_path):
+    script = str(ROOT / "examples" / "srrw_distributed.py")
+    proc = run_srrw_distributed(tmp_path, "--steps", "50", "--alpha", "2")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "RANK" in proc.stderr and "WORLD_SIZE" in proc.stderr, proc.stderr
+    # the exact command that runs what was asked, with the same script path and options
+    command = f"torchrun --standalone --nproc_per_node 4 {script} --steps 50 --alpha 2"
+    assert command in [line.strip() for line in proc.stderr.splitlines()], proc.stderr
+
+
+def test_srrw_distributed_help_describes_the_example_and_every_option(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import srrw_distributed as example
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    proc = run_srrw_distributed(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "torchrun --standalone --nproc_per_node 4" in proc.stdout   # how to run it
+    assert "TokenRingError" in proc.stdout                             # the whole description
+    options = [a for a in example.build_parser()._actions if a.dest != "help"]
+    assert {a.dest for a in options} == {f.name for f in fields(example.Config)}
+    for action in options:
+        assert action.option_strings[0] in proc.stdout
+        assert action.help and len(action.help.split()) >= 3, action.dest
+
+
+def test_score_sde_2d_figure_labels_every_panel(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import torch
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import score_sde_2d as example
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)   # keep the figure plot() closes
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(50, 2, generator=gen)
+    results = {name: dict(x=torch.randn(50, 2, generator=gen), nfe=10, ed=0.01)
+               for name in ("Euler-Maruyama (reverse SDE)", "Heun (probability-flow ODE)")}
+    paths = torch.randn(6, 5, 2, generator=gen)
+    example.plot(data, results, lambda x, t: -x, paths, [0.5] * 10, tmp_path / "f.png")
+    (fig,) = kept
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 4
+    assert all(ax.get_xlabel() and ax.get_ylabel() and len(ax.get_xticks()) for ax in panels)
+    fig.clf()
