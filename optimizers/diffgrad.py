@@ -115,13 +115,14 @@ class DiffGrad(KernelOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        self._friction = []
+        if self.track_friction:
+            self._friction = []
         return super().step(closure)
 
     def _step_group(self, group):
-        self._group_friction = None
+        if self.track_friction:
+            self._friction.append(None)  # _update adds the group's kernel calls to it
         super()._step_group(group)
-        self._friction.append(self._group_friction)
 
     def _update(self, group, params, grads, states, steps, noises):
         friction = None
@@ -136,9 +137,8 @@ class DiffGrad(KernelOptimizer):
         args = (params, grads, states["exp_avg"], states["exp_avg_sq"], states["prev_grad"])
         (_diffgrad_fused if group["fused"] else diffgrad_)(*args, **kwargs)
         if friction is not None:
-            total, count = self._group_friction or (0.0, 0)
-            self._group_friction = (total + friction[0].cpu(),
-                                    count + sum(p.numel() for p in params))
+            total, count = self._friction[-1] or (0.0, 0)
+            self._friction[-1] = (total + friction[0].cpu(), count + sum(p.numel() for p in params))
 
 
 # -- fused: one compiled elementwise kernel per tensor -----------------------------------------
