@@ -849,7 +849,8 @@ class CBO(KernelOptimizer):
             ``"different"`` across particles; the draws come from torch's global RNG.
         generator: source of all randomness (if None, one seeded from torch's global RNG);
             saved in ``state_dict``.
-        check_finite: raise with the step number when a parameter or particle is non-finite.
+        check_finite: raise naming the parameter and the step when a parameter or particle is
+            non-finite.
 
     References:
         K. Riedl, T. Klock, C. Geldhauser, M. Fornasier, "Gradient is All You Need?",

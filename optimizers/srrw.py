@@ -201,7 +201,7 @@ class SASRRW(KernelOptimizer):
             torch's global RNG). The token node, the measure, the move count and this
             generator's state are saved in ``state_dict``, so a resumed run continues
             bit-identically.
-        check_finite: raise ``FloatingPointError`` with the step number on NaN/Inf.
+        check_finite: raise ``FloatingPointError`` naming the parameter and the step on NaN/Inf.
         weight: the edge attribute of ``graph`` holding the edge weights :math:`w_{ij}` (an
             edge without it weighs 1), or None to ignore them, as in networkx; a MultiGraph's
             parallel edges count as one edge with the sum of their weights. The Metropolis-

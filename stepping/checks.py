@@ -40,6 +40,7 @@ def check_positive(name: str, value) -> float:
 
 
 def check_flag(name: str, value) -> bool:
+    """Check a switch: exactly True or False (not 0, 1 or None)."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value

@@ -21,6 +21,10 @@ __all__ = ["Stepper", "Solution", "integrate"]
 
 
 class Stepper(Protocol):
+    """What :func:`integrate` runs: ``step_(x, t0, t1, noise)`` advances ``x`` in place from
+    time ``t0`` to ``t1``; ``order`` is its deterministic order (steppers of SDEs also declare
+    ``strong_order``), and a ``finished`` attribute set to True ends the run after that step."""
+
     order: float
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> object: ...

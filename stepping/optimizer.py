@@ -39,8 +39,8 @@ __all__ = [
 
 
 def check_lr(value) -> float | Tensor:
-    """A number >= 0, or a 1-element tensor holding one, which is returned as it is: as in
-    torch, schedulers then change it in place and a compiled step does not recompile."""
+    """Check a learning rate: a number >= 0, or a 1-element tensor holding one, which is
+    returned as it is (as in torch, schedulers then change the tensor in place)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(value.shape)}")
@@ -50,12 +50,14 @@ def check_lr(value) -> float | Tensor:
 
 
 def check_beta(name: str, value) -> float:
+    """Check a decay rate: a number in [0, 1), returned as a float."""
     if not _is_real(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
 def check_betas(value) -> tuple[float, float]:
+    """Check ``betas``: a pair of decay rates in [0, 1), returned as a tuple of floats."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), got {value!r}")
     return check_beta("betas[0]", value[0]), check_beta("betas[1]", value[1])

@@ -66,6 +66,7 @@ _REGISTRY: dict[str, AlgorithmInfo] = {}
 
 
 def register(info: AlgorithmInfo) -> AlgorithmInfo:
+    """Add ``info`` to the registry (once per name); the conformance suites then run it."""
     if info.kind not in ("optimizer", "stepper"):
         raise ValueError(f"kind must be 'optimizer' or 'stepper', got {info.kind!r}")
     if info.name in _REGISTRY and _REGISTRY[info.name].cls is not info.cls:
@@ -80,6 +81,7 @@ def algorithms(kind: str | None = None) -> list[AlgorithmInfo]:
 
 
 def get(name: str) -> AlgorithmInfo:
+    """The record registered under ``name``; KeyError listing the known names otherwise."""
     try:
         return _REGISTRY[name]
     except KeyError:
