@@ -977,15 +977,17 @@ class CBO(KernelOptimizer):
         self.invalid += int((~torch.isfinite(e)).sum())
         return e
 
-    def load_state_dict(self, state_dict) -> None:
-        """Load as torch does, once the saved particles are known to be ``n_particles``."""
-        for state in state_dict.get("state", {}).values():
-            saved = state.get("particles") if isinstance(state, dict) else None
-            if isinstance(saved, Tensor) and saved.shape[0] != self.n_particles:
+    def __setstate__(self, state) -> None:
+        # torch's loading step (after the user's pre-hooks; also unpickling): refuse particles
+        # of another count before anything is installed.
+        n_particles = state.get("n_particles", getattr(self, "n_particles", None))
+        for saved in state.get("state", {}).values():
+            saved = saved.get("particles") if isinstance(saved, dict) else None
+            if isinstance(saved, Tensor) and saved.shape[0] != n_particles:
                 raise ValueError(f"the state_dict holds {saved.shape[0]} particles per "
-                                 f"parameter, but this CBO has n_particles={self.n_particles}: "
+                                 f"parameter, but this CBO has n_particles={n_particles}: "
                                  f"build it with n_particles={saved.shape[0]} to resume")
-        super().load_state_dict(state_dict)
+        super().__setstate__(state)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):

@@ -91,9 +91,12 @@ def _slot_weights(graph, rows_of: list, weight: str | None, count: int, edge_of)
         sizes = np.fromiter(map(len, keyed), dtype=np.int64, count=count)
         each = list(map(get, itertools.chain.from_iterable(keyed)))
     values = np.array(each)
-    if values.dtype.kind not in "biuf" or values.shape != (len(each),):  # a str, None, ...
-        bad = next(i for i, w in enumerate(each) if not isinstance(w, Real))
-    else:
+    if values.dtype.kind not in "biuf" or values.shape != (len(each),):
+        # A str, None, ..., or real numbers numpy keeps as objects (Fraction, ints >= 2**63).
+        bad = next((i for i, w in enumerate(each) if not isinstance(w, Real)), None)
+        if bad is None:
+            values = np.array([float(w) for w in each])
+    if values.dtype.kind in "biuf" and values.shape == (len(each),):
         values = values.astype(np.float64, copy=False)
         ok = np.isfinite(values) & (values >= 0)
         if ok.all():

@@ -391,6 +391,11 @@ def test_loading_a_state_with_another_particle_count_names_both_counts():
     with pytest.raises(ValueError, match="holds 12 particles .*n_particles=7.*n_particles=12"):
         other.load_state_dict(saved.state_dict())
     CBO(model.parameters(), 12).load_state_dict(saved.state_dict())
+    # The count checked is that of the dict a user's load pre-hook hands on.
+    other.register_load_state_dict_pre_hook(
+        lambda opt, sd: {**sd, "state": {k: {**v, "particles": v["particles"][:7]}
+                                         for k, v in sd["state"].items()}})
+    other.load_state_dict(saved.state_dict())
 
 
 @pytest.mark.parametrize("batched", [True, False])

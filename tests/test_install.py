@@ -1,6 +1,7 @@
 """Installing adds one top-level package, ``stochstep``, and nothing in a user's working
 directory can shadow its parts."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,14 @@ LIBRARY_FOLDERS = ("stepping", "optimizers", "samplers", "theory_checks")
 
 
 def test_a_fresh_install_adds_only_stochstep(tmp_path):
-    target = tmp_path / "site-packages"
+    # Installed from a copy without earlier build output: setuptools would pack stale files
+    # left in build/lib into the wheel, and the test would not see what a fresh clone gives.
+    source, target = tmp_path / "source", tmp_path / "site-packages"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "_build", "runs", ".hypothesis"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-         "--target", str(target), str(ROOT)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     added = sorted(p.name for p in target.iterdir())

@@ -205,6 +205,9 @@ def test_generator_none_is_seeded_by_one_draw_from_the_global_rng():
     seed = int(torch.randint(2**63 - 1, ()))
     assert torch.equal(torch.get_rng_state(), after_one_draw)
     assert torch.equal(made.get_state(), torch.Generator().manual_seed(seed).get_state())
+    with torch.device("meta"):  # the seed is a CPU draw whatever the default device
+        torch.manual_seed(0)
+        assert torch.equal(make_generator(None).get_state(), made.get_state())
 
     def sample(seed):
         torch.manual_seed(seed)

@@ -598,8 +598,8 @@ def _lr(info):
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
 @pytest.mark.parametrize("shape", [(), (1,)])
 def test_tensor_lr_steps_like_its_value(info, shape):
-    """A 1-element tensor lr (as in torch: a compiled step need not recompile when it
-    changes) gives the same steps as the float, also per group and changed in place."""
+    """A 1-element tensor lr, accepted as in torch, gives the same steps as the float, also
+    per group and changed in place."""
     lr = torch.full(shape, _lr(info), dtype=torch.float64)
     floats, tensors = fresh_params(), fresh_params()
     a = make(info, [{"params": [floats[0]]}, {"params": [floats[1]], "lr": 0.5 * _lr(info)}])

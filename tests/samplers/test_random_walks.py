@@ -452,6 +452,16 @@ def test_weight_none_is_the_unweighted_walk_bit_for_bit(base, walkers):
         assert torch.equal(nodes, out[0][0]) and torch.equal(x, out[0][1])
 
 
+def test_real_weights_numpy_keeps_as_objects_are_read_as_floats():
+    """A Fraction or an int beyond int64 is a weight networkx accepts; numpy holds them as
+    objects, which must not be mistaken for a non-numeric weight."""
+    from fractions import Fraction
+    graph = nx.path_graph(3)
+    graph[0][1]["weight"], graph[1][2]["weight"] = Fraction(1, 2), 2**70
+    p = Graph.from_networkx(graph).weights
+    assert p.tolist() == [0.5, 0.5, 2.0**70, 2.0**70]
+
+
 def test_weighted_srw_is_stationary_at_the_weighted_degrees():
     """P_ij = w_ij / W_i from networkx's adjacency; mu_i = W_i / sum W, networkx's weighted
     degree: stationary and reversible, exactly; and the walk's empirical measure goes there,
