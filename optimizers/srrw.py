@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from stochstep.stepping.noise import make_generator
+from stochstep.stepping.noise import make_generator, set_generator_state
 from stochstep.stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
 from stochstep.stepping.registry import AlgorithmInfo, register
 from stochstep.stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, base_chain,
@@ -132,7 +132,7 @@ def load_token_state(walk: SelfRepellentWalk, state: dict, *, lr: float | None =
     if y.dtype != walk.y.dtype:
         raise ValueError(f"token state has a {y.dtype} measure, this walk keeps {walk.y.dtype} "
                          f"(make the walk with dtype={y.dtype})")
-    current = torch.as_tensor(state["current"]).to(torch.int64)
+    current = torch.as_tensor(state["current"]).to("cpu", torch.int64)  # walks run on the CPU
     if current.shape != (walk.walkers,) or (current < 0).any() or \
             (current >= walk.chain.num_nodes).any():
         raise ValueError(f"token state's current must be {walk.walkers} node id(s) in "
@@ -141,7 +141,7 @@ def load_token_state(walk: SelfRepellentWalk, state: dict, *, lr: float | None =
     walk.current = current.clone()
     walk.scale = float(state["scale"])
     walk.steps = int(state["steps"])
-    walk.generator.set_state(state["generator"])
+    set_generator_state(walk.generator, state["generator"], name="token state's generator")
 
 
 def _step_size(lr: float, k: int, exponent: float) -> float:

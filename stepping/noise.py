@@ -13,7 +13,7 @@ from stochstep.stepping.checks import check_int, check_positive
 
 __all__ = ["NoNoise", "require_noise", "Brownian", "FBMState", "FractionalBrownian",
            "box_muller_normal", "fbm_covariance", "fbm_path", "ma_fbm_weights", "make_generator",
-           "same_device", "standard_normal_like"]
+           "same_device", "set_generator_state", "standard_normal_like"]
 
 
 def make_generator(generator: torch.Generator | None = None, *,
@@ -104,6 +104,27 @@ def same_device(a: torch.device, b: torch.device) -> bool:
     """``a`` and ``b`` name the same device; a device without an index (a generator made with
     ``device="cuda"``) matches any index of its type."""
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def set_generator_state(generator: torch.Generator, state, *,
+                        name: str = "generator_state") -> torch.Generator:
+    """``generator.set_state(state)`` for a saved state wherever it comes from: a state dict
+    moved to a GPU (``torch.load(map_location=...)``, accelerate) or made non-contiguous holds
+    the same bytes, but ``set_state`` takes only a contiguous CPU uint8 tensor.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> state = torch.stack([g.get_state()] * 2, 1)[:, 0]   # a non-contiguous copy
+        >>> a = torch.rand(2, generator=g)
+        >>> b = torch.rand(2, generator=set_generator_state(g, state))
+        >>> torch.equal(a, b)
+        True
+    """
+    if not isinstance(state, Tensor) or state.dtype != torch.uint8 or state.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D torch.uint8 tensor (Generator.get_state()), got "
+                         f"{state.dtype if isinstance(state, Tensor) else type(state).__name__}")
+    generator.set_state(state.to("cpu").contiguous())
+    return generator
 
 
 def require_noise(noise, who: str):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from stochstep.stepping.checks import _is_real, check_flag, check_nonnegative, check_positive
-from stochstep.stepping.noise import make_generator, standard_normal_like
+from stochstep.stepping.noise import make_generator, set_generator_state, standard_normal_like
 
 _ONE = torch.ones((), dtype=torch.float32)
 # Keys torch itself (named parameters, lr schedulers) puts into param groups.
@@ -123,9 +123,8 @@ class KernelOptimizer(torch.optim.Optimizer):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         """Install what :meth:`_extra_state` saved; raise before changing anything."""
         if extra.get("generator_state") is not None:
-            generator = self.generator or torch.Generator()
-            generator.set_state(extra["generator_state"])
-            self.generator = generator
+            self.generator = set_generator_state(self.generator or torch.Generator(),
+                                                 extra["generator_state"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """torch's loading step (and unpickling): also brings older state dicts up to date, as

@@ -217,3 +217,11 @@ def test_generator_none_is_seeded_by_one_draw_from_the_global_rng():
     (a, state), (b, _), (c, _) = sample(0), sample(0), sample(1)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(state, after_one_draw)   # the sampler took one seed, nothing more
+
+
+def test_set_generator_state_refuses_what_is_not_a_generator_state():
+    from stochstep.stepping.noise import set_generator_state
+    g = torch.Generator()
+    for bad in (g.get_state().float(), g.get_state().reshape(1, -1), [0, 1]):
+        with pytest.raises(ValueError, match="generator_state must be a 1-D torch.uint8"):
+            set_generator_state(g, bad)

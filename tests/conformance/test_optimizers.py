@@ -369,6 +369,34 @@ def test_state_dict_roundtrip_continues_bit_identically(info):
     assert_same(params, resumed)
 
 
+def noncontiguous(obj):
+    """``obj`` with every tensor of 1 or more dimensions replaced by a non-contiguous view of
+    the same values: how a state dict can arrive (sliced, or moved by map_location/accelerate
+    to a device, where it is not the contiguous CPU tensor it was saved as)."""
+    if isinstance(obj, torch.Tensor):
+        return torch.stack([obj, obj], -1)[..., 0] if obj.dim() else obj
+    if isinstance(obj, dict):
+        return {k: noncontiguous(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(noncontiguous(v) for v in obj)
+    return obj
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_a_state_dict_of_noncontiguous_tensors_resumes_bit_identically(info):
+    params = fresh_params()
+    opt = make(info, params)
+    run(opt, params, 2)
+    saved = noncontiguous(copy.deepcopy(opt.state_dict()))
+    assert not saved.get("generator_state", torch.zeros(2, 2).t()).is_contiguous()
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = make(info, resumed)
+    opt2.load_state_dict(saved)
+    run(opt, params, 2)
+    run(opt2, resumed, 2)
+    assert_same(params, resumed)
+
+
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
 def test_deepcopy_continues_identically(info):
     params = fresh_params()
