@@ -11,8 +11,8 @@ from sphinx.ext.autosummary import Autosummary
 import stochstep
 
 project = "stochstep"
-author = "the stochstep authors"
-copyright = "the stochstep authors, MIT license"
+author = "the stochstep developers"
+copyright = "2026, the stochstep developers, MIT license"
 release = stochstep.__version__
 version = release
 
