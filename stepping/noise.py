@@ -20,9 +20,9 @@ def make_generator(generator: torch.Generator | None = None, *,
                    name: str = "generator") -> torch.Generator:
     """Return ``generator``, or when it is None a new CPU generator seeded from torch's global
     RNG by one draw, ``torch.randint(2**63 - 1, (), device="cpu")`` (the CPU stream whatever the
-    default device): ``torch.manual_seed`` at the top of a
-    script then makes the whole run reproducible, and nothing here draws from the global RNG
-    afterwards. Every ``generator=None`` in the package comes here."""
+    default device): ``torch.manual_seed`` at the top of a script then makes the whole run
+    reproducible, and nothing here draws from the global RNG afterwards. Every
+    ``generator=None`` in the package comes here."""
     if generator is None:
         return torch.Generator().manual_seed(int(torch.randint(2**63 - 1, (), device="cpu")))
     if not isinstance(generator, torch.Generator):
