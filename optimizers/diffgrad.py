@@ -119,10 +119,10 @@ class DiffGrad(KernelOptimizer):
             self._friction = []
         return super().step(closure)
 
-    def _step_group(self, group):
+    def _step_group(self, group, draws=None):
         if self.track_friction:
             self._friction.append(None)  # _update adds the group's kernel calls to it
-        super()._step_group(group)
+        super()._step_group(group, draws)
 
     def _update(self, group, params, grads, states, steps, noises):
         friction = None
@@ -135,7 +135,9 @@ class DiffGrad(KernelOptimizer):
                       max_exp_avg_sqs=states.get("max_exp_avg_sq"), maximize=group["maximize"],
                       friction_sum=friction)
         args = (params, grads, states["exp_avg"], states["exp_avg_sq"], states["prev_grad"])
-        (_diffgrad_fused if group["fused"] else diffgrad_)(*args, **kwargs)
+        # Compiled, the unfused rule is traced and fused by the caller's torch.compile.
+        fused = group["fused"] and not torch.compiler.is_compiling()
+        (_diffgrad_fused if fused else diffgrad_)(*args, **kwargs)
         if friction is not None:
             total, count = self._friction[-1] or (0.0, 0)
             self._friction[-1] = (total + friction[0].cpu(), count + sum(p.numel() for p in params))

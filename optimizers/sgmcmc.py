@@ -357,16 +357,21 @@ class SGHMC(KernelOptimizer):
                                   or every < 1):
             raise ValueError(f"resample_every must be None or an integer >= 1, got {every!r}")
 
-    def _update(self, group, params, grads, states, steps, noises):
-        momenta = states["momentum"]
+    def _draws(self, group, params):
+        # The momentum refresh draws too, so it happens here, where the step runs eagerly.
+        noises = super()._draws(group, params)
         every = group["resample_every"]
         if every is not None:
-            idx = [i for i, s in enumerate(steps) if (int(s) - 1) % every == 0]
+            states = self._init_state(group, params)
+            idx = [i for i, state in enumerate(states) if int(state["step"]) % every == 0]
             if idx:
                 fresh = [standard_normal_like(params[i], self.generator) for i in idx]
                 torch._foreach_mul_(fresh, math.sqrt(group["temperature"] * group["mass"]))
-                torch._foreach_copy_([momenta[i] for i in idx], fresh)
-        sghmc_(params, grads, momenta, noises, lr=group["lr"], friction=group["friction"],
+                torch._foreach_copy_([_real(states[i]["momentum"]) for i in idx], fresh)
+        return noises
+
+    def _update(self, group, params, grads, states, steps, noises):
+        sghmc_(params, grads, states["momentum"], noises, lr=group["lr"], friction=group["friction"],
                mass=group["mass"], noise_estimate=group["noise_estimate"],
                temperature=group["temperature"], weight_decay=group["weight_decay"],
                maximize=group["maximize"])

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from stochstep.stepping.noise import make_generator, set_generator_state
-from stochstep.stepping.optimizer import KernelOptimizer, check_flag, check_lr, check_nonnegative
+from stochstep.stepping.optimizer import (KernelOptimizer, check_flag, check_lr, check_nonnegative,
+                                         run_eagerly)
 from stochstep.stepping.registry import AlgorithmInfo, register
 from stochstep.stepping.walks import (BaseChain, Graph, PowerGamma, SelfRepellentWalk, base_chain,
                                       check_exponent)
@@ -285,16 +286,30 @@ class SASRRW(KernelOptimizer):
     def step(self, closure: Callable | None = None):
         """Update with the gradient at :attr:`node` (see the class docstring), then move the
         token once; ``closure`` must evaluate the loss at :attr:`node`."""
-        k = self._walk.steps  # the update theta_k uses beta_k and X_k
-        self._k, self._w = k, float(self._weights[self.node_index])
-        loss = super().step(closure)
-        self._walk.advance()
+        groups = self._checked_groups()
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        coefs = run_eagerly(self._take_turn, groups, torch.compiler.is_compiling())
+        for group, coef in zip(groups, coefs):
+            self._step_group({**group, "coef": coef})
+        if self.check_finite:
+            self._assert_finite()
         return loss
 
+    def _take_turn(self, groups: list[dict], as_tensors: bool) -> list:
+        """Each group's beta_{n+1} / (N mu_{X_{n+1}}), as Python floats (0-dim float64 tensors
+        for a compiled step, so that its changes recompile nothing); then the token moves.
+        The step's one eager part under torch.compile: the walk is Python code."""
+        k, w = self._walk.steps, float(self._weights[self.node_index])
+        coefs = [_step_size(float(g["lr"]), k, g["lr_exponent"]) * w for g in groups]
+        self._walk.advance()
+        return [torch.tensor(c, dtype=torch.float64) for c in coefs] if as_tensors else coefs
+
     def _update(self, group, params, grads, states, steps, noises):
-        coef = _step_size(group["lr"], self._k, group["lr_exponent"]) * self._w
-        scaled = torch._foreach_mul(grads, coef)  # product, then difference: two roundings,
-        if group["maximize"]:                     # the same numbers as simulate_token's
+        scaled = torch._foreach_mul(grads, group["coef"])  # product, then difference: two
+        if group["maximize"]:                              # roundings, as simulate_token's
             torch._foreach_add_(params, scaled)
         else:
             torch._foreach_sub_(params, scaled)

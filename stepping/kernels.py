@@ -4,6 +4,10 @@ A kernel knows nothing of param groups, state dicts or time grids: it takes list
 (one list element per parameter, or per particle tensor) and plain numbers, and updates the
 lists in place with ``torch._foreach_*`` ops. A list of one tensor is the single-tensor case.
 
+Under ``torch.compile`` (which fuses the ops itself) the numbers may be 0-dim tensors instead: the
+step counts, a tensor learning rate and what is computed from them, so that a scheduler changing
+them recompiles nothing; the blocking below is then skipped.
+
 Memory traffic, not arithmetic, bounds these rules on CPU. An unfused diffGrad needs about 28
 passes over its arrays against Adam's 18, so the kernels run the whole rule on cache-sized
 blocks (views of at most ``BLOCK_BYTES`` per array) one block at a time: the intermediate passes
@@ -57,17 +61,33 @@ def blocks(lists: Sequence[Sequence[Tensor]], scalars: Sequence[float] | None = 
         yield [lst[start:] for lst in lists], scalars[start:]
 
 
-def _mul_(tensors: list[Tensor], scalar: float) -> None:
+def _mul_(tensors: list[Tensor], scalar: float | Tensor) -> None:
     """tensors *= scalar. On CPU the 0-dim-tensor overload of ``_foreach_mul_`` costs a quarter
     of the Python-scalar one per tensor; it rounds the same way for float32/float64 (the scalar
     is cast to the tensors' dtype either way), but not for half types, which keep the scalar."""
-    if tensors[0].dtype in (torch.float32, torch.float64):
+    if isinstance(scalar, Tensor):
+        torch._foreach_mul_(tensors, scalar)
+    elif tensors[0].dtype in (torch.float32, torch.float64):
         torch._foreach_mul_(tensors, torch.tensor(scalar, dtype=tensors[0].dtype))
     else:
         torch._foreach_mul_(tensors, scalar)
 
 
-def _scalar_or_list(values: list[float]):
+def _add_scaled_(tensors: list[Tensor], others: list[Tensor], scale: float | Tensor) -> None:
+    """tensors += scale * others, for a number or (compiled) a 0-dim tensor ``scale``."""
+    if isinstance(scale, Tensor):
+        torch._foreach_add_(tensors, torch._foreach_mul(others, scale))
+    else:
+        torch._foreach_add_(tensors, others, alpha=scale)
+
+
+def _sqrt(x: float | Tensor) -> float | Tensor:
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
+
+
+def _scalar_or_list(values: list[float] | list[Tensor]):
+    if isinstance(values[0], Tensor):
+        return values
     return values[0] if values.count(values[0]) == len(values) else values
 
 
@@ -97,12 +117,15 @@ def diffgrad_(
     """
     if not params:
         return
-    size_of = {t: lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in set(steps)}
-    sizes = [size_of[t] for t in steps]
     lists = [params, grads, exp_avgs, exp_avg_sqs, prev_grads]
     if max_exp_avg_sqs is not None:
         lists.append(max_exp_avg_sqs)
-    for block, block_sizes in blocks(lists, sizes):
+    if torch.compiler.is_compiling():  # 0-dim tensor steps; inductor fuses the whole rule
+        iterator = [(lists, [lr * (1 - beta2**t).sqrt() / (1 - beta1**t) for t in steps])]
+    else:
+        size_of = {t: lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in set(steps)}
+        iterator = blocks(lists, [size_of[t] for t in steps])
+    for block, block_sizes in iterator:
         _diffgrad_block(
             *block,
             step_size=_scalar_or_list(block_sizes),
@@ -154,7 +177,10 @@ def _diffgrad_block(
     else:
         denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
-    if isinstance(step_size, list):
+    if isinstance(step_size, list) and isinstance(step_size[0], Tensor):  # compiled
+        torch._foreach_mul_(prev_grads, torch._foreach_neg(step_size))
+        torch._foreach_addcdiv_(params, prev_grads, denom)
+    elif isinstance(step_size, list):
         torch._foreach_addcdiv_(params, prev_grads, denom, [-s for s in step_size])
     else:
         torch._foreach_addcdiv_(params, prev_grads, denom, -step_size)
@@ -183,9 +209,9 @@ def langevin_(
         return
     if weight_decay != 0:
         _mul_(params, 1 - lr * weight_decay)
-    torch._foreach_add_(params, grads, alpha=lr if maximize else -lr)
+    _add_scaled_(params, grads, lr if maximize else -lr)
     if temperature != 0:
-        torch._foreach_add_(params, noises, alpha=math.sqrt(2 * temperature * lr))
+        _add_scaled_(params, noises, _sqrt(2 * temperature * lr))
 
 
 # -- SG-MCMC and kinetic Langevin kernels (shared by optimizers/sgmcmc.py and
@@ -269,13 +295,12 @@ def sghmc_(
     if not params:
         return
     _mul_(momenta, 1 - lr * friction / mass)
-    torch._foreach_add_(momenta, grads, alpha=lr if maximize else -lr)
+    _add_scaled_(momenta, grads, lr if maximize else -lr)
     if weight_decay != 0:
-        torch._foreach_add_(momenta, params, alpha=-lr * weight_decay)
-    scale = 2 * (friction - noise_estimate) * temperature * lr
-    if scale > 0:
-        torch._foreach_add_(momenta, noises, alpha=math.sqrt(scale))
-    torch._foreach_add_(params, momenta, alpha=lr / mass)
+        _add_scaled_(momenta, params, -lr * weight_decay)
+    if (friction - noise_estimate) * temperature > 0:
+        _add_scaled_(momenta, noises, _sqrt(2 * (friction - noise_estimate) * temperature * lr))
+    _add_scaled_(params, momenta, lr / mass)
 
 
 def kinetic_ou_(

@@ -8,7 +8,13 @@ gradient, rejecting sparse gradients, complex parameters as their real view, per
 tensor step counters, hyperparameters checked again at every step (schedulers and users change
 them), a 1-element tensor ``lr`` as in torch, the explicit generator saved in ``state_dict``
 where torch's state-dict hooks see it, older state dicts (Python-number steps, options added
-since), and the optional check that the state stays finite.
+since), state that follows parameters moved to another dtype or device, float16/bfloat16
+parameters updated in float32, and the optional check that the state stays finite.
+
+Under ``torch.compile`` the step traces without graph breaks: step counters and a tensor ``lr``
+stay tensors there (eager, they become Python numbers, which is faster on CPU), and the one part
+that must run eagerly, the draws from the explicit ``torch.Generator`` of the stochastic
+optimizers, is one call per step, decorated with ``torch._dynamo.disable``.
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from stochstep.stepping.checks import _is_real, check_flag, check_nonnegative, c
 from stochstep.stepping.noise import make_generator, set_generator_state, standard_normal_like
 
 _ONE = torch.ones((), dtype=torch.float32)
+# Updated in float32, as torch's fused kernels do: in float16, 1 / eps or eps itself (1e-8)
+# falls outside the format, and sums of small terms round away.
+_HALF = (torch.float16, torch.bfloat16)
 # Keys torch itself (named parameters, lr schedulers) puts into param groups.
 _TORCH_GROUP_KEYS = {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum",
                      "max_momentum"}
 
 __all__ = [
     "KernelOptimizer",
+    "run_eagerly",
     "check_lr",
     "check_beta",
     "check_betas",
@@ -40,11 +50,17 @@ __all__ = [
 
 def check_lr(value) -> float | Tensor:
     """Check a learning rate: a number >= 0, or a 1-element tensor holding one, which is
-    returned as it is (as in torch, schedulers then change the tensor in place)."""
+    returned as it is (as in torch, schedulers then change the tensor in place). Under
+    ``torch.compile`` a tensor's value is checked inside the graph (``RuntimeError``), since
+    reading it out would break the graph."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor lr must be 1-element, got shape {tuple(value.shape)}")
-        check_nonnegative("lr", value.item())
+        if torch.compiler.is_compiling():
+            torch._assert_async(value >= 0, "lr must be a number >= 0 (a tensor lr holds a "
+                                "negative or NaN value)")
+        else:
+            check_nonnegative("lr", value.item())
         return value
     return check_nonnegative("lr", value)
 
@@ -68,7 +84,14 @@ class KernelOptimizer(torch.optim.Optimizer):
 
     Subclasses set ``state_names`` (zero-initialised tensors shaped like the parameter), may
     set ``stochastic = True`` to receive standard normal draws from ``self.generator`` (drawn
-    per parameter, in parameter order), and implement ``_update``.
+    per parameter, in parameter order, by :meth:`_draws`), and implement ``_update``.
+
+    State follows its parameter: when a parameter's dtype or device changed since the last step
+    (``model.to(...)``), its floating state is cast to the parameter's dtype and device (other
+    state moves to its device), as ``load_state_dict`` casts; the step counters stay CPU
+    float32. Float16 and bfloat16 parameters are updated in float32 (parameter, gradient,
+    state and draws upcast, the results rounded back once), as torch's fused kernels do; their
+    state is kept in the parameter's dtype.
     """
 
     state_names: tuple[str, ...] = ()
@@ -171,8 +194,11 @@ class KernelOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in groups:
-            self._step_group(group)
+        draws = [None] * len(groups)
+        if self.stochastic:
+            draws = run_eagerly(self._draw_all, groups)
+        for group, group_draws in zip(groups, draws):
+            self._step_group(group, group_draws)
         if self.check_finite:
             self._assert_finite()
         return loss
@@ -188,12 +214,38 @@ class KernelOptimizer(torch.optim.Optimizer):
                 self._check_group(group)
             except ValueError as err:
                 raise ValueError(f"{type(self).__name__}: param group {i}: {err}") from None
-            if isinstance(group.get("lr"), Tensor):
+            if isinstance(group.get("lr"), Tensor) and not torch.compiler.is_compiling():
                 group["lr"] = group["lr"].item()
             groups.append(group)
         return groups
 
-    def _step_group(self, group: dict) -> None:
+    def _draw_all(self, groups: list[dict]) -> list[list]:
+        return [self._draws(group, [p for p in group["params"] if p.grad is not None])
+                for group in groups]
+
+    def _draws(self, group: dict, params: list[Tensor]) -> list[Tensor]:
+        """The step's random draws for the parameters of ``group`` that have a gradient, one
+        entry per parameter (runs eagerly, also under ``torch.compile``)."""
+        return [standard_normal_like(p, self.generator) for p in params]
+
+    def _init_state(self, group: dict, params: list[Tensor]) -> list[dict]:
+        """The parameters' state: created at their first step, cast where they changed."""
+        names = self._state_names(group)
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                for name in names:
+                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif names and (state[names[0]].dtype != p.dtype
+                            or state[names[0]].device != p.device):
+                for name, value in state.items():
+                    if name != "step" and isinstance(value, Tensor):
+                        state[name] = value.to(device=p.device, dtype=p.dtype
+                                               if value.is_floating_point() else None)
+        return states
+
+    def _step_group(self, group: dict, draws: list | None = None) -> None:
         names = self._state_names(group)
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -201,20 +253,14 @@ class KernelOptimizer(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         if any(g.is_sparse for g in grads):
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        states = [self.state[p] for p in params]
-        for p, state in zip(params, states):
-            if not state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                for name in names:
-                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        states = self._init_state(group, params)
         step_tensors = [state["step"] for state in states]
         # The tensor-list overload: on CPU several times cheaper per tensor than the scalar one.
         torch._foreach_add_(step_tensors, [_ONE] * len(step_tensors))
-        steps = torch.stack(step_tensors).tolist()
-        noises = None
-        if self.stochastic:
-            noises = [standard_normal_like(p, self.generator) for p in params]
-        lists = {"params": params, "grads": grads, "noises": noises,
+        # Eager: Python numbers, cheaper on CPU. Compiled: tensors (.tolist() breaks the graph).
+        steps = step_tensors if torch.compiler.is_compiling() \
+            else torch.stack(step_tensors).tolist()
+        lists = {"params": params, "grads": grads, "noises": draws,
                  **{n: [state[n] for state in states] for n in names}}
 
         # One kernel call per (device, dtype): the kernels' foreach ops need uniform lists.
@@ -233,14 +279,22 @@ class KernelOptimizer(torch.optim.Optimizer):
             if dtype.is_complex:  # complex tensors update as their real views
                 part = {k: v if v is None or k == "noises" else [torch.view_as_real(t) for t in v]
                         for k, v in part.items()}
-            p, g, z = part.pop("params"), part.pop("grads"), part.pop("noises")
+            half = part["params"][0].dtype in _HALF
+            if half:
+                originals = [part["params"], *(part[n] for n in names)]
+                part = {k: v if v is None else [t.float() for t in v] for k, v in part.items()}
+            p, g, z = part["params"], part["grads"], part["noises"]
+            states_part = {n: part[n] for n in names}
             if foreach:
-                self._update(group, p, g, part, part_steps, z)
-                continue
-            for j in range(len(p)):
-                self._update(group, p[j:j + 1], g[j:j + 1],
-                             {n: v[j:j + 1] for n, v in part.items()}, part_steps[j:j + 1],
-                             None if z is None else z[j:j + 1])
+                self._update(group, p, g, states_part, part_steps, z)
+            else:
+                for j in range(len(p)):
+                    self._update(group, p[j:j + 1], g[j:j + 1],
+                                 {n: v[j:j + 1] for n, v in states_part.items()},
+                                 part_steps[j:j + 1], None if z is None else z[j:j + 1])
+            if half:  # round the float32 results back, once
+                for original, result in zip(originals, [p, *states_part.values()]):
+                    torch._foreach_copy_(original, result)
 
     def _assert_finite(self) -> None:
         for i, group in enumerate(self.param_groups):
@@ -260,6 +314,19 @@ class KernelOptimizer(torch.optim.Optimizer):
         # and the subclasses' own settings must survive deepcopy and pickling too.
         extra = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
         return {**extra, **super().__getstate__()}
+
+
+def run_eagerly(fn: Callable, *args):
+    """``fn(*args)``; under ``torch.compile``, outside the graph: one graph break, on purpose,
+    for what cannot be traced (draws from an explicit ``torch.Generator``, Python-side walks).
+    Eagerly a plain call (one through ``torch._dynamo.disable`` costs about 0.5 us
+    more)."""
+    return _outside_graph(fn, *args) if torch.compiler.is_compiling() else fn(*args)
+
+
+@torch._dynamo.disable
+def _outside_graph(fn: Callable, *args):
+    return fn(*args)
 
 
 def _add_extra_state(optimizer: KernelOptimizer, state_dict: dict[str, Any]) -> None:

@@ -320,7 +320,7 @@ def test_foreach_equals_per_tensor_path(info):
 
 
 @pytest.mark.parametrize("info", RECORDS, ids=IDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_dtype_is_kept(info, dtype):
     params = fresh_params(dtype)
     opt = make(info, params)
@@ -330,6 +330,53 @@ def test_dtype_is_kept(info, dtype):
         for name, t in opt.state[p].items():
             if name != "step":
                 assert t.dtype == dtype
+
+
+@pytest.mark.parametrize("info", GRAD, ids=lambda r: r.name)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_parameters_update_in_float32(info, dtype):
+    """Rounded once per step from a float32 update: within the half format's rounding of a
+    float32 run, and finite where float16 arithmetic is not (1 / eps overflows, eps = 1e-8
+    rounds to 0, and a gradient with zeros makes 0 / 0). (The records' default noise is
+    small beside that rounding; a half run draws other numbers than a float32 one.)"""
+    def zero_some(ps):
+        return [g * (torch.arange(g.numel()).reshape(g.shape) % 3 != 0)
+                for g in quadratic_grad(ps)]
+
+    half = fresh_params(torch.float32)
+    wide = [torch.nn.Parameter(p.detach().clone()) for p in half]
+    half = [torch.nn.Parameter(p.detach().to(dtype)) for p in half]
+    opt_half, opt_wide = make(info, half, check_finite=True), make(info, wide)
+    for _ in range(3):   # one rounding per step: the runs part by a few half-format ulps
+        run(opt_half, half, 1, zero_some)
+        run(opt_wide, wide, 1, zero_some)
+        with torch.no_grad():
+            for a, b in zip(half, wide):
+                torch.testing.assert_close(a.float(), b, rtol=0, atol=4 * b.abs().max().item()
+                                           * torch.finfo(dtype).eps)
+                b.copy_(a.float())   # restart the float32 run from the rounded parameters
+
+
+@pytest.mark.parametrize("info", RECORDS, ids=IDS)
+def test_state_follows_a_parameter_cast_to_another_dtype(info):
+    """After model.to(torch.float64) mid-run the state is cast as load_state_dict casts it,
+    and the run continues as from a state dict loaded into the cast parameters."""
+    params = fresh_params(torch.float32)
+    opt = make(info, params)
+    run(opt, params, 2)
+    for p in params:
+        p.data = p.data.double()   # what Module.to does with a parameter
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    twin = make(info, twins)
+    twin.load_state_dict(saved(opt.state_dict()))   # a live one would share the step tensors
+    run(opt, params, 2)
+    run(twin, twins, 2)
+    assert_same(params, twins)
+    assert_same_tree(opt.state_dict(), twin.state_dict())
+    for p in params:
+        for name, t in opt.state[p].items():
+            if name != "step" and isinstance(t, torch.Tensor) and t.is_floating_point():
+                assert t.dtype == torch.float64, name
 
 
 @pytest.mark.parametrize("info", [r for r in RECORDS if "complex" in r.supports],
