@@ -135,9 +135,11 @@ class DiffGrad(KernelOptimizer):
                       max_exp_avg_sqs=states.get("max_exp_avg_sq"), maximize=group["maximize"],
                       friction_sum=friction)
         args = (params, grads, states["exp_avg"], states["exp_avg_sq"], states["prev_grad"])
-        # Compiled, the unfused rule is traced and fused by the caller's torch.compile.
-        fused = group["fused"] and not torch.compiler.is_compiling()
-        (_diffgrad_fused if fused else diffgrad_)(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            kernel = _diffgrad_traced
+        else:
+            kernel = _diffgrad_fused if group["fused"] else diffgrad_
+        kernel(*args, **kwargs)
         if friction is not None:
             total, count = self._friction[-1] or (0.0, 0)
             self._friction[-1] = (total + friction[0].cpu(), count + sum(p.numel() for p in params))
@@ -210,6 +212,25 @@ def _diffgrad_fused(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps, 
         # Flat views: every parameter shares one compiled kernel, whatever its rank.
         tensors = [lst[i].view(-1) for lst in lists] + [None] * (6 - len(lists))
         total = kernel(*tensors, size_of[steps[i]], *scalars)
+        if friction_sum is not None:
+            friction_sum[0] += total
+
+
+def _diffgrad_traced(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps, lr, beta1,
+                     beta2, eps, weight_decay=0.0, decoupled_weight_decay=False,
+                     max_exp_avg_sqs=None, maximize=False, friction_sum=None):
+    """The rule inside the caller's torch.compile: the fused kernel's elementwise form, tensor
+    by tensor, with 0-dim tensor steps (and lr). Inductor makes each tensor's update one loop;
+    traced, the foreach kernel's ops compile to about 1.2x the eager step instead."""
+    flags = dict(coupled=weight_decay != 0 and not decoupled_weight_decay,
+                 decoupled=weight_decay != 0 and decoupled_weight_decay,
+                 maximize=maximize, friction=friction_sum is not None)
+    for i, t in enumerate(steps):
+        step_size = lr * (1 - beta2**t).sqrt() / (1 - beta1**t)
+        total = _diffgrad_pointwise(
+            params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], prev_grads[i],
+            None if max_exp_avg_sqs is None else max_exp_avg_sqs[i], step_size, beta1, beta2,
+            eps, lr, weight_decay, **flags)
         if friction_sum is not None:
             friction_sum[0] += total
 

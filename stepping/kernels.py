@@ -4,9 +4,8 @@ A kernel knows nothing of param groups, state dicts or time grids: it takes list
 (one list element per parameter, or per particle tensor) and plain numbers, and updates the
 lists in place with ``torch._foreach_*`` ops. A list of one tensor is the single-tensor case.
 
-Under ``torch.compile`` (which fuses the ops itself) the numbers may be 0-dim tensors instead: the
-step counts, a tensor learning rate and what is computed from them, so that a scheduler changing
-them recompiles nothing; the blocking below is then skipped.
+Under ``torch.compile`` the learning rate (and what is computed from it) may be a 0-dim tensor
+instead of a number, so that a scheduler changing it recompiles nothing.
 
 Memory traffic, not arithmetic, bounds these rules on CPU. An unfused diffGrad needs about 28
 passes over its arrays against Adam's 18, so the kernels run the whole rule on cache-sized
@@ -85,9 +84,7 @@ def _sqrt(x: float | Tensor) -> float | Tensor:
     return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
 
 
-def _scalar_or_list(values: list[float] | list[Tensor]):
-    if isinstance(values[0], Tensor):
-        return values
+def _scalar_or_list(values: list[float]):
     return values[0] if values.count(values[0]) == len(values) else values
 
 
@@ -120,12 +117,8 @@ def diffgrad_(
     lists = [params, grads, exp_avgs, exp_avg_sqs, prev_grads]
     if max_exp_avg_sqs is not None:
         lists.append(max_exp_avg_sqs)
-    if torch.compiler.is_compiling():  # 0-dim tensor steps; inductor fuses the whole rule
-        iterator = [(lists, [lr * (1 - beta2**t).sqrt() / (1 - beta1**t) for t in steps])]
-    else:
-        size_of = {t: lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in set(steps)}
-        iterator = blocks(lists, [size_of[t] for t in steps])
-    for block, block_sizes in iterator:
+    size_of = {t: lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in set(steps)}
+    for block, block_sizes in blocks(lists, [size_of[t] for t in steps]):
         _diffgrad_block(
             *block,
             step_size=_scalar_or_list(block_sizes),
@@ -177,10 +170,7 @@ def _diffgrad_block(
     else:
         denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
-    if isinstance(step_size, list) and isinstance(step_size[0], Tensor):  # compiled
-        torch._foreach_mul_(prev_grads, torch._foreach_neg(step_size))
-        torch._foreach_addcdiv_(params, prev_grads, denom)
-    elif isinstance(step_size, list):
+    if isinstance(step_size, list):
         torch._foreach_addcdiv_(params, prev_grads, denom, [-s for s in step_size])
     else:
         torch._foreach_addcdiv_(params, prev_grads, denom, -step_size)

@@ -91,7 +91,8 @@ class KernelOptimizer(torch.optim.Optimizer):
     state moves to its device), as ``load_state_dict`` casts; the step counters stay CPU
     float32. Float16 and bfloat16 parameters are updated in float32 (parameter, gradient,
     state and draws upcast, the results rounded back once), as torch's fused kernels do; their
-    state is kept in the parameter's dtype.
+    state is kept in the parameter's dtype. (``check_finite`` reads the values, so it adds
+    graph breaks to a compiled step.)
     """
 
     state_names: tuple[str, ...] = ()

@@ -84,6 +84,19 @@ def test_a_scheduled_tensor_lr_recompiles_nothing(info):
 
 
 @pytest.mark.slow
+def test_a_tensor_lr_changed_to_a_negative_value_is_refused_in_the_graph():
+    info = next(r for r in GRAD if not r.stochastic)
+    _, opt = build(info)
+    step = torch.compile(lambda: opt.step())
+    step()
+    opt.param_groups[0]["lr"].fill_(-1.0)
+    with pytest.raises(RuntimeError, match="lr must be a number >= 0"):
+        step()
+    # (with backend="eager", torch 2.13 leaves grad mode off after an error in the graph)
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("info", GRAD, ids=lambda r: r.name)
 def test_inductor_compiled_step_matches_eager(info):
     """Same seeds, same draws: the compiled run follows the eager one to rounding."""
