@@ -231,30 +231,42 @@ class KernelOptimizer(torch.optim.Optimizer):
 
     def _init_state(self, group: dict, params: list[Tensor]) -> list[dict]:
         """The parameters' state: created at their first step, cast where they changed."""
-        names = self._state_names(group)
-        states = [self.state[p] for p in params]
-        for p, state in zip(params, states):
-            if not state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                for name in names:
-                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            elif names and (state[names[0]].dtype != p.dtype
-                            or state[names[0]].device != p.device):
+        return [self._state_of(p, self._state_names(group)) for p in params]
+
+    def _state_of(self, p: Tensor, names: tuple[str, ...]) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            for name in names:
+                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        elif names:
+            first = state[names[0]]
+            if first.dtype != p.dtype or first.device != p.device:
                 for name, value in state.items():
                     if name != "step" and isinstance(value, Tensor):
                         state[name] = value.to(device=p.device, dtype=p.dtype
                                                if value.is_floating_point() else None)
-        return states
+        return state
 
     def _step_group(self, group: dict, draws: list | None = None) -> None:
         names = self._state_names(group)
-        params = [p for p in group["params"] if p.grad is not None]
+        # One pass over the parameters: on many small tensors its Python cost is the step's.
+        params, grads, states = [], [], []
+        uniform = True
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if params and uniform and (p.dtype != params[0].dtype
+                                       or p.device != params[0].device):
+                uniform = False
+            params.append(p)
+            grads.append(grad)
+            states.append(self._state_of(p, names))
         if not params:
             return
-        grads = [p.grad for p in params]
-        if any(g.is_sparse for g in grads):
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        states = self._init_state(group, params)
         step_tensors = [state["step"] for state in states]
         # The tensor-list overload: on CPU several times cheaper per tensor than the scalar one.
         torch._foreach_add_(step_tensors, [_ONE] * len(step_tensors))
@@ -265,9 +277,8 @@ class KernelOptimizer(torch.optim.Optimizer):
                  **{n: [state[n] for state in states] for n in names}}
 
         # One kernel call per (device, dtype): the kernels' foreach ops need uniform lists.
-        first = params[0]
-        if all(p.dtype == first.dtype and p.device == first.device for p in params):
-            parts = [(first.dtype, lists, steps)]
+        if uniform:
+            parts = [(params[0].dtype, lists, steps)]
         else:
             by_key: dict[tuple, list[int]] = {}
             for i, p in enumerate(params):
