@@ -116,7 +116,7 @@ class DiffGrad(KernelOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         if self.track_friction:
-            self._friction = []
+            self._friction.clear()   # (torch 2.13's compile loses appends to a new list)
         return super().step(closure)
 
     def _step_group(self, group, draws=None):

@@ -83,6 +83,38 @@ def test_a_scheduled_tensor_lr_recompiles_nothing(info):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+OPTIONS = [
+    ("DiffGrad", dict(track_friction=True, amsgrad=True, weight_decay=0.1)),
+    ("DiffGrad", dict(fused=True, maximize=True, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("SGHMC", dict(resample_every=2)),   # the momentum refresh draws too: in the same break
+]
+
+
+@pytest.mark.parametrize("name, options", OPTIONS, ids=[f"{n}-{sorted(o)[0]}" for n, o in OPTIONS])
+def test_compiled_options_follow_eager(name, options):
+    info = next(r for r in GRAD if r.name == name)
+    runs = []
+    for compiled in (True, False):
+        model, opt = build(info)
+        opt = info.cls(model.parameters(), **{**info.default_kwargs, **options,
+                                              "lr": torch.tensor(0.05)},
+                       **({"generator": torch.Generator().manual_seed(1)} if info.stochastic
+                          else {}))
+        step = torch.compile(lambda: opt.step(), backend="eager") if compiled else opt.step
+        for _ in range(5):
+            step()
+        runs.append((model, opt))
+    (model, opt), (eager_model, eager) = runs
+    for a, b in zip(model.parameters(), eager_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if options.get("track_friction"):
+        assert opt.mean_friction == pytest.approx(eager.mean_friction, rel=1e-6)
+    model, opt = build(info)
+    opt = info.cls(model.parameters(), **{**info.default_kwargs, **options,
+                                          "lr": torch.tensor(0.05)})
+    assert torch._dynamo.explain(opt.step)().graph_break_count == int(info.stochastic)
+
+
 @pytest.mark.slow
 def test_a_tensor_lr_changed_to_a_negative_value_is_refused_in_the_graph():
     info = next(r for r in GRAD if not r.stochastic)
