@@ -371,8 +371,8 @@ class SGHMC(KernelOptimizer):
         return noises
 
     def _update(self, group, params, grads, states, steps, noises):
-        sghmc_(params, grads, states["momentum"], noises, lr=group["lr"], friction=group["friction"],
-               mass=group["mass"], noise_estimate=group["noise_estimate"],
+        sghmc_(params, grads, states["momentum"], noises, lr=group["lr"],
+               friction=group["friction"], mass=group["mass"], noise_estimate=group["noise_estimate"],
                temperature=group["temperature"], weight_decay=group["weight_decay"],
                maximize=group["maximize"])
 
