@@ -372,9 +372,9 @@ class SGHMC(KernelOptimizer):
 
     def _update(self, group, params, grads, states, steps, noises):
         sghmc_(params, grads, states["momentum"], noises, lr=group["lr"],
-               friction=group["friction"], mass=group["mass"], noise_estimate=group["noise_estimate"],
-               temperature=group["temperature"], weight_decay=group["weight_decay"],
-               maximize=group["maximize"])
+               friction=group["friction"], mass=group["mass"],
+               noise_estimate=group["noise_estimate"], temperature=group["temperature"],
+               weight_decay=group["weight_decay"], maximize=group["maximize"])
 
 
 def _sghmc_reference(params, grad_fn, steps, kwargs, generator):
