@@ -919,6 +919,22 @@ class CBO(KernelOptimizer):
         group["sigma"] = check_nonnegative("sigma", group["sigma"])
 
     def _particles(self, params: list[Tensor]) -> list[Tensor]:
+        """Each parameter's particles, drawn at the first step; cast to the parameter's dtype
+        and device when those changed since (``model.to(...)``), as ``load_state_dict`` casts
+        floating state."""
+        if any("particles" not in self.state[p] for p in params):
+            self._draw_particles(params)
+        parts = []
+        for p in params:
+            state = self.state[p]
+            if state["particles"].dtype != p.dtype or state["particles"].device != p.device:
+                state["particles"] = state["particles"].to(dtype=p.dtype, device=p.device)
+            parts.append(state["particles"])
+        return parts
+
+    @torch._dynamo.disable
+    def _draw_particles(self, params: list[Tensor]) -> None:
+        # eager under torch.compile: a draw from an explicit generator cannot be traced
         for p in params:
             state = self.state[p]
             if "particles" not in state:
@@ -926,7 +942,6 @@ class CBO(KernelOptimizer):
                                          self.generator)
                 state["particles"] = z.to(p.dtype).mul_(self.init_std).add_(p.detach())
                 state["step"] = torch.tensor(0.0)
-        return [self.state[p]["particles"] for p in params]
 
     @torch.no_grad()
     def respread(self, std: float | None = None) -> None:
@@ -974,8 +989,25 @@ class CBO(KernelOptimizer):
         if e.shape != (self.n_particles,):
             raise ValueError(f"the closure must return a scalar loss, got shape "
                              f"{tuple(e.shape[1:])} per particle")
-        self.invalid += int((~torch.isfinite(e)).sum())
         return e
+
+    @torch._dynamo.disable
+    def _eager_part(self, e: Tensor, params: list[Tensor],
+                    parts: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """All of a step that a compiled step must leave the graph for, in one call: the count
+        of non-finite losses, the step index for ``alpha(k)``, the check that the consensus is
+        defined, and every generator draw (in parameter order, the stream the math block
+        states). Returns the log weights and the noise of each parameter's particles."""
+        self.invalid += int((~torch.isfinite(e)).sum())
+        alpha = _alpha_at(self.alpha, int(self.state[params[0]]["step"]), e.unsqueeze(0))
+        logw = _log_weights(e, alpha if isinstance(alpha, float) else alpha[0])   # (N,)
+        if (logw == torch.inf).any() or not torch.isfinite(logw).any():
+            raise ValueError("the closure returned no finite loss for any particle (or alpha * "
+                             "loss overflows): the consensus is undefined")
+        noises = [standard_normal_like(x, self.generator) for x in parts]
+        for p in params:
+            self.state[p]["step"] += 1
+        return logw, noises
 
     def __setstate__(self, state) -> None:
         # torch's loading step (after the user's pre-hooks; also unpickling): refuse particles
@@ -1007,14 +1039,9 @@ class CBO(KernelOptimizer):
                                "graph to differentiate)") from err
         params = [p for g in self.param_groups for p in g["params"]]
         parts = self._particles(params)
-        k = int(self.state[params[0]]["step"])
         e = self._energies(closure, params, parts)
         e = e.to(torch.promote_types(e.dtype, torch.float32))   # weights in >= float32
-        alpha = _alpha_at(self.alpha, k, e.unsqueeze(0))
-        logw = _log_weights(e, alpha if isinstance(alpha, float) else alpha[0])   # (N,)
-        if (logw == torch.inf).any() or not torch.isfinite(logw).any():
-            raise ValueError("the closure returned no finite loss for any particle (or alpha * "
-                             "loss overflows): the consensus is undefined")
+        logw, noises = self._eager_part(e, params, parts)
         w = torch.softmax(logw, -1)
         drifts = []
         for p, x in zip(params, parts):
@@ -1028,14 +1055,15 @@ class CBO(KernelOptimizer):
         for group in groups:
             dt, lam, sigma = group["lr"], group["lam"], group["sigma"]
             for p in group["params"]:
-                x, d = parts[i], drifts[i]
-                z = standard_normal_like(x, self.generator)
+                x, d, z = parts[i], drifts[i], noises[i]
                 if self.noise == "isotropic":
                     z.mul_(norm.to(x.dtype).reshape(-1, *[1] * p.ndim))
                 else:
                     z.mul_(d)
-                x.add_(d, alpha=-lam * dt).add_(z, alpha=sigma * math.sqrt(dt))
-                self.state[p]["step"] += 1
+                if isinstance(dt, Tensor):   # a tensor lr, kept as a tensor under compile
+                    x.sub_(d * (lam * dt)).add_(z * (sigma * dt.sqrt()))
+                else:
+                    x.add_(d, alpha=-lam * dt).add_(z, alpha=sigma * math.sqrt(dt))
                 i += 1
         if self.check_finite:
             self._assert_finite()
