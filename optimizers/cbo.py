@@ -831,6 +831,16 @@ class CBO(KernelOptimizer):
     closure only returns the loss (do not call ``backward``). ``step`` returns the closure's
     loss at the parameters before the step.
 
+    Without gradients, the tools that act on them do not apply: ``torch.amp.GradScaler``
+    (``scaler.step(opt)`` raises), gradient clipping (``clip_grad_norm_`` of parameters without
+    ``.grad`` does nothing), and a closure that runs ``backward`` (as Lightning's automatic
+    optimization does on every call) is refused; with Lightning, set
+    ``automatic_optimization = False`` and call ``opt.step(closure)`` in ``training_step``. The
+    particles follow their parameter when its dtype or device changes (``model.to(...)``):
+    they are cast as ``load_state_dict`` casts floating state. Under ``torch.compile`` a step
+    leaves the graph once (twice at the first step, which draws the particles), to draw its
+    noise from ``generator`` and check its losses.
+
     Args:
         params: parameters or parameter groups (per-group ``lr``, ``lam``, ``sigma``).
         n_particles: N >= 2.
@@ -871,6 +881,9 @@ class CBO(KernelOptimizer):
     """
 
     stochastic = True
+    # torch.amp.GradScaler.step then hands this step its scale instead of unscaling gradients
+    # (there are none, and it would fail with an assertion), so that step can refuse it clearly
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, n_particles: int = 100, *, lr: float = 0.01, lam: float = 1.0,
                  sigma: float = 1.0, alpha=100.0, noise: str = "anisotropic",
@@ -919,6 +932,22 @@ class CBO(KernelOptimizer):
         group["sigma"] = check_nonnegative("sigma", group["sigma"])
 
     def _particles(self, params: list[Tensor]) -> list[Tensor]:
+        """Each parameter's particles, drawn at the first step; cast to the parameter's dtype
+        and device when those changed since (``model.to(...)``), as ``load_state_dict`` casts
+        floating state."""
+        if any("particles" not in self.state[p] for p in params):
+            self._draw_particles(params)
+        parts = []
+        for p in params:
+            state = self.state[p]
+            if state["particles"].dtype != p.dtype or state["particles"].device != p.device:
+                state["particles"] = state["particles"].to(dtype=p.dtype, device=p.device)
+            parts.append(state["particles"])
+        return parts
+
+    @torch._dynamo.disable
+    def _draw_particles(self, params: list[Tensor]) -> None:
+        # eager under torch.compile: a draw from an explicit generator cannot be traced
         for p in params:
             state = self.state[p]
             if "particles" not in state:
@@ -926,7 +955,6 @@ class CBO(KernelOptimizer):
                                          self.generator)
                 state["particles"] = z.to(p.dtype).mul_(self.init_std).add_(p.detach())
                 state["step"] = torch.tensor(0.0)
-        return [self.state[p]["particles"] for p in params]
 
     @torch.no_grad()
     def respread(self, std: float | None = None) -> None:
@@ -974,8 +1002,25 @@ class CBO(KernelOptimizer):
         if e.shape != (self.n_particles,):
             raise ValueError(f"the closure must return a scalar loss, got shape "
                              f"{tuple(e.shape[1:])} per particle")
-        self.invalid += int((~torch.isfinite(e)).sum())
         return e
+
+    @torch._dynamo.disable
+    def _eager_part(self, e: Tensor, params: list[Tensor],
+                    parts: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """All of a step that a compiled step must leave the graph for, in one call: the count
+        of non-finite losses, the step index for ``alpha(k)``, the check that the consensus is
+        defined, and every generator draw (in parameter order, the stream the math block
+        states). Returns the log weights and the noise of each parameter's particles."""
+        self.invalid += int((~torch.isfinite(e)).sum())
+        alpha = _alpha_at(self.alpha, int(self.state[params[0]]["step"]), e.unsqueeze(0))
+        logw = _log_weights(e, alpha if isinstance(alpha, float) else alpha[0])   # (N,)
+        if (logw == torch.inf).any() or not torch.isfinite(logw).any():
+            raise ValueError("the closure returned no finite loss for any particle (or alpha * "
+                             "loss overflows): the consensus is undefined")
+        noises = [standard_normal_like(x, self.generator) for x in parts]
+        for p in params:
+            self.state[p]["step"] += 1
+        return logw, noises
 
     def __setstate__(self, state) -> None:
         # torch's loading step (after the user's pre-hooks; also unpickling): refuse particles
@@ -992,10 +1037,19 @@ class CBO(KernelOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One CBO step; ``closure()`` returns the loss of the model as it is (no backward)."""
+        if hasattr(self, "found_inf"):
+            # set by torch.amp.GradScaler.step right before it calls this step (it reads
+            # _step_supports_amp_scaling), deleted by it only after a step that returns
+            del self.grad_scale, self.found_inf
+            raise RuntimeError("CBO is gradient-free: torch.amp.GradScaler scales the loss for "
+                               "backward and unscales gradients, and CBO computes none. Call "
+                               "opt.step(closure) itself, without the scaler")
         if closure is None:
             raise ValueError("CBO.step needs a closure that returns the loss: the particles' "
                              "losses are its only information")
         groups = self._checked_groups()
+        params = [p for g in self.param_groups for p in g["params"]]
+        grads = _grad_marks(params)
         try:
             loss = closure()
         except RuntimeError as err:
@@ -1005,16 +1059,18 @@ class CBO(KernelOptimizer):
                                "return the loss; remove loss.backward() (and zero_grad()) from "
                                "the closure (it runs under torch.no_grad(), so there is no "
                                "graph to differentiate)") from err
-        params = [p for g in self.param_groups for p in g["params"]]
+        if _wrote_gradients(params, grads):
+            raise RuntimeError(
+                "CBO is gradient-free, but the closure computed gradients (a parameter's .grad "
+                "was written during the call): it calls backward under its own enable_grad, "
+                "as the closure of Lightning's automatic optimization does (with gradient "
+                "clipping), and CBO would run it once per particle. The closure must only "
+                "return the loss; with Lightning, set self.automatic_optimization = False and "
+                "call self.optimizers().step(closure) in training_step")
         parts = self._particles(params)
-        k = int(self.state[params[0]]["step"])
         e = self._energies(closure, params, parts)
         e = e.to(torch.promote_types(e.dtype, torch.float32))   # weights in >= float32
-        alpha = _alpha_at(self.alpha, k, e.unsqueeze(0))
-        logw = _log_weights(e, alpha if isinstance(alpha, float) else alpha[0])   # (N,)
-        if (logw == torch.inf).any() or not torch.isfinite(logw).any():
-            raise ValueError("the closure returned no finite loss for any particle (or alpha * "
-                             "loss overflows): the consensus is undefined")
+        logw, noises = self._eager_part(e, params, parts)
         w = torch.softmax(logw, -1)
         drifts = []
         for p, x in zip(params, parts):
@@ -1028,18 +1084,35 @@ class CBO(KernelOptimizer):
         for group in groups:
             dt, lam, sigma = group["lr"], group["lam"], group["sigma"]
             for p in group["params"]:
-                x, d = parts[i], drifts[i]
-                z = standard_normal_like(x, self.generator)
+                x, d, z = parts[i], drifts[i], noises[i]
                 if self.noise == "isotropic":
                     z.mul_(norm.to(x.dtype).reshape(-1, *[1] * p.ndim))
                 else:
                     z.mul_(d)
-                x.add_(d, alpha=-lam * dt).add_(z, alpha=sigma * math.sqrt(dt))
-                self.state[p]["step"] += 1
+                if isinstance(dt, Tensor):   # a tensor lr, kept as a tensor under compile
+                    x.sub_(d * (lam * dt)).add_(z * (sigma * dt.sqrt()))
+                else:
+                    x.add_(d, alpha=-lam * dt).add_(z, alpha=sigma * math.sqrt(dt))
                 i += 1
         if self.check_finite:
             self._assert_finite()
         return loss
+
+
+def _grad_marks(params: list[Tensor]) -> list[tuple]:
+    """Each parameter's ``.grad`` and (in eager; it cannot be traced) its version counter,
+    which backward bumps when it accumulates into an existing ``.grad``."""
+    if torch.compiler.is_compiling():
+        return [(p.grad, None) for p in params]
+    return [(p.grad, None if p.grad is None else p.grad._version) for p in params]
+
+
+def _wrote_gradients(params: list[Tensor], marks: list[tuple]) -> bool:
+    """Whether a gradient was written since ``marks``: a new ``.grad``, or one changed in place
+    to something nonzero (``zero_grad(set_to_none=False)`` alone is no gradient)."""
+    return any(p.grad is not None and (p.grad is not grad or version is not None
+                                       and p.grad._version != version and bool(p.grad.any()))
+               for p, (grad, version) in zip(params, marks))
 
 
 def _cbo_reference(params, loss_fn, steps, kwargs, generator):

@@ -541,3 +541,124 @@ def test_respread_redraws_the_particles_around_the_consensus():
     assert spread() > 0.3
     with pytest.raises(ValueError, match="std"):
         opt.respread(-1.0)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_particles_follow_a_parameter_whose_dtype_changed(batched):
+    # model.to(float64) mid-training: the step continues as a CBO loaded from a state dict
+    # into the float64 model would (load_state_dict casts floating state to the parameter)
+    x, y = _data()
+    runs = []
+    for reload in (False, True):
+        model = _mlp()
+        opt = CBO(model.parameters(), 6, lr=0.1, alpha=20.0, model=model if batched else None,
+                  generator=torch.Generator().manual_seed(0))
+        loss = lambda: torch.nn.functional.mse_loss(model(x.to(F64)), y.to(F64))  # noqa: E731
+        for _ in range(2):
+            opt.step(lambda: torch.nn.functional.mse_loss(model(x), y))
+        model.to(F64)
+        if reload:
+            saved = opt.state_dict()
+            opt = CBO(model.parameters(), 6, lr=0.1, alpha=20.0,
+                      model=model if batched else None)
+            opt.load_state_dict(saved)
+        opt.step(loss)
+        assert all(opt.state[p]["particles"].dtype == F64 for p in model.parameters())
+        runs.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*runs):
+        assert a.dtype == F64 and torch.equal(a, b)
+
+
+def _closure_and_twin():
+    """A CBO on a model and its loss closure, twice: one to misuse, one to compare with."""
+    x, y = _data()
+    pairs = []
+    for _ in range(2):
+        model = _mlp()
+        opt = CBO(model.parameters(), 4, lr=0.1, model=model,
+                  generator=torch.Generator().manual_seed(0))
+        pairs.append((model, opt, lambda m=model: torch.nn.functional.mse_loss(m(x), y)))
+    return pairs
+
+
+def test_grad_scaler_is_refused_as_gradient_free_and_leaves_the_optimizer_as_it_was():
+    (model, opt, loss), (twin, twin_opt, twin_loss) = _closure_and_twin()
+    scaler = torch.amp.GradScaler("cpu")
+    for args in ((), (loss,)):
+        scaler.scale(loss())
+        with pytest.raises(RuntimeError, match="CBO is gradient-free: torch.amp.GradScaler"):
+            scaler.step(opt, *args)
+        scaler = torch.amp.GradScaler("cpu")
+    opt.step(loss)          # nothing of the scaler stays behind, nothing was drawn
+    twin_opt.step(twin_loss)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_closure_that_computes_gradients_under_its_own_enable_grad_is_refused():
+    # what the closure of Lightning's automatic optimization does on every call
+    (model, opt, loss), _ = _closure_and_twin()
+
+    @torch.enable_grad()
+    def backward_closure():
+        value = loss()
+        value.backward()
+        return value.detach()
+
+    with pytest.raises(RuntimeError, match="computed gradients.*automatic_optimization = False"):
+        opt.step(backward_closure)
+    # gradients accumulated into existing .grad in place (Lightning's accumulate_grad_batches)
+    with pytest.raises(RuntimeError, match="computed gradients"):
+        opt.step(backward_closure)
+    # a closure that only zeroes gradients computes none
+    for set_to_none in (False, True):
+        opt.step(lambda: (model.zero_grad(set_to_none=set_to_none), loss())[1])
+
+
+def test_lightning_manual_optimization_recipe_steps_as_cbo_does_by_hand():
+    lightning = pytest.importorskip("lightning")
+    x, y = _data()
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+
+    class Regression(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False   # CBO steps with a closure, no backward
+            self.net = _mlp()
+
+        def training_step(self, batch, batch_idx):
+            inputs, targets = batch
+            opt = self.optimizers()
+            return opt.step(lambda: torch.nn.functional.mse_loss(self.net(inputs), targets))
+
+        def configure_optimizers(self):
+            return CBO(self.net.parameters(), 8, lr=0.1, alpha=50.0, model=self.net,
+                       generator=torch.Generator().manual_seed(0))
+
+    trainer = dict(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    module = Regression()
+    lightning.Trainer(**trainer).fit(module, batches)
+
+    by_hand = Regression()
+    opt = by_hand.configure_optimizers()
+    for _ in range(2):
+        for inputs, targets in batches:
+            opt.step(lambda: torch.nn.functional.mse_loss(by_hand.net(inputs), targets))
+    for a, b in zip(module.net.parameters(), by_hand.net.parameters()):
+        assert torch.equal(a, b)
+
+    class Automatic(Regression):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = True
+            self.calls = 0
+
+        def training_step(self, batch, batch_idx):
+            self.calls += 1
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+    module = Automatic()
+    with pytest.raises(RuntimeError, match="automatic_optimization = False"):
+        lightning.Trainer(**trainer, gradient_clip_val=1.0).fit(module, batches)
+    assert module.calls == 1        # refused at the first closure call, not once per particle
