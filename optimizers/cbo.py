@@ -39,7 +39,7 @@ from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.noise import (Brownian, make_generator, require_noise, same_device,
                                       standard_normal_like)
-from stochstep.stepping.optimizer import KernelOptimizer, check_lr
+from stochstep.stepping.optimizer import KernelOptimizer, check_lr, run_eagerly
 from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["CBO", "CBOResult", "CBOStepper", "CBSStepper", "EffectiveSampleSize",
@@ -936,7 +936,7 @@ class CBO(KernelOptimizer):
         and device when those changed since (``model.to(...)``), as ``load_state_dict`` casts
         floating state."""
         if any("particles" not in self.state[p] for p in params):
-            self._draw_particles(params)
+            run_eagerly(self._draw_particles, params)
         parts = []
         for p in params:
             state = self.state[p]
@@ -945,9 +945,8 @@ class CBO(KernelOptimizer):
             parts.append(state["particles"])
         return parts
 
-    @torch._dynamo.disable
     def _draw_particles(self, params: list[Tensor]) -> None:
-        # eager under torch.compile: a draw from an explicit generator cannot be traced
+        # outside the graph under torch.compile: a draw from an explicit generator
         for p in params:
             state = self.state[p]
             if "particles" not in state:
@@ -1004,7 +1003,6 @@ class CBO(KernelOptimizer):
                              f"{tuple(e.shape[1:])} per particle")
         return e
 
-    @torch._dynamo.disable
     def _eager_part(self, e: Tensor, params: list[Tensor],
                     parts: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """All of a step that a compiled step must leave the graph for, in one call: the count
@@ -1070,7 +1068,7 @@ class CBO(KernelOptimizer):
         parts = self._particles(params)
         e = self._energies(closure, params, parts)
         e = e.to(torch.promote_types(e.dtype, torch.float32))   # weights in >= float32
-        logw, noises = self._eager_part(e, params, parts)
+        logw, noises = run_eagerly(self._eager_part, e, params, parts)
         w = torch.softmax(logw, -1)
         drifts = []
         for p, x in zip(params, parts):
