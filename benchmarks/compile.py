@@ -57,7 +57,7 @@ BATCH = 8              # CBO's closure: MSE of the MLP on a fixed batch of this 
 
 
 class CompileBudgetExceeded(Exception):
-    """Raised by the alarm when an inductor compile runs past its budget."""
+    """Raised by the alarm when a probe or an inductor compile runs past its time budget."""
 
 
 @dataclass(frozen=True)
