@@ -88,7 +88,7 @@ def mlp_shapes() -> list[tuple[int, ...]]:
 
 CASES = (
     Case("a", "ResNet-18 parameter shapes (62 tensors, 11.69M elements)", resnet18_shapes,
-         20, 0, 150, 45, 16, False),
+         20, 0, 300, 45, 16, False),
     Case("b", "32-64-64-1 MLP (6 tensors, 6,401 elements)", mlp_shapes, 300, 100, 90, 60, 40,
          True),
 )
