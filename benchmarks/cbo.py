@@ -337,8 +337,7 @@ def run(rounds: int | None, quick: bool) -> str:
     print("\n".join(targets) + "\n" + why, flush=True)
     print(f"suite time: {elapsed:.0f}s", flush=True)
 
-    command = "python -m benchmarks cbo" + (f" --rounds {rounds}" if rounds else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("cbo", rounds, quick)
     chunk = max(1, min(CHUNK, steps // 2))
     out = ["## cbo\n",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",

@@ -422,12 +422,9 @@ def run(rounds: int | None, quick: bool) -> str:
                    f"compile {case.budget_s} s, inductor only with at most {case.max_frames} "
                    "probe frames" + (" (--quick: at most 30 s and 20 s)" if quick else ""))
     for case in CASES:
-        n = rounds or (case.quick_rounds if quick else case.rounds)
-        if quick and not case.quick_rounds:
-            print(f"\ncase ({case.key}) {case.title}: skipped by --quick", flush=True)
-            out.append(f"\n### ({case.key}) {case.title}\n\nskipped by --quick")
+        n = harness.case_rounds(case, rounds, quick, out)
+        if n is None:
             continue
-        print(f"\ncase ({case.key}) {case.title}: {n} timed rounds ...", flush=True)
         start = time.perf_counter()
         if quick:
             case = dataclasses.replace(case, budget_s=min(case.budget_s, 20),
@@ -444,8 +441,7 @@ def run(rounds: int | None, quick: bool) -> str:
                 out.append(f"- {name} breaks on: " + "; ".join(f"`{r}`" for r in row["reasons"]))
         targets += target_lines(case.key, info)
     print("\n" + "\n".join(targets), flush=True)
-    command = "python -m benchmarks compile" + (f" --rounds {rounds}" if rounds else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("compile", rounds, quick)
     out += ["\n### targets (issue 12)\n", *[f"- {t}" for t in targets],
             f"\nRerun from the repository root: `{command}`"]
     return "\n".join(out)

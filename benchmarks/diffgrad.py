@@ -164,12 +164,9 @@ def run(rounds: int | None, quick: bool) -> str:
     ratios: dict[tuple[str, str, str], float] = {}
     medians_c: dict[str, float] = {}
     for case in CASES:
-        n = rounds or (case.quick_rounds if quick else case.rounds)
-        if quick and not case.quick_rounds:
-            print(f"\ncase ({case.key}) {case.title}: skipped by --quick", flush=True)
-            out.append(f"\n### ({case.key}) {case.title}\n\nskipped by --quick")
+        n = harness.case_rounds(case, rounds, quick, out)
+        if n is None:
             continue
-        print(f"\ncase ({case.key}) {case.title}: {n} timed rounds ...", flush=True)
         times, first = time_case(case.shapes(), makers, n, warmup)
         table = case_table(times, first)
         print(table, flush=True)
@@ -201,8 +198,7 @@ def run(rounds: int | None, quick: bool) -> str:
              f"g_prev = 9 array passes vs Adam's 7 (read p, g, m, v; write p, m, v), so a "
              f"fused diffGrad is at best {TRAFFIC_BOUND:.2f}x a fused Adam on memory-bound sizes")
     print("\n" + "\n".join(targets) + "\n" + bound, flush=True)
-    command = "python -m benchmarks diffgrad" + (f" --rounds {rounds}" if rounds else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("diffgrad", rounds, quick)
     out += ["\n### targets\n", *[f"- {t}" for t in targets], f"\n{bound}.", f"\n{why}.",
             f"\nRerun from the repository root: `{command}`"]
     return "\n".join(out)

@@ -104,6 +104,25 @@ def target_line(label: str, ratio: float, limit: float) -> str:
     return f"{label}: {ratio:.2f}x (target <= {limit:.2f}x) {verdict} by {abs(limit - ratio):.2f}x"
 
 
+def rerun_command(suite: str, rounds: int | None, quick: bool) -> str:
+    """The command line that reruns ``suite`` with the given options, for its section."""
+    return (f"python -m benchmarks {suite}" + (f" --rounds {rounds}" if rounds else "")
+            + (" --quick" if quick else ""))
+
+
+def case_rounds(case, rounds: int | None, quick: bool, out: list[str]) -> int | None:
+    """Timed rounds for ``case`` (an object with ``key``, ``title``, ``rounds`` and
+    ``quick_rounds``): ``--rounds``, else its own; None where ``--quick`` skips it (said in
+    ``out`` and on the console)."""
+    if quick and not case.quick_rounds:
+        print(f"\ncase ({case.key}) {case.title}: skipped by --quick", flush=True)
+        out.append(f"\n### ({case.key}) {case.title}\n\nskipped by --quick")
+        return None
+    n = rounds or (case.quick_rounds if quick else case.rounds)
+    print(f"\ncase ({case.key}) {case.title}: {n} timed rounds ...", flush=True)
+    return n
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
     lines = ["| " + " | ".join(headers) + " |",

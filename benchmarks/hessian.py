@@ -245,8 +245,7 @@ def run(rounds: int | None, quick: bool) -> str:
     targets.append(f"spectral density on torch {torch.__version__}: ours "
                    f"{'works' if ours_ok else 'FAILED'}; {demo[0]}")
     print("\n" + "\n".join(targets), flush=True)
-    command = "python -m benchmarks hessian" + (f" --rounds {rounds}" if rounds else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("hessian", rounds, quick)
     out += ["\n### targets\n", *[f"- {t}" for t in targets],
             f"\nRerun from the repository root: `{command}`"]
     return "\n".join(out)

@@ -271,7 +271,6 @@ def run(rounds: int | None, quick: bool) -> str:
     out += body
     if targets:
         out += ["\n### targets\n", *[f"- {t}" for t in targets]]
-    command = "python -m benchmarks samplers" + (f" --rounds {rounds}" if rounds else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("samplers", rounds, quick)
     out.append(f"\nRerun from the repository root: `{command}`")
     return "\n".join(out)

@@ -188,8 +188,7 @@ def run(rounds: int | None, quick: bool) -> str:
         targets.append("target case not run")
     peak = f"peak resident memory of the benchmark process: {rss_gib():.1f} GiB"
     print("\n".join(targets) + "\n" + peak, flush=True)
-    command = "python -m benchmarks srrw" + (f" --rounds {given}" if given else "") + (
-        " --quick" if quick else "")
+    command = harness.rerun_command("srrw", given, quick)
     out = ["## srrw\n",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
            f"- machine: {harness.machine()}",
