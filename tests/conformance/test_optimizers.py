@@ -20,8 +20,9 @@ from stochstep.stepping.registry import algorithms
 
 RECORDS = algorithms("optimizer")
 IDS = [r.name for r in RECORDS]
-# Gradient-free optimizers (CBO) declare requires={"closure"}: they get the loss from a closure
-# and skip the tests about gradients.
+# Optimizers that evaluate a closure (CBO, gradient-free; HARPG, which differentiates what it
+# returns; NPGIGT, whose closure calls backward: requires "backward") declare
+# requires={"closure", ...}: they get the loss from a closure and skip the tests about .grad.
 GRAD = [r for r in RECORDS if "grad" in r.requires]
 
 
@@ -58,6 +59,20 @@ def needs_grad(opt) -> bool:
     return "grad" in next(r for r in RECORDS if r.cls is type(opt)).requires
 
 
+def closure_of(opt, loss):
+    """The closure an optimizer without "grad" steps with: the loss alone, or, for records
+    that require "backward" (torch's convention), zero_grad, the loss and its backward."""
+    if "backward" not in next(r for r in RECORDS if r.cls is type(opt)).requires:
+        return loss
+
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+    return closure
+
+
 def set_grads(params, grad_fn=quadratic_grad):
     with torch.no_grad():
         for p, g in zip(params, grad_fn([p.detach() for p in params])):
@@ -76,7 +91,7 @@ def run(opt, params, steps, grad_fn=quadratic_grad):
             set_grads(params, grad_fn)
             opt.step()
         else:
-            opt.step(lambda: quadratic_loss(params))
+            opt.step(closure_of(opt, lambda: quadratic_loss(params)))
 
 
 def assert_same(a, b):
@@ -161,7 +176,7 @@ def test_descends_a_quadratic(info):
             _quad(x).backward()
             opt.step()
         else:
-            opt.step(lambda: _quad(x))
+            opt.step(closure_of(opt, lambda: _quad(x)))
     assert _quad(x).item() < 0.5 * start
 
 
@@ -198,7 +213,7 @@ def test_step_with_closure_returns_loss(info):
     def closure():
         opt.zero_grad()
         loss = _quad(x)
-        if "grad" in info.requires:
+        if info.requires & {"grad", "backward"}:
             loss.backward()
         return loss
 
