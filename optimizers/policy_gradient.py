@@ -22,7 +22,7 @@ from stochstep.stepping.checks import _is_real
 from stochstep.stepping.optimizer import KernelOptimizer, check_lr
 from stochstep.stepping.registry import AlgorithmInfo, register
 
-__all__ = ["NPGIGT", "HARPG", "hessian_vector_estimate"]
+__all__ = ["NPGIGT", "HARPG", "NSGDM", "VanillaPG", "hessian_vector_estimate"]
 
 SCHEDULES = ("decay", "constant")
 
@@ -94,8 +94,10 @@ class _SegmentOptimizer(KernelOptimizer):
                              for d in directions]))
             scale = 0.0 if norm == 0 else 1.0 / float(norm)
         for p, state, (gamma, _), d in zip(params, states, rates, directions):
-            state["direction"].copy_(d)
-            state["previous"].copy_(p)
+            if "direction" in state:
+                state["direction"].copy_(d)
+            if "previous" in state:
+                state["previous"].copy_(p)
             if scale:
                 p.add_(d, alpha=-gamma * scale)
             state["step"] += 1
@@ -325,6 +327,135 @@ class HARPG(_SegmentOptimizer):
         return loss.detach().mean()
 
 
+# -- the baselines of the paper's experiments, as the authors' code runs them -------------------
+class _GradientBaseline(_SegmentOptimizer):
+    """Steps from ``.grad`` (torch's convention: ``step(closure)`` optional); the parameters
+    without a gradient are skipped."""
+
+    normalized = False
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = self._checked_groups()
+        params, states, rates, directions = [], [], [], []
+        for group in groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       "gradients")
+                state = self._state_of(p, self.state_names)
+                t = int(state["step"])
+                gamma, eta = self._schedule(group, t)
+                params.append(p)
+                states.append(state)
+                rates.append((gamma, eta))
+                directions.append(p.grad.clone() if t == 0 or "direction" not in state else
+                                  state["direction"].mul(1 - eta).add_(p.grad, alpha=eta))
+        if params:
+            self._move(params, states, rates, directions, normalized=self.normalized)
+        if self.check_finite:
+            self._assert_finite()
+        return loss
+
+
+class VanillaPG(_GradientBaseline):
+    r"""Vanilla policy gradient as run in the paper's experiments (``sgd`` in the authors'
+    code): :math:`	heta_{t+1} = 	heta_t - \gamma_t g_t` with
+    :math:`\gamma_t = \mathrm{lr}\,(2/(t+2))^{2/3}` (``schedule="decay"``) or
+    :math:`\mathrm{lr}` (``"constant"``); ``g`` is ``.grad``.
+
+    .. math::
+        	heta_{t+1} = 	heta_t - \mathrm{lr}\,\Bigl(rac{2}{t+2}\Bigr)^{2/3} g_t
+
+    Args:
+        params: parameters or parameter groups.
+        lr: :math:`\gamma_0` (>= 0).
+        schedule: ``"decay"`` or ``"constant"``.
+        check_finite: raise naming the parameter and the step on NaN/Inf.
+
+    References:
+        Fatkhullin, Barakat, Kireeva, He, ICML 2023, arXiv:2302.01734 (the baseline of its
+        experiments).
+
+    Example:
+        >>> theta = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = VanillaPG([theta], lr=0.5)
+        >>> theta.grad = torch.tensor([2.0])
+        >>> _ = opt.step()
+        >>> theta.detach()   # 1 - 0.5 * 1 * 2
+        tensor([0.])
+    """
+
+    state_names = ()
+
+    def __init__(self, params, lr: float = 0.1, *, schedule: str = "decay",
+                 check_finite: bool = False):
+        super().__init__(params, dict(lr=lr, schedule=schedule), check_finite=check_finite)
+
+    def _check_group(self, group):
+        group["lr"] = check_lr(group["lr"])
+        group["schedule"] = _check_schedule(group["schedule"])
+
+    def _schedule(self, group, t):
+        if group["schedule"] == "constant":
+            return group["lr"], 1.0
+        return group["lr"] * (2 / (t + 2)) ** (2 / 3), 1.0
+
+
+class NSGDM(_GradientBaseline):
+    r"""Normalized stochastic gradient with momentum as run in the paper's experiments
+    (``nsgdm`` in the authors' code): N-PG-IGT without the extrapolation.
+
+    .. math::
+        d_t = (1 - \eta_t)\, d_{t-1} + \eta_t\, g_t,\qquad
+        	heta_{t+1} = 	heta_t - \gamma_t\, d_t / \lVert d_t
+Vert
+
+    with :math:`d_0 = g_0`, :math:`\gamma_t = 2\,\mathrm{lr}/(t+2)` and
+    :math:`\eta_t = \mathrm{momentum}\,(2/(t+2))^{2/3}` (``schedule="decay"``), or
+    ``lr`` and ``momentum`` (``"constant"``); ``g`` is ``.grad`` and the norm runs over every
+    parameter with a gradient.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: :math:`\gamma_0` (>= 0).
+        momentum: :math:`\eta_0 \in (0, 1]`.
+        schedule: ``"decay"`` or ``"constant"``.
+        check_finite: raise naming the parameter and the step on NaN/Inf.
+
+    References:
+        Fatkhullin, Barakat, Kireeva, He, ICML 2023, arXiv:2302.01734 (a baseline of its
+        experiments).
+
+    Example:
+        >>> theta = torch.nn.Parameter(torch.tensor([3.0, -4.0]))
+        >>> opt = NSGDM([theta], lr=1.0)
+        >>> theta.grad = theta.detach().clone()
+        >>> _ = opt.step()
+        >>> theta.detach()
+        tensor([ 2.4000, -3.2000])
+    """
+
+    state_names = ("direction",)
+    normalized = True
+
+    def __init__(self, params, lr: float = 0.1, momentum: float = 1.0, *,
+                 schedule: str = "decay", check_finite: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, schedule=schedule),
+                         check_finite=check_finite)
+
+    def _schedule(self, group, t):
+        if group["schedule"] == "constant":
+            return group["lr"], group["momentum"]
+        return group["lr"] * 2 / (t + 2), group["momentum"] * (2 / (t + 2)) ** (2 / 3)
+
+
 # -- hand-computed references for the conformance suite -----------------------------------------
 def _grad(loss_fn, ps):
     ps = [p.detach().requires_grad_() for p in ps]
@@ -397,6 +528,7 @@ register(AlgorithmInfo(
     paper="Fatkhullin, Barakat, Kireeva & He, ICML 2023, arXiv:2302.01734",
     default_kwargs=dict(lr=1.0),   # total path sum_t 2 lr/(t+2): long enough to descend
     requires=frozenset({"closure", "backward"}),
+    supports=frozenset({"global_norm"}),
     invalid_kwargs=_INVALID,
     reference=_npgigt_reference,
     reference_kwargs=(dict(lr=0.1), dict(lr=0.2, momentum=0.5),
@@ -411,9 +543,60 @@ register(AlgorithmInfo(
     default_kwargs=dict(lr=1.0),   # total path sum_t 2 lr/(t+2): long enough to descend
     requires=frozenset({"closure"}),
     stochastic=True,
+    supports=frozenset({"global_norm"}),
     invalid_kwargs=_INVALID + ((dict(normalized="yes"), ValueError, "normalized"),),
     reference=_harpg_reference,
     reference_kwargs=(dict(lr=0.1), dict(lr=0.2, momentum=0.5),
                       dict(lr=0.05, momentum=0.3, normalized=False),
                       dict(lr=0.05, momentum=0.7, schedule="constant")),
+))
+
+
+def _vanilla_reference(params, grad_fn, steps, kwargs, generator):
+    lr, constant = kwargs.get("lr", 0.1), kwargs.get("schedule", "decay") == "constant"
+    theta = [p.detach().double() for p in params]
+    for t in range(steps):
+        gamma = lr if constant else lr * (2 / (t + 2)) ** (2 / 3)
+        theta = [x - gamma * g.double() for x, g in zip(theta, grad_fn(theta))]
+    return theta
+
+
+def _nsgdm_reference(params, grad_fn, steps, kwargs, generator):
+    lr, momentum = kwargs.get("lr", 0.1), kwargs.get("momentum", 1.0)
+    constant = kwargs.get("schedule", "decay") == "constant"
+    theta, d = [p.detach().double() for p in params], None
+    for t in range(steps):
+        gamma = lr if constant else lr * 2 / (t + 2)
+        eta = momentum if constant else momentum * (2 / (t + 2)) ** (2 / 3)
+        g = [x.double() for x in grad_fn(theta)]
+        d = g if t == 0 else [(1 - eta) * a + eta * b for a, b in zip(d, g)]
+        theta = _normalized(theta, d, gamma)
+    return theta
+
+
+register(AlgorithmInfo(
+    name="VanillaPG",
+    cls=VanillaPG,
+    kind="optimizer",
+    paper="Fatkhullin, Barakat, Kireeva & He, ICML 2023, arXiv:2302.01734 (baseline)",
+    default_kwargs=dict(lr=0.2),
+    supports=frozenset({"zero_grad_noop"}),
+    invalid_kwargs=((dict(lr=-0.1), ValueError, "lr"), (dict(schedule="x"), ValueError,
+                                                         "schedule"),
+                    (dict(momentum=0.5), TypeError, "momentum")),
+    reference=_vanilla_reference,
+    reference_kwargs=(dict(lr=0.1), dict(lr=0.05, schedule="constant")),
+))
+
+register(AlgorithmInfo(
+    name="NSGDM",
+    cls=NSGDM,
+    kind="optimizer",
+    paper="Fatkhullin, Barakat, Kireeva & He, ICML 2023, arXiv:2302.01734 (baseline)",
+    default_kwargs=dict(lr=1.0),
+    supports=frozenset({"global_norm"}),
+    invalid_kwargs=_INVALID,
+    reference=_nsgdm_reference,
+    reference_kwargs=(dict(lr=0.1), dict(lr=0.2, momentum=0.5),
+                      dict(lr=0.05, momentum=0.3, schedule="constant")),
 ))

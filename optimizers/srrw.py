@@ -807,7 +807,7 @@ register(AlgorithmInfo(
                         lr_exponent=0.9),
     requires=frozenset({"grad", "node"}),
     stochastic=True,
-    supports=frozenset({"maximize", "complex", "foreach", "zero_grad_noop"}),
+    supports=frozenset({"maximize", "complex", "foreach", "zero_grad_noop", "compile"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(alpha=-1.0), ValueError, "alpha"),

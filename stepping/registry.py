@@ -30,6 +30,10 @@ class AlgorithmInfo:
             (runs on decreasing grids; the others must refuse them naming the grid) and
             ``"adaptive"`` (error-controlled within each grid interval by its ``rtol`` and
             ``atol`` attributes: its ``linear_problem`` is held to them instead of an order).
+            Also ``"compile"`` (a compiled ``opt.step()`` has no graph break, one for a
+            stochastic record, and a tensor lr recompiles nothing: tests/test_compile.py) and
+            ``"global_norm"`` (the update normalizes by a norm over all parameters, so
+            parameters and param groups do not step independently of each other).
         fused_min_numel: with ``"fused"`` in ``supports``, the size from which a tensor takes
             the fused (compiled) kernel rather than the eager one; the conformance suite's
             fused reference cases add a tensor of this size, so that both kernels are checked.
