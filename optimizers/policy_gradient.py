@@ -253,6 +253,12 @@ class HARPG(_SegmentOptimizer):
     :math:`\mathrm{momentum}`. On a deterministic quadratic :math:`v_t` is the exact gradient
     difference, so :math:`d_t = \nabla f(\theta_t)` at every step, whatever :math:`q_t`.
 
+    With a batch of trajectories, :math:`B` is averaged per trajectory (unbiased). The authors'
+    code instead multiplies the gradient of the batch loss by the inner product of ``v`` with
+    the gradient of the mean per-step log-likelihood of the batch, which shrinks the
+    score-function term by about the number of steps in the batch; a closure that returns
+    those two scalars reproduces it.
+
     Args:
         params: parameters or parameter groups.
         lr: :math:`\gamma_0` (>= 0).
