@@ -100,3 +100,15 @@ def test_score_sde_2d_figure_labels_every_panel(tmp_path, monkeypatch):
     assert len(panels) == 4
     assert all(ax.get_xlabel() and ax.get_ylabel() and len(ax.get_xticks()) for ax in panels)
     fig.clf()
+
+
+def test_policy_gradient_cartpole_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "policy_gradient_cartpole.py"), "--quick",
+         "--no-progress", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "policy_gradient_cartpole.png"
+    assert png.is_file() and png.stat().st_size > 0
+    for method in ("vanilla PG", "NSGDM", "N-PG-IGT", "HARPG", "N-HARPG"):
+        assert f"CartPole-v1  {method}" in proc.stdout, proc.stdout
