@@ -14,6 +14,7 @@ SUITES = {
     "samplers": "benchmarks.samplers",
     "hessian": "benchmarks.hessian",
     "cbo": "benchmarks.cbo",
+    "policy_gradient": "benchmarks.policy_gradient",
     "compile": "benchmarks.compile",
 }
 
