@@ -382,6 +382,8 @@ def test_when_the_optimum_is_not_stationary_the_gap_is_of_order_gamma_to_the_h()
     mdp, horizon = TabularMDP.random(3, 2, 0.9, gen(1)), 6
     best = optimal_return(mdp, horizon)
     assert not best.stationary  # this seed's last step plays a greedier action in state 2
+    attained = markov_return(mdp, [one_hot_policy(a, 2) for a in best.actions])
+    assert abs(best.value.item() - attained) <= 1e-12  # actions[t] is the action at step t
     actions = torch.zeros(3, dtype=torch.long)
     for _ in range(50):
         pi = one_hot_policy(actions, 2)
