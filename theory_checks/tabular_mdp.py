@@ -332,8 +332,9 @@ def optimal_return(mdp: TabularMDP, horizon: int) -> OptimalReturn:
     policy may not reach it (near the end of the horizon the best action can change); the sup
     over stationary policies lies in ``[J*_H - gamma^H (max r - min r)/(1 - gamma), J*_H]``
     for gamma < 1 (the infinite-horizon optimal policy is stationary and already returns at
-    least the lower end), a gap of the order of the truncation bias itself. When ``.stationary`` is True, softmax policies
-    with large logits on ``actions[0]`` approach J*_H.
+    least the lower end), a gap of the order of the truncation bias itself. When
+    ``.stationary`` is True, softmax policies with large logits on ``actions[0]`` approach
+    J*_H.
 
     Args:
         mdp: the MDP.
