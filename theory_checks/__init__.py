@@ -23,6 +23,11 @@ from stochstep.theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_c
                                           measure_sa_srrw_covariance, measure_srrw_variance,
                                           reversible_eigenpairs, sa_srrw_asymptotic_covariance,
                                           srrw_asymptotic_covariance)
+from stochstep.theory_checks.tabular_mdp import (OptimalReturn, TabularMDP, Trajectories,
+                                                 exact_gradient, exact_hessian_vector,
+                                                 optimal_return, sample_trajectories,
+                                                 softmax_policy, tabular_log_probs,
+                                                 truncated_return)
 
 __all__: list[str] = [
     "LRScaling", "MinibatchHessianExtremes", "StabilityTrial", "StableLR", "SuggestedLR",
@@ -42,4 +47,7 @@ __all__: list[str] = [
     "VarianceCheck", "base_chain_asymptotic_covariance", "measure_sa_srrw_covariance",
     "measure_srrw_variance", "reversible_eigenpairs", "sa_srrw_asymptotic_covariance",
     "srrw_asymptotic_covariance",
+    "OptimalReturn", "TabularMDP", "Trajectories", "exact_gradient", "exact_hessian_vector",
+    "optimal_return", "sample_trajectories", "softmax_policy", "tabular_log_probs",
+    "truncated_return",
 ]
