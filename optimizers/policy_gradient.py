@@ -413,7 +413,7 @@ def rollout(env, policy: nn.Module, horizon: int, *,
     observations_np, rewards_np = observations.numpy(), rewards.numpy()
     with torch.no_grad():
         for t in range(horizon):
-            state = torch.as_tensor(obs, dtype=dtype).view(n, obs_dim)
+            state = torch.as_tensor(obs, dtype=dtype).reshape(n, obs_dim)
             action = policy.sample(state, generator) if has_sample else \
                 sample_action(policy(state), generator)
             if actions is None:

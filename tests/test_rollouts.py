@@ -194,7 +194,11 @@ def test_rollout_masks_truncation_and_stops_when_every_episode_ended():
 def test_rollout_is_reproducible_from_the_generator():
     env = cartpole(4, mode="vector_entry_point")  # CartPole's own vectorized env
     policy = policy_for(env, generator=gen())
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
     a, b = (rollout(env, policy, 30, generator=gen(11)) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), torch_state)  # no global RNG is read or advanced
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
+    assert not a.observations.requires_grad and not a.actions.requires_grad
     for field in ("observations", "actions", "rewards", "mask"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     c = rollout(env, policy, 30, generator=gen(12))
