@@ -275,24 +275,26 @@ def tiny_batch():
 
 def by_hand(kind, values=None):
     """Mean over trajectories of the estimator, from its definition with loops."""
+    def score(i, upto):  # the gradient of sum_{s <= upto} log pi(a_s | s_s)
+        return [sum(X[i][s][j] for s in range(upto + 1)) for j in range(2)]
+
     total = [0.0, 0.0]
     for i in range(2):
         length = sum(M[i])
-        score = lambda upto: [sum(X[i][s][j] for s in range(upto + 1)) for j in range(2)]
         if values is None:
             if kind == "gpomdp":
-                g = [sum(GAMMA ** t * R[i][t] * score(t)[j] for t in range(length))
+                g = [sum(GAMMA ** t * R[i][t] * score(i, t)[j] for t in range(length))
                      for j in range(2)]
             else:
                 ret = sum(GAMMA ** t * R[i][t] for t in range(length))
-                g = [ret * score(length - 1)[j] for j in range(2)]
+                g = [ret * score(i, length - 1)[j] for j in range(2)]
         else:  # returns-to-go minus the value, the textbook form of the baseline
             rtg = [sum(GAMMA ** (k - t) * R[i][k] for k in range(t, length)) for t in range(length)]
             if kind == "gpomdp":
                 g = [sum(GAMMA ** t * (rtg[t] - values[i][t]) * X[i][t][j] for t in range(length))
                      for j in range(2)]
             else:
-                g = [(rtg[0] - values[i][0]) * score(length - 1)[j] for j in range(2)]
+                g = [(rtg[0] - values[i][0]) * score(i, length - 1)[j] for j in range(2)]
         total = [total[j] + g[j] / 2 for j in range(2)]
     return torch.tensor(total)
 
