@@ -6,10 +6,9 @@ Three kinds of reference, each independent of the code under test:
 - finite differences of the exact return, for the autograd gradient and Hessian-vector product;
 - Monte Carlo with 10^4 sampled trajectories, within 3 standard errors (the issue's targets).
 
-The estimators are used through the API of ``stochstep.optimizers.policy_gradient``, which is
-not in this tree yet: ``_gpomdp_surrogate`` (served by the fixture ``_gpomdp_pair``) and
-``_hessian_vector_estimate`` below are minimal stand-ins, written from the spec's definitions,
-for the library's functions to replace.
+The GPOMDP surrogate is the library's (``stochstep.optimizers.policy_gradient``). The Hessian
+estimator is written here per trajectory from the spec's definition (the library's
+``hessian_vector_estimate`` returns the batch mean, which a test ties to these).
 
 Per-trajectory gradients of 10^4 trajectories in one backward pass: each trajectory i reads its
 own copy ``theta_rep[i]`` of the logits (``tabular_log_probs`` accepts an ``(n, S, A)`` theta),
@@ -24,6 +23,7 @@ import pytest
 import torch
 from scipy.stats import chi2
 
+from stochstep.optimizers.policy_gradient import gpomdp_surrogate, hessian_vector_estimate
 from stochstep.theory_checks import (OptimalReturn, TabularMDP, exact_gradient,
                                      exact_hessian_vector, optimal_return, sample_trajectories,
                                      softmax_policy, tabular_log_probs, truncated_return)
@@ -35,23 +35,11 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-# --- stand-ins for the library's estimators (swap in stochstep.optimizers.policy_gradient) ---
-
-def _gpomdp_surrogate(log_probs, rewards, gamma, *, mask=None, baseline=None):
-    """(loss, log_prob), (N,) each: loss_i = -Phi_i, Phi_i = sum_t gamma^t r_t sum_{t'<=t}
-    log pi_t', and log_prob_i = sum_t log pi_t (steps where ``mask`` is 0 do not count)."""
-    if baseline is not None:
-        raise NotImplementedError("the test stand-in has no baseline")
-    if mask is not None:
-        log_probs, rewards = log_probs * mask, rewards * mask
-    discount = gamma ** torch.arange(rewards.shape[-1], dtype=rewards.dtype)
-    phi = (discount * rewards * log_probs.cumsum(-1)).sum(-1)
-    return -phi, log_probs.sum(-1)
-
+# --- the library's estimator, and the Hessian estimator per trajectory ---
 
 @pytest.fixture
 def _gpomdp_pair():
-    return _gpomdp_surrogate
+    return gpomdp_surrogate
 
 
 def _hessian_vector_estimate(loss_i, log_prob_i, theta, v):
@@ -334,6 +322,22 @@ def test_hessian_estimator_mean_of_10k_within_3_standard_errors(issue_mdp, _gpom
     traj = sample_trajectories(mdp, theta, 10_000, horizon, gen(16))
     bv = per_trajectory(_gpomdp_pair, mdp, theta, traj, v)
     assert_unbiased(bv, exact_hessian_vector(mdp, theta, v, horizon))
+
+
+def test_library_hessian_vector_estimate_is_the_mean_of_the_per_trajectory_estimates(
+        issue_mdp, _gpomdp_pair):
+    """HARPG's batch estimate equals the mean of the per-trajectory -B(tau_i) v checked above
+    to be unbiased (so it is unbiased too)."""
+    mdp, theta, horizon = issue_mdp
+    v = torch.randn(theta.shape, generator=gen(18), dtype=F64)
+    traj = sample_trajectories(mdp, theta, 500, horizon, gen(19))
+    per = -per_trajectory(_gpomdp_pair, mdp, theta, traj, v)      # hess(l_i) v + ...
+    states, actions, rewards = traj
+    shared = theta.detach().to(F64).clone().requires_grad_(True)
+    loss, log_prob = _gpomdp_pair(tabular_log_probs(shared, states, actions), rewards,
+                                  mdp.gamma)
+    (batch,) = hessian_vector_estimate(loss, log_prob, [shared], [v])
+    torch.testing.assert_close(batch, per.mean(0), rtol=1e-10, atol=1e-12)
 
 
 # --- the optimum ---
