@@ -383,12 +383,12 @@ class _GradientBaseline(_SegmentOptimizer):
 
 class VanillaPG(_GradientBaseline):
     r"""Vanilla policy gradient as run in the paper's experiments (``sgd`` in the authors'
-    code): :math:`	heta_{t+1} = 	heta_t - \gamma_t g_t` with
+    code): :math:`\theta_{t+1} = \theta_t - \gamma_t g_t` with
     :math:`\gamma_t = \mathrm{lr}\,(2/(t+2))^{2/3}` (``schedule="decay"``) or
     :math:`\mathrm{lr}` (``"constant"``); ``g`` is ``.grad``.
 
     .. math::
-        	heta_{t+1} = 	heta_t - \mathrm{lr}\,\Bigl(rac{2}{t+2}\Bigr)^{2/3} g_t
+        \theta_{t+1} = \theta_t - \mathrm{lr}\,\Bigl(\frac{2}{t+2}\Bigr)^{2/3} g_t
 
     Args:
         params: parameters or parameter groups.
@@ -431,8 +431,7 @@ class NSGDM(_GradientBaseline):
 
     .. math::
         d_t = (1 - \eta_t)\, d_{t-1} + \eta_t\, g_t,\qquad
-        	heta_{t+1} = 	heta_t - \gamma_t\, d_t / \lVert d_t
-Vert
+        \theta_{t+1} = \theta_t - \gamma_t\, d_t / \lVert d_t\rVert
 
     with :math:`d_0 = g_0`, :math:`\gamma_t = 2\,\mathrm{lr}/(t+2)` and
     :math:`\eta_t = \mathrm{momentum}\,(2/(t+2))^{2/3}` (``schedule="decay"``), or
