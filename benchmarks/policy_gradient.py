@@ -64,7 +64,9 @@ def throughput(rounds: int, n_envs: int = 256, horizon: int = 200) -> tuple[list
 
     def ours():
         batch = rollout(env, policy, horizon, generator=generator)
-        steps["rollout"] += int(batch.mask.sum())
+        # env steps executed: every sub-env steps until the last episode ends (those that
+        # ended reset and run on, masked), as the raw loop steps all of them
+        steps["rollout"] += int(batch.lengths.max()) * n_envs
 
     def theirs():
         raw.reset(seed=0)
@@ -75,7 +77,7 @@ def throughput(rounds: int, n_envs: int = 256, horizon: int = 200) -> tuple[list
     times = harness.time_interleaved({"rollout": ours, "raw": theirs}, rounds, 1)
     env.close()
     raw.close()
-    # rates per step taken: rollout stops when every episode has ended, the raw loop does not
+    # rollout stops when every episode has ended, the raw loop runs the whole horizon: rates
     per_round = steps["rollout"] / (rounds + 1)
     rate_ours = statistics.median(per_round / t for t in times["rollout"])
     rate_raw = statistics.median(n_envs * horizon / t for t in times["raw"])

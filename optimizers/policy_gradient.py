@@ -204,29 +204,28 @@ def hessian_vector_estimate(loss: Tensor, log_prob: Tensor | None, params: list[
     the estimator :math:`B(\tau, \theta)` of the paper (for :math:`\ell = -\Phi`, the
     GPOMDP surrogate): unbiased for :math:`\nabla^2 J\, v` because the samples' law depends on
     :math:`\theta`. Without ``log_prob`` (data whose law does not depend on the parameters) it
-    is :math:`\nabla^2 \bar\ell\, v`. Costs one double backward and one backward of
-    ``log_prob`` with a double-backward trick for the :math:`N` inner products.
+    is :math:`\nabla^2 \bar\ell\, v`. Costs three backward passes (one keeping its graph,
+    one through it, one plain) for all :math:`N` inner products at once.
     """
-    mean = loss.mean()
-    grads = torch.autograd.grad(mean, params, create_graph=True, allow_unused=True)
-    pairs = [(g, v) for g, v in zip(grads, vector) if g is not None and g.requires_grad]
+    # One backward with graph of  mean(l) + sum_i u_i log p_i  (u = 0), one double backward of
+    # its inner product with v, in theta and u at once: in theta the Hessian-vector product (the
+    # u-terms vanish at u = 0), in u the N products <grad log p_i, v>. Then one plain backward
+    # of the losses weighted by those products.
+    u = None if log_prob is None else torch.zeros_like(log_prob, requires_grad=True)
+    total = loss.mean() if u is None else loss.mean() + (u * log_prob).sum()
+    grads = torch.autograd.grad(total, params, create_graph=True, allow_unused=True)
+    inner = [(g * v).sum() for g, v in zip(grads, vector) if g is not None and g.requires_grad]
     out = [torch.zeros_like(p) for p in params]
-    if pairs:
-        hvp = torch.autograd.grad([g for g, _ in pairs], params, [v for _, v in pairs],
-                                  retain_graph=log_prob is not None, allow_unused=True)
-        out = [o if h is None else h for o, h in zip(out, hvp)]
-    if log_prob is None:
-        return [o.detach() for o in out]
-    # <grad log p_i, v> for every i at once: the gradient of sum_i u_i log p_i is linear in u,
-    # and its inner product with v, differentiated in u, is the vector of the N products.
-    u = torch.zeros_like(log_prob, requires_grad=True)
-    weighted = torch.autograd.grad(log_prob, params, u, create_graph=True, allow_unused=True)
-    pairs = [(w, v) for w, v in zip(weighted, vector) if w is not None]
-    if not pairs:
-        return [o.detach() for o in out]
-    (products,) = torch.autograd.grad([w for w, _ in pairs], u, [v for _, v in pairs])
-    score = torch.autograd.grad(loss, params, products / loss.numel(), allow_unused=True)
-    return [(o + s if s is not None else o).detach() for o, s in zip(out, score)]
+    if not inner:
+        return out
+    inputs = list(params) + ([] if u is None else [u])
+    second = torch.autograd.grad(sum(inner), inputs, retain_graph=u is not None,
+                                 allow_unused=True)
+    out = [o if h is None else h.detach() for o, h in zip(out, second)]
+    if u is None or second[-1] is None:
+        return out
+    score = torch.autograd.grad(loss, params, second[-1] / loss.numel(), allow_unused=True)
+    return [o if s is None else o + s for o, s in zip(out, score)]
 
 
 def _loss_and_log_prob(out) -> tuple[Tensor, Tensor | None]:
