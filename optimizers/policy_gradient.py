@@ -884,6 +884,7 @@ def rollout(env, policy: nn.Module, horizon: int, *,
     actions_np[~alive] = 0
     return Trajectories(observations, actions, rewards, torch.from_numpy(alive).to(dtype))
 
+
 def log_probs(policy: nn.Module, trajectories: Trajectories) -> Tensor:
     r"""``(N, H)`` log-probabilities of the trajectories' actions under ``policy``, with grad;
     masked steps are 0.
