@@ -176,6 +176,13 @@ def _diffgrad_pointwise(p, g, m, v, prev, max_v, step_size, beta1, beta2, eps, l
     return (1 / inv_xi).sum(dtype=torch.float64) if friction else None
 
 
+def _pointwise_flags(weight_decay, decoupled_weight_decay, maximize, friction_sum) -> dict:
+    """The keyword switches of :func:`_diffgrad_pointwise` for a set of options."""
+    return dict(coupled=weight_decay != 0 and not decoupled_weight_decay,
+                decoupled=weight_decay != 0 and decoupled_weight_decay,
+                maximize=maximize, friction=friction_sum is not None)
+
+
 def _diffgrad_fused(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps, lr, beta1,
                     beta2, eps, weight_decay=0.0, decoupled_weight_decay=False,
                     max_exp_avg_sqs=None, maximize=False, friction_sum=None):
@@ -195,9 +202,7 @@ def _diffgrad_fused(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps, 
                   **options)
     if not big:
         return
-    flags = dict(coupled=weight_decay != 0 and not decoupled_weight_decay,
-                 decoupled=weight_decay != 0 and decoupled_weight_decay,
-                 maximize=maximize, friction=friction_sum is not None)
+    flags = _pointwise_flags(weight_decay, decoupled_weight_decay, maximize, friction_sum)
     key = tuple(flags.values())
     if key not in _compiled:  # one compiled kernel per option set; shapes stay dynamic
         _compiled[key] = torch.compile(functools.partial(_diffgrad_pointwise, **flags),
@@ -222,9 +227,7 @@ def _diffgrad_traced(params, grads, exp_avgs, exp_avg_sqs, prev_grads, *, steps,
     """The rule inside the caller's torch.compile: the fused kernel's elementwise form, tensor
     by tensor, with 0-dim tensor steps (and lr). Inductor makes each tensor's update one loop;
     traced, the foreach kernel's ops compile to about 1.2x the eager step instead."""
-    flags = dict(coupled=weight_decay != 0 and not decoupled_weight_decay,
-                 decoupled=weight_decay != 0 and decoupled_weight_decay,
-                 maximize=maximize, friction=friction_sum is not None)
+    flags = _pointwise_flags(weight_decay, decoupled_weight_decay, maximize, friction_sum)
     for i, t in enumerate(steps):
         step_size = lr * (1 - beta2**t).sqrt() / (1 - beta1**t)
         total = _diffgrad_pointwise(

@@ -25,7 +25,8 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from stochstep.stepping.checks import _is_real, check_int, check_positive
+from stochstep.stepping.checks import (_is_real, check_flag, check_int, check_positive,
+                                       check_unit_interval)
 from stochstep.stepping.noise import make_generator, standard_normal_like
 from stochstep.stepping.optimizer import KernelOptimizer, check_lr
 from stochstep.stepping.registry import AlgorithmInfo, register
@@ -298,9 +299,7 @@ class HARPG(_SegmentOptimizer):
     def __init__(self, params, lr: float = 0.1, momentum: float = 1.0, *,
                  normalized: bool = True, schedule: str = "decay",
                  generator: torch.Generator | None = None, check_finite: bool = False):
-        if not isinstance(normalized, bool):
-            raise ValueError(f"normalized must be True or False, got {normalized!r}")
-        self.normalized = normalized
+        self.normalized = check_flag("normalized", normalized)
         super().__init__(params, dict(lr=lr, momentum=momentum, schedule=schedule),
                          generator=generator, check_finite=check_finite)
 
@@ -928,12 +927,6 @@ def _describe(value) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
 
 
-def _check_gamma(gamma) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
-    return float(gamma)
-
-
 def _constant(name: str, value, like: Tensor) -> Tensor:
     if not isinstance(value, Tensor) or value.shape != like.shape:
         raise ValueError(f"{name} must be a tensor of the shape of log_probs "
@@ -947,7 +940,7 @@ def _weighted_terms(log_probs: Tensor, rewards: Tensor, gamma, mask, baseline):
     if not isinstance(log_probs, Tensor) or log_probs.dim() != 2 or \
             not log_probs.is_floating_point():
         raise ValueError(f"log_probs must be a floating (N, H) tensor, got {_describe(log_probs)}")
-    gamma = _check_gamma(gamma)
+    gamma = check_unit_interval("gamma", gamma)
     rewards = _constant("rewards", rewards, log_probs)
     if mask is None:
         mask = torch.ones_like(rewards)
@@ -1109,7 +1102,7 @@ class LinearFeatureBaseline:
                              f"{type(trajectories).__name__}")
         running = trajectories.mask > 0
         returns = _returns_to_go(trajectories.rewards.double() * running,
-                                     _check_gamma(gamma))
+                                     check_unit_interval("gamma", gamma))
         phi = self.features(trajectories)[running]
         gram, target = phi.T @ phi, phi.T @ returns[running]
         reg_coeff = self.reg_coeff

@@ -9,7 +9,7 @@ from numbers import Real
 import torch
 
 __all__ = ["check_finite_state", "check_flag", "check_int", "check_nonnegative",
-           "check_positive", "check_real"]
+           "check_positive", "check_real", "check_unit_interval"]
 
 
 def _is_real(x) -> bool:
@@ -36,6 +36,14 @@ def check_positive(name: str, value) -> float:
     """Return ``value`` as a float, or raise ValueError naming ``name`` unless finite and > 0."""
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(name: str, value) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``name`` unless a number in
+    [0, 1] (a discount factor, a probability)."""
+    if not _is_real(value) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
 
 

@@ -32,14 +32,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_int, check_unit_interval
 from stochstep.stepping.noise import make_generator
 from stochstep.stepping.oracles import hvp, value_and_grad
 
@@ -48,13 +47,6 @@ __all__ = ["TabularMDP", "OptimalReturn", "Trajectories", "softmax_policy", "tru
            "tabular_log_probs"]
 
 _F64 = torch.float64
-
-
-def _check_discount(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or not 0 <= value <= 1:
-        raise ValueError(f"gamma must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _distribution(name: str, value, shape: tuple) -> Tensor:
@@ -113,7 +105,7 @@ class TabularMDP:
                              f"got shape {tuple(r.shape)}")
         self.r = r
         self.rho = _distribution("rho", self.rho, (n_states,))
-        self.gamma = _check_discount(self.gamma)
+        self.gamma = check_unit_interval("gamma", self.gamma)
 
     @property
     def n_states(self) -> int:
@@ -151,7 +143,7 @@ class TabularMDP:
         """
         check_int("n_states", n_states)
         check_int("n_actions", n_actions)
-        gamma = _check_discount(gamma)
+        gamma = check_unit_interval("gamma", gamma)
         generator = make_generator(generator)
 
         def dirichlet(shape: tuple) -> Tensor:
