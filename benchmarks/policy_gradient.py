@@ -5,11 +5,17 @@ cost of a HARPG step.
    threshold (CartPole-v1: 150 of at most 200; Acrobot-v1: -150), median over seeds, for vanilla
    PG, NSGDM, N-PG-IGT, HARPG and N-HARPG, trained by ``examples/policy_gradient_cartpole.py``'s
    ``train`` (its settings). A run that does not reach it within the budget counts as infinite.
+   Beside them, N-PG-IGT with the authors' extrapolation (eta_{t-1} in the point, as their code
+   does) to measure whether that difference from the paper's rule matters.
 2. Throughput: env steps per second of ``rollout`` (policy forward, sampling with the
    generator, masks) against gymnasium's raw vector env stepped with random actions
    (``action_space.sample``), the same env count and horizon, interleaved rounds.
 3. One HARPG step (two closure calls, the Hessian-vector estimate) against one GPOMDP gradient
-   (surrogate and backward) on the same fixed batch (no sampling inside the timed calls).
+   (surrogate and backward) on the same fixed batch (no sampling inside the timed calls), with
+   the parts of a step timed alone: the surrogate's forward pass, and forward plus
+   ``hessian_vector_estimate`` (three backward passes, one of them building a graph).
+4. HalfCheetah-v5 (MuJoCo, when ``gymnasium[mujoco]`` is installed: the bench extra): the
+   five methods with a Gaussian MLP policy, trajectories to a batch return of 0.
 """
 
 from __future__ import annotations
@@ -23,34 +29,94 @@ import gymnasium
 import torch
 
 from benchmarks import harness
-from stochstep.optimizers import HARPG
-from stochstep.optimizers.policy_gradient import gpomdp_surrogate, log_probs, policy_for, rollout
+from stochstep.optimizers import HARPG, NPGIGT, NSGDM, VanillaPG
+from stochstep.optimizers.policy_gradient import (gpomdp_surrogate, hessian_vector_estimate,
+                                                  log_probs, policy_for, rollout)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from policy_gradient_cartpole import ENVS, METHODS, train  # noqa: E402
 
 THRESHOLDS = {"CartPole-v1": 150.0, "Acrobot-v1": -150.0}
+MUJOCO_THRESHOLD = 0.0
+HEADER = ["env", "method", "threshold", "median trajectories", "per seed",
+          "mean final batch return"]
+
+
+class _CodeExtrapolation(NPGIGT):
+    """N-PG-IGT as the authors' code runs it: the extrapolated point of step t uses the
+    previous step's eta_{t-1} (there is none at t = 0, where no point is extrapolated)."""
+
+    def _extrapolation_eta(self, group, t):
+        return self._schedule(group, max(t - 1, 0))[1]
+
+
+# the variant beside the paper's rule, with the example's N-PG-IGT step sizes
+VARIANTS = {"N-PG-IGT, eta_{t-1} (authors' code)":
+            (lambda ps, g: _CodeExtrapolation(ps, lr=0.3, momentum=1.0), True)}
+
+# HalfCheetah-v5 as the paper runs MuJoCo (Gaussian MLP 64-64, horizon 500, actions clipped to
+# the box as garage's normalized env does); gamma_0 per method from a sweep of 1,000
+# trajectories, 1 seed (final batch return): N-PG-IGT 0.3 / 1: -137 / 47, vanilla PG 1e-2 / 1e-3
+# / 1e-4: -302 / -233 / ..., ...
+MUJOCO = ("HalfCheetah-v5", 500, {
+    "vanilla PG": (lambda ps, g: VanillaPG(ps, lr=1e-4), True),
+    "NSGDM": (lambda ps, g: NSGDM(ps, lr=1.0, momentum=1.0), True),
+    "N-PG-IGT": (lambda ps, g: NPGIGT(ps, lr=1.0, momentum=1.0), True),
+    "HARPG": (lambda ps, g: HARPG(ps, lr=1e-3, normalized=False, generator=g), False),
+    "N-HARPG": (lambda ps, g: HARPG(ps, lr=1.0, generator=g), False),
+})
+
+
+def _reached(curve, threshold) -> float:
+    hits = [n for n, ret in curve if ret >= threshold]
+    return hits[0] if hits else float("inf")
+
+
+def _row(env_id, method, threshold, reached, finals) -> list[str]:
+    median = statistics.median(reached)
+    return [env_id, method, f"{threshold:g}",
+            "not reached" if median == float("inf") else f"{median:.0f}",
+            " ".join("-" if r == float("inf") else f"{r:.0f}" for r in reached),
+            f"{statistics.mean(finals):.1f}"]
 
 
 def sample_efficiency(seeds: int, budget: int, batch: int, quick: bool) -> list[str]:
     envs = ["CartPole-v1"] if quick else list(ENVS)
+    methods = {**METHODS, **VARIANTS}
     rows = []
     for env_id in envs:
-        for method in METHODS:
-            reached = []
-            for seed in range(seeds):
-                curve = train(env_id, method, seed, budget, batch, 0.99)
-                hits = [n for n, ret in curve if ret >= THRESHOLDS[env_id]]
-                reached.append(hits[0] if hits else float("inf"))
-            median = statistics.median(reached)
-            rows.append([env_id, method, f"{THRESHOLDS[env_id]:g}",
-                         "not reached" if median == float("inf") else f"{median:.0f}",
-                         " ".join("-" if r == float("inf") else f"{r:.0f}" for r in reached)])
+        for method in methods:
+            curves = [train(env_id, method, seed, budget, batch, 0.99, methods=methods)
+                      for seed in range(seeds)]
+            rows.append(_row(env_id, method, THRESHOLDS[env_id],
+                             [_reached(c, THRESHOLDS[env_id]) for c in curves],
+                             [c[-1][1] for c in curves]))
             print(" | ".join(rows[-1]), flush=True)
     return [f"\n### (a) trajectories to a batch return of at least the threshold "
             f"({seeds} seeds, budget {budget} trajectories, {batch} per closure call)\n",
-            harness.markdown_table(["env", "method", "threshold", "median trajectories",
-                                    "per seed"], rows)]
+            harness.markdown_table(HEADER, rows)]
+
+
+def mujoco(seeds: int, budget: int, batch: int) -> list[str]:
+    env_id, horizon, methods = MUJOCO
+    try:
+        from gymnasium.wrappers import ClipAction
+        gymnasium.make(env_id).close()
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
+        return [f"\n### (d) {env_id}: not run ({type(exc).__name__}: {exc}; "
+                "`pip install '.[bench]'` brings gymnasium[mujoco])\n"]
+    rows = []
+    for method in methods:
+        curves = [train(env_id, method, seed, budget, batch, 0.99, horizon=horizon,
+                        hidden=(64, 64), wrappers=[ClipAction], methods=methods)
+                  for seed in range(seeds)]
+        rows.append(_row(env_id, method, MUJOCO_THRESHOLD, [_reached(c, MUJOCO_THRESHOLD)
+                                                            for c in curves],
+                         [c[-1][1] for c in curves]))
+        print(" | ".join(rows[-1]), flush=True)
+    return [f"\n### (d) {env_id} (Gaussian MLP 64-64, horizon {horizon}, {seeds} seeds, "
+            f"budget {budget} trajectories, {batch} per closure call)\n",
+            harness.markdown_table(HEADER, rows)]
 
 
 def throughput(rounds: int, n_envs: int = 256, horizon: int = 200) -> tuple[list[str], float]:
@@ -110,8 +176,17 @@ def harpg_cost(rounds: int, n: int = 50, horizon: int = 200) -> tuple[list[str],
             p.grad = None
         surrogate().loss.mean().backward()
 
+    def estimate():
+        loss, log_prob = surrogate()
+        hessian_vector_estimate(loss, log_prob, params, vector)
+
+    # the parts of a step: the forward pass (surrogate) alone, and the Hessian estimate
+    vector = [torch.randn_like(p) for p in params]
     times = harness.time_interleaved({"HARPG step": lambda: opt.step(surrogate),
-                                      "GPOMDP gradient": gradient}, rounds, 2)
+                                      "GPOMDP gradient": gradient,
+                                      "surrogate forward": surrogate,
+                                      "surrogate + Hessian-vector estimate": estimate},
+                                     rounds, 2)
     ratio = harness.median_ratio(times, "HARPG step", "GPOMDP gradient")
     return [f"\n### (c) one HARPG step against one GPOMDP gradient, the same batch of {n} "
             f"CartPole trajectories (horizon {horizon}), {rounds} rounds\n",
@@ -130,6 +205,8 @@ def run(rounds: int | None, quick: bool) -> str:
            "tanh, discount 0.99, GPOMDP with garage's linear feature baseline, horizon 200 / "
            "500, its step sizes)"]
     out += sample_efficiency(seeds, budget, batch, quick)
+    if not quick:
+        out += mujoco(3, 500, 10)
     lines, rollout_ratio = throughput(rounds or (3 if quick else 10))
     out += lines
     lines, harpg_ratio = harpg_cost(rounds or (5 if quick else 30))

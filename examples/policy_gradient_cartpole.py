@@ -68,14 +68,20 @@ def parse_args(argv=None):
     return args
 
 
-def train(env_id: str, method: str, seed: int, trajectories: int, batch: int, gamma: float):
-    """One run; returns (trajectories sampled so far, mean return of each batch)."""
-    horizon = ENVS[env_id]
+def train(env_id: str, method: str, seed: int, trajectories: int, batch: int, gamma: float, *,
+          horizon: int | None = None, hidden: tuple[int, ...] = (32, 32), wrappers=(),
+          methods=METHODS):
+    """One run; returns (trajectories sampled so far, mean return of each batch).
+
+    The keywords serve other settings (benchmarks/policy_gradient.py's MuJoCo task):
+    ``horizon`` (default ``ENVS[env_id]``), the policy's hidden sizes, gymnasium wrappers of
+    each sub-environment, and the table of methods."""
+    horizon = ENVS[env_id] if horizon is None else horizon
     env = gymnasium.make_vec(env_id, num_envs=batch, vectorization_mode="sync",
-                             max_episode_steps=horizon)
+                             max_episode_steps=horizon, wrappers=wrappers)
     torch.manual_seed(seed)                          # the policy's initial weights
-    policy = policy_for(env, hidden=(32, 32))
-    make, backward = METHODS[method]
+    policy = policy_for(env, hidden=hidden)
+    make, backward = methods[method]
     opt = make(list(policy.parameters()), torch.Generator().manual_seed(seed + 1))
     sampler = torch.Generator().manual_seed(seed + 2)
     baseline, fitted = LinearFeatureBaseline(), False

@@ -173,12 +173,19 @@ class NPGIGT(_SegmentOptimizer):
             return group["lr"], group["momentum"]
         return group["lr"] * 2 / (t + 2), group["momentum"] * (2 / (t + 2)) ** 0.8
 
+    def _extrapolation_eta(self, group, t: int) -> float:
+        """The eta of the extrapolated point at step t: eta_t, as the paper writes it (the
+        authors' code uses eta_{t-1}; benchmarks/policy_gradient.py measures both)."""
+        return self._schedule(group, t)[1]
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One N-PG-IGT step; see the class docstring."""
         groups, params, states, rates = self._begin(closure)
+        etas = [self._extrapolation_eta(group, int(self.state[p]["step"]))
+                for group in groups for p in group["params"]]
         points = [p + ((1 - eta) / eta) * (p - s["previous"]) if s["step"] > 0 else p
-                  for p, s, (_, eta) in zip(params, states, rates)]
+                  for p, s, eta in zip(params, states, etas)]
         loss = self._evaluate_at(params, points, closure)
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
         if any(g.is_sparse for g in grads):

@@ -52,6 +52,31 @@ def test_npgigt_evaluates_at_the_extrapolated_point_and_restores_theta():
         torch.testing.assert_close(seen[t], want, rtol=1e-12, atol=1e-12)
 
 
+def test_the_authors_extrapolation_variant_uses_the_previous_eta():
+    """benchmarks/policy_gradient.py measures N-PG-IGT with the authors' eta_{t-1} in the
+    point; that variant must differ from the default exactly there."""
+    from benchmarks.policy_gradient import _CodeExtrapolation
+
+    x = torch.nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
+    opt = _CodeExtrapolation([x], lr=0.3, momentum=0.5)
+    seen, thetas = [], [x.detach().clone()]
+
+    def closure():
+        seen.append(x.detach().clone())
+        opt.zero_grad()
+        loss = quadratic(x)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+        thetas.append(x.detach().clone())
+    for t in (1, 2):
+        eta = 0.5 * (2 / (t - 1 + 2)) ** 0.8
+        want = thetas[t] + (1 - eta) / eta * (thetas[t] - thetas[t - 1])
+        torch.testing.assert_close(seen[t], want, rtol=1e-12, atol=1e-12)
+
+
 def test_harpg_evaluates_at_theta_then_at_the_random_point():
     x = torch.nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
     opt = HARPG([x], lr=0.3, generator=torch.Generator().manual_seed(11))

@@ -467,3 +467,67 @@ def test_bad_arguments_are_rejected(issue_mdp):
         tabular_log_probs(theta, states, states[:, :2])
     with pytest.raises(ValueError, match="one \\(S, A\\) table per trajectory: 2, got 5"):
         tabular_log_probs(theta.expand(5, 3, 2), states, states)
+
+
+# --- the rate check ---
+
+def test_policy_gradient_rate_measures_the_exact_gap_of_the_run_it_describes():
+    """The gaps are J* - J(theta) of the very iterates an independent loop reaches with the same
+    generator, and the fit is the log-log fit of their mean."""
+    from stochstep.optimizers import NPGIGT
+    from stochstep.theory_checks import loglog_slope
+    from stochstep.theory_checks.tabular_mdp import policy_gradient_rate
+
+    mdp = TabularMDP.random(3, 2, 0.9, gen(0))
+    out = policy_gradient_rate(mdp, lambda ps: NPGIGT(ps, lr=1.0), 6, [3, 7], seeds=2, batch=2,
+                               generator=gen(5))
+    g = gen(5)
+    best = optimal_return(mdp, 6).value
+    for seed in range(2):
+        theta = torch.nn.Parameter(torch.zeros(3, 2, dtype=F64))
+        opt = NPGIGT([theta], lr=1.0)
+
+        def closure():
+            s = sample_trajectories(mdp, theta.detach(), 2, 6, g)
+            opt.zero_grad()
+            loss = gpomdp_surrogate(tabular_log_probs(theta, s.states, s.actions), s.rewards,
+                                    mdp.gamma).loss.mean()
+            loss.backward()
+            return loss
+
+        for k, steps in enumerate((3, 4)):
+            for _ in range(steps):
+                opt.step(closure)
+            assert out.gaps[seed, k] == best - truncated_return(mdp, theta.detach(), 6)
+    assert out.trajectories.tolist() == [6, 14]
+    assert out.fit == loglog_slope([6, 14], out.gaps.mean(0))
+
+
+def test_policy_gradient_rate_counts_harpg_two_batches_and_takes_torch_optimizers():
+    from stochstep.optimizers import HARPG
+    from stochstep.theory_checks.tabular_mdp import policy_gradient_rate
+
+    mdp = TabularMDP.random(3, 2, 0.9, gen(0))
+    out = policy_gradient_rate(mdp, lambda ps: HARPG(ps, lr=0.5, generator=gen(1)), 5, [2, 4],
+                               seeds=1, batch=3, generator=gen(2))
+    assert out.trajectories.tolist() == [3 + 6, 9 + 12]     # one batch at t = 0, then two
+    # torch's closure convention: SGD moves the logits (the uniform policy's gap changes)
+    sgd = policy_gradient_rate(mdp, lambda ps: torch.optim.SGD(ps, lr=0.5), 5, [2, 4],
+                               seeds=2, generator=gen(2))
+    start = optimal_return(mdp, 5).value - truncated_return(mdp, torch.zeros(3, 2), 5)
+    assert (sgd.gaps >= 0).all() and (sgd.gaps != start).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(checkpoints=[4]), "checkpoints"), (dict(checkpoints=[4, 4]), "checkpoints"),
+    (dict(checkpoints=[0, 4]), "checkpoints"), (dict(seeds=0), "seeds"),
+    (dict(batch=0), "batch"), (dict(make_optimizer=None), "make_optimizer"),
+    (dict(mdp="mdp"), "mdp"), (dict(progress="yes"), "progress")])
+def test_policy_gradient_rate_rejects_bad_arguments(kwargs, match):
+    from stochstep.theory_checks.tabular_mdp import policy_gradient_rate
+
+    args = dict(mdp=TabularMDP.random(2, 2, 0.9, gen(0)),
+                make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1), horizon=3,
+                checkpoints=[1, 2]) | kwargs
+    with pytest.raises(ValueError, match=match):
+        policy_gradient_rate(**args)

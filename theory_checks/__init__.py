@@ -23,11 +23,12 @@ from stochstep.theory_checks.srrw import (VarianceCheck, base_chain_asymptotic_c
                                           measure_sa_srrw_covariance, measure_srrw_variance,
                                           reversible_eigenpairs, sa_srrw_asymptotic_covariance,
                                           srrw_asymptotic_covariance)
-from stochstep.theory_checks.tabular_mdp import (OptimalReturn, TabularMDP, Trajectories,
+from stochstep.theory_checks.tabular_mdp import (PAPER_EXPONENTS, OptimalReturn,
+                                                 RateMeasurement, TabularMDP, Trajectories,
                                                  exact_gradient, exact_hessian_vector,
-                                                 optimal_return, sample_trajectories,
-                                                 softmax_policy, tabular_log_probs,
-                                                 truncated_return)
+                                                 optimal_return, policy_gradient_rate,
+                                                 sample_trajectories, softmax_policy,
+                                                 tabular_log_probs, truncated_return)
 
 __all__: list[str] = [
     "LRScaling", "MinibatchHessianExtremes", "StabilityTrial", "StableLR", "SuggestedLR",
@@ -48,6 +49,7 @@ __all__: list[str] = [
     "measure_srrw_variance", "reversible_eigenpairs", "sa_srrw_asymptotic_covariance",
     "srrw_asymptotic_covariance",
     "OptimalReturn", "TabularMDP", "Trajectories", "exact_gradient", "exact_hessian_vector",
+    "PAPER_EXPONENTS", "RateMeasurement", "policy_gradient_rate",
     "optimal_return", "sample_trajectories", "softmax_policy", "tabular_log_probs",
     "truncated_return",
 ]

@@ -33,18 +33,21 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from stochstep.stepping.checks import check_int, check_unit_interval
+from stochstep.optimizers.policy_gradient import HARPG, gpomdp_surrogate
+from stochstep.stepping.checks import check_flag, check_int, check_unit_interval
 from stochstep.stepping.noise import make_generator
 from stochstep.stepping.oracles import hvp, value_and_grad
+from stochstep.theory_checks.rates import PowerLawFit, loglog_slope
 
 __all__ = ["TabularMDP", "OptimalReturn", "Trajectories", "softmax_policy", "truncated_return",
            "exact_gradient", "exact_hessian_vector", "optimal_return", "sample_trajectories",
-           "tabular_log_probs"]
+           "tabular_log_probs", "PAPER_EXPONENTS", "RateMeasurement", "policy_gradient_rate"]
 
 _F64 = torch.float64
 
@@ -443,3 +446,144 @@ def tabular_log_probs(theta: Tensor, states: Tensor, actions: Tensor) -> Tensor:
                          f"{states.shape[0]}, got {theta.shape[0]}")
     rows = torch.arange(states.shape[0])[:, None]
     return log_pi[rows, states, actions]
+
+
+# ============================================================================ rates
+
+#: The paper's exponents of the global gap against the number of trajectories T:
+#: J* - J(theta_T) = O~(T^s), from the sample complexities O~(eps^-2.5) (N-PG-IGT) and
+#: O~(eps^-2) (N-HARPG) under Fisher-non-degenerate policies.
+PAPER_EXPONENTS = {"N-PG-IGT": -0.4, "N-HARPG": -0.5}
+
+
+class RateMeasurement(NamedTuple):
+    """Gaps ``J*_H - J_H(theta)`` of a policy-gradient optimizer along its run."""
+
+    trajectories: Tensor
+    """(K,) trajectories sampled up to each checkpoint (the same for every seed)."""
+    gaps: Tensor
+    """(seeds, K) float64 gaps, exact (linear algebra), at each checkpoint of each seed."""
+    fit: PowerLawFit
+    """Log-log fit of the mean gap over seeds against ``trajectories``."""
+
+
+def policy_gradient_rate(mdp: TabularMDP, make_optimizer: Callable, horizon: int,
+                         checkpoints, *, seeds: int = 4, batch: int = 1,
+                         generator: torch.Generator | None = None,
+                         progress: bool = False) -> RateMeasurement:
+    r"""Run a policy-gradient optimizer on a tabular softmax policy and measure its global gap
+    ``J*_H - J_H(theta)`` exactly at given steps, with the log-log slope against trajectories.
+
+    .. math::
+
+        \mathrm{gap}(T) = J^*_H - J_H(\theta_T) \approx C\, T^{s}, \qquad
+        s_{\text{paper}} = -0.4 \ (\text{N-PG-IGT}), \quad -0.5\ (\text{N-HARPG})
+
+    where :math:`T` counts sampled trajectories (HARPG samples two batches per step after the
+    first). The logits start at 0 (the uniform policy); every closure call samples ``batch``
+    fresh trajectories by :func:`sample_trajectories` and builds the GPOMDP surrogate. An
+    optimizer that is a :class:`~stochstep.optimizers.HARPG` gets the ``(loss, log_prob)``
+    pair; any other gets torch's closure (``zero_grad``, ``backward``, return the loss), so
+    ``torch.optim`` optimizers work too. The paper's rates assume a Fisher-non-degenerate
+    policy, which a tabular softmax is not (its Fisher information vanishes as the policy
+    becomes deterministic): compare the measured slope with :data:`PAPER_EXPONENTS` knowing
+    that. The gap stops falling at ``J*_H`` minus the best stationary return when
+    ``optimal_return(mdp, horizon).stationary`` is False.
+
+    Args:
+        mdp: the MDP.
+        make_optimizer: ``params -> optimizer`` for a list holding the one ``(S, A)`` float64
+            logit parameter.
+        horizon: H >= 1 steps per trajectory.
+        checkpoints: increasing step counts >= 1 at which the gap is measured (at least 2).
+        seeds: independent runs >= 1 (the fit uses the mean gap over them).
+        batch: trajectories per closure call >= 1.
+        generator: the source of every sampled trajectory (None: see
+            :func:`stochstep.stepping.noise.make_generator`).
+        progress: show a tqdm bar over the runs.
+
+    Example:
+        >>> from stochstep.optimizers import NPGIGT
+        >>> mdp = TabularMDP.random(3, 2, 0.9, torch.Generator().manual_seed(0))
+        >>> out = policy_gradient_rate(mdp, lambda ps: NPGIGT(ps, lr=1.0), 10, [8, 64],
+        ...                            seeds=2, generator=torch.Generator().manual_seed(0))
+        >>> out.trajectories.tolist(), bool((out.gaps[:, 1] < out.gaps[:, 0]).all())
+        ([8, 64], True)
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise ValueError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    if not callable(make_optimizer):
+        raise ValueError(f"make_optimizer must be a callable params -> optimizer, got "
+                         f"{type(make_optimizer).__name__}")
+    horizon, seeds, batch = (check_int(name, value) for name, value in
+                             (("horizon", horizon), ("seeds", seeds), ("batch", batch)))
+    steps = [check_int("checkpoints", c) for c in checkpoints]
+    if len(steps) < 2 or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"checkpoints must be at least 2 increasing step counts, got {steps}")
+    progress = check_flag("progress", progress)
+    generator = make_generator(generator)
+    best = optimal_return(mdp, horizon).value
+    gaps = torch.empty(seeds, len(steps), dtype=_F64)
+    used = []
+    for seed in tqdm(range(seeds), desc="policy-gradient runs", disable=not progress):
+        theta = torch.nn.Parameter(torch.zeros(mdp.n_states, mdp.n_actions, dtype=_F64))
+        opt = make_optimizer([theta])
+        pair = isinstance(opt, HARPG)
+        used = []
+        count = 0
+
+        def closure():
+            nonlocal count
+            sample = sample_trajectories(mdp, theta.detach(), batch, horizon, generator)
+            count += batch
+            surrogate = gpomdp_surrogate(tabular_log_probs(theta, sample.states,
+                                                           sample.actions),
+                                         sample.rewards, mdp.gamma)
+            if pair:
+                return surrogate
+            opt.zero_grad()
+            loss = surrogate.loss.mean()
+            loss.backward()
+            return loss
+
+        done = 0
+        for k, target in enumerate(steps):
+            for _ in range(target - done):
+                opt.step(closure)
+            done = target
+            used.append(count)
+            gaps[seed, k] = best - truncated_return(mdp, theta.detach(), horizon)
+    trajectories = torch.tensor(used)
+    return RateMeasurement(trajectories, gaps,
+                           loglog_slope(trajectories, gaps.mean(0).clamp_min(1e-300)))
+
+
+def _report() -> None:  # pragma: no cover - `python -m stochstep.theory_checks.tabular_mdp`
+    """Print the rates quoted in the docs: N-PG-IGT, N-HARPG and vanilla PG on a random MDP."""
+    import time
+
+    from stochstep.optimizers import NPGIGT, VanillaPG
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    mdp = TabularMDP.random(3, 2, 0.9, torch.Generator().manual_seed(0))
+    horizon, checkpoints, seeds = 20, [2 ** k for k in range(4, 12)], 8
+    print(f"## J*_H - J_H(theta) on a random MDP (S = 3, A = 2, gamma = 0.9, H = {horizon}, "
+          f"stationary optimum: {optimal_return(mdp, horizon).stationary}), 1 trajectory per "
+          f"closure call, mean over {seeds} seeds\n")
+    print("| method | gap at " + " / ".join(map(str, checkpoints))
+          + " steps | slope against trajectories | paper |\n|---|---|---|---|")
+    methods = {"N-PG-IGT": lambda ps: NPGIGT(ps, lr=1.0),
+               "N-HARPG": lambda ps: HARPG(ps, lr=1.0, generator=torch.Generator().manual_seed(0)),
+               "vanilla PG": lambda ps: VanillaPG(ps, lr=1.0)}
+    for name, make in methods.items():
+        out = policy_gradient_rate(mdp, make, horizon, checkpoints, seeds=seeds,
+                                   generator=torch.Generator().manual_seed(1))
+        paper = PAPER_EXPONENTS.get(name)
+        print(f"| {name} | " + " / ".join(f"{g:.3g}" for g in out.gaps.mean(0).tolist())
+              + f" | {out.fit.slope:.2f} | {'-' if paper is None else paper} |", flush=True)
+    print(f"\n({time.perf_counter() - start:.0f} s, torch {torch.__version__}, 1 thread)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _report()
