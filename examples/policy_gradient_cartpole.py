@@ -71,7 +71,8 @@ def parse_args(argv=None):
 def train(env_id: str, method: str, seed: int, trajectories: int, batch: int, gamma: float, *,
           horizon: int | None = None, hidden: tuple[int, ...] = (32, 32), wrappers=(),
           methods=METHODS):
-    """One run; returns (trajectories sampled so far, mean return of each batch).
+    """One run; returns (trajectories sampled so far, mean return of each batch), ending
+    early if a step leaves a non-finite parameter.
 
     The keywords serve other settings (benchmarks/policy_gradient.py's MuJoCo task):
     ``horizon`` (default ``ENVS[env_id]``), the policy's hidden sizes, gymnasium wrappers of
@@ -104,6 +105,8 @@ def train(env_id: str, method: str, seed: int, trajectories: int, batch: int, ga
 
     while used < trajectories:
         opt.step(closure)
+        if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
+            break                                    # diverged: the curve ends early
         baseline.fit(last["batch"], gamma)           # garage: fit after the step
         fitted = True
     env.close()
