@@ -112,3 +112,25 @@ def test_policy_gradient_cartpole_runs(tmp_path):
     assert png.is_file() and png.stat().st_size > 0
     for method in ("vanilla PG", "NSGDM", "N-PG-IGT", "HARPG", "N-HARPG"):
         assert f"CartPole-v1  {method}" in proc.stdout, proc.stdout
+
+
+def test_policy_gradient_training_stops_when_the_weights_diverge(monkeypatch):
+    """A step that leaves NaN weights ends the run (the benchmark reports it as diverged)
+    instead of failing inside the next rollout."""
+    import math
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    from policy_gradient_cartpole import train
+
+    class Poisoned(torch.optim.SGD):
+        def step(self, closure=None):
+            loss = super().step(closure)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(math.nan)
+            return loss
+
+    curve = train("CartPole-v1", "poisoned", 0, 40, 4, 0.99,
+                  methods={"poisoned": (lambda ps, g: Poisoned(ps, lr=0.1), True)})
+    assert [n for n, _ in curve] == [4]
