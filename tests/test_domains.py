@@ -7,6 +7,7 @@ the code under test), idempotence, points inside unchanged, and the joint (list)
 the concatenated one. The mirror steps are checked against their closed forms written by hand.
 """
 
+import copy
 import math
 
 import cvxpy as cp
@@ -264,3 +265,98 @@ def test_get_mirror_and_check_domain_pass_good_values():
     assert get_mirror("entropy") is MIRRORS["entropy"]
     assert check_domain(None) is None and isinstance(check_domain(Simplex()), Domain)
     assert isinstance(MIRRORS["entropy"].domain_for(None), Simplex)
+
+
+# -- CvxpySet ------------------------------------------------------------------------------------
+def polytope(n, m, g):
+    """m random halfspaces a_i.x <= 1/2 (unit normals) inside the box [-1, 1]^n."""
+    a = torch.randn(m, n, generator=g, dtype=F64)
+    a = (a / a.norm(dim=1, keepdim=True)).numpy()
+    return a, lambda x: [a @ x <= 0.5, x >= -1, x <= 1]
+
+
+def test_cvxpy_set_equals_the_closed_forms():
+    g = gen(7)
+    n = 12
+    low = torch.randn(n, generator=g, dtype=F64)
+    high = low + torch.rand(n, generator=g, dtype=F64)
+    pairs = [(Box(low, high), CvxpySet(lambda x: [x >= low.numpy(), x <= high.numpy()])),
+             (Ball(1.3), CvxpySet(lambda x: [cp.norm(x, 2) <= 1.3])),
+             (Simplex(), CvxpySet(lambda x: [x >= 0, cp.sum(x) == 1])),
+             (L1Ball(0.8), CvxpySet(lambda x: [cp.norm(x, 1) <= 0.8]))]
+    for closed, general in pairs:
+        for _ in range(3):
+            y = 2 * torch.randn(n, generator=g, dtype=F64)
+            torch.testing.assert_close(general.project(y), closed.project(y), atol=1e-6, rtol=0)
+    # the default solver: OSQP for the polyhedra, Clarabel for the second-order cone
+    assert [s.projection_problem(n).solver for _, s in pairs] == [
+        "OSQP", "CLARABEL", "OSQP", "OSQP"]
+
+
+def test_cvxpy_polytope_projection_is_optimal_and_the_problem_is_built_once():
+    g = gen(8)
+    n = 20
+    a, constraints = polytope(n, 10, g)
+    domain = CvxpySet(constraints)
+    problem = domain.projection_problem(n)
+    assert problem.problem.is_dpp() and domain.projection_problem(n) is problem
+    for _ in range(3):
+        y = 3 * torch.randn(n, generator=g, dtype=F64)
+        p = domain.project(y)
+        assert domain.contains(p, atol=1e-7) and not domain.contains(y)
+        assert domain.projection_problem(n) is problem   # re-solved, not rebuilt
+        # optimality: <y - p, z - p> <= 0 for feasible z (random points of the box, kept
+        # where they satisfy the halfspaces)
+        z = 2 * torch.rand(2000, n, generator=g, dtype=F64) - 1
+        z = z[(z @ torch.from_numpy(a).T <= 0.5).all(1)]
+        assert len(z) > 10 and ((z - p) @ (y - p)).max() <= 1e-7
+        torch.testing.assert_close(domain.project(p), p, atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match=r"constraints\(x\) failed .* shape \(21,\)"):
+        domain.project(torch.zeros(n + 1))   # a set written for one size
+    sized = CvxpySet(lambda x: [x <= 1])
+    assert sized.projection_problem(3) is not sized.projection_problem(4)  # one per size
+
+
+def test_cvxpy_set_keeps_dtype_shape_and_joins_lists():
+    domain = CvxpySet(lambda x: [cp.sum(x) == 1, x >= 0])
+    x = torch.tensor([[0.5, 1.0], [-1.0, 0.2]], dtype=torch.float32)
+    p = domain.project(x)
+    assert p.dtype == torch.float32 and p.shape == (2, 2)
+    torch.testing.assert_close(p, Simplex().project(x), atol=1e-6, rtol=0)
+    parts = [x[0].clone(), x[1].clone()]
+    domain.project_(parts)
+    torch.testing.assert_close(torch.cat(parts), p.reshape(-1), atol=1e-6, rtol=0)
+    copied = copy.deepcopy(domain)  # the compiled problems stay behind and are rebuilt
+    assert copied._projections == {} and len(domain._projections) == 1
+    torch.testing.assert_close(copied.project(x), p, atol=1e-6, rtol=0)
+    assert CvxpySet(lambda x: [x <= 1]).diameter == math.inf
+    assert CvxpySet(lambda x: [x <= 1], diameter=2.0).diameter == 2.0
+
+
+def not_dpp(x):
+    q = cp.Parameter(nonneg=True, value=1.0)
+    return [q * q * cp.sum(x) <= 1]  # a product of parameters: DCP, not DPP
+
+
+@pytest.mark.parametrize("make, error, text", [
+    (lambda: CvxpySet([]), ValueError, "constraints must be a callable"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) >= 1]).project(torch.ones(2)), ValueError,
+     "convex set under cvxpy's DCP rules"),
+    (lambda: CvxpySet(not_dpp).project(torch.ones(2)), ValueError, "DPP"),
+    (lambda: CvxpySet(lambda x: [x >= 1, x <= 0]).project(torch.ones(2)), ValueError,
+     "empty set.*infeasible"),
+    (lambda: CvxpySet(lambda x: x.sum()).project(torch.ones(2)), ValueError,
+     "list of cvxpy constraints"),
+    (lambda: CvxpySet(lambda x: [x <= 0], solver="NOPE").project(torch.ones(2)), ValueError,
+     "solver must be one of"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) <= 1], solver="SCS",
+                      solver_options=dict(max_iters=2)).project(torch.ones(5)), RuntimeError,
+     "status"),
+    (lambda: CvxpySet(lambda x: [x <= 0]).project(torch.tensor([float("nan")])), ValueError,
+     "finite"),
+    (lambda: CvxpySet(lambda x: [x <= 0], diameter=-1.0), ValueError, "diameter"),
+    (lambda: CvxpySet(lambda x: [x <= 0], tol=1e-3), TypeError, "tol"),
+])
+def test_cvxpy_set_bad_input(make, error, text):
+    with pytest.raises(error, match=text):
+        make()
