@@ -349,24 +349,148 @@ class L1Ball(Domain):
         return float(v.abs().sum()) <= self.radius + atol
 
 
-# Solver options under which a projection is accurate (measured on random polytopes in d = 20
-# and 100 against the exact active-set solution): OSQP's polishing step solves the system of the
-# active constraints, to 1e-13; Clarabel (interior point) ends within about sqrt(gap) of the
-# point, 1e-7 typically and 2e-5 at worst. With their defaults both stop 1e-4 away, too far
-# for a projection an optimizer steps from.
+# Solver options for a projection (measured on random polytopes in d = 20 and 100 against the
+# exact active-set solution). OSQP's polishing solves the system of the constraints its answer
+# finds active, exact to 1e-13; where polishing does not succeed the answer is only as good as
+# eps, and it is solved again, warm started, with OSQP_RETRY_OPTIONS. Clarabel (interior point)
+# ends within about sqrt(gap) of the projection: 1e-7 typically, 2e-5 at worst. With their
+# defaults (and no polishing, which cvxpy turns off on warm starts) both stop 1e-4 away.
 ACCURATE_SOLVER_OPTIONS = {
-    "OSQP": dict(eps_abs=1e-7, eps_rel=1e-7, polishing=True, max_iter=100_000),
+    "OSQP": dict(eps_abs=1e-5, eps_rel=1e-5, polishing=True, max_iter=100_000),
     "CLARABEL": dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10),
     "SCS": dict(eps_abs=1e-9, eps_rel=1e-9, max_iters=100_000),
 }
+OSQP_RETRY_OPTIONS = dict(eps_abs=1e-9, eps_rel=1e-9)
+OSQP_POLISHED, OSQP_NO_ACTIVE_SET = 1, 2  # OSQP's info.status_polish
 
 
 class _Projection:
-    """The projection problem onto a :class:`CvxpySet` for one vector size, built once."""
+    r"""The projection problem onto a :class:`CvxpySet` for one vector size, built once.
 
-    def __init__(self, problem, x, y, constraints, solver: str):
+    The objective is written :math:`\tfrac12\|x\|^2 - \langle y, x\rangle` (the minimizer of
+    :math:`\|x - y\|^2`), so that :math:`y` enters a QP's data only as its linear term
+    :math:`q = q_0 - y`. For OSQP, where that is verified (two probe points) and :math:`y` is
+    the only parameter, the data cvxpy compiles once (``get_problem_data``) sets up one OSQP
+    workspace, and each call only updates :math:`q` and solves, warm started: cvxpy's own
+    re-solve would rebuild every matrix from the parameters and restack them for the solver,
+    twice the solver's time on the benchmark's polytope. Otherwise ``problem.solve`` re-solves
+    the DPP problem.
+    """
+
+    def __init__(self, problem, x, y, constraints, solver: str, options: dict):
         self.problem, self.x, self.y, self.constraints = problem, x, y, constraints
         self.solver = solver
+        self.retries = 0  # OSQP solves repeated because polishing did not succeed
+        self.osqp = None  # (workspace, q at y = 0)
+        if solver == "OSQP" and problem.parameters() == [y]:
+            self.osqp = self._osqp_workspace(options)
+
+    def _osqp_workspace(self, options: dict):
+        """An OSQP workspace set up from cvxpy's data, with its linear term at y = 0; None
+        where the data is not ``q_0 - y`` in its first n entries with every other array
+        fixed."""
+        import numpy as np
+        import osqp
+        import scipy.sparse as sp
+
+        n = self.x.size
+        ramp = np.linspace(1.0, 2.0, n)
+        probes = [np.zeros(n), ramp, ramp[::-1] * (-1.0) ** np.arange(n)]
+        datas = []
+        for probe in probes:
+            self.y.value = probe
+            datas.append(self.problem.get_problem_data("OSQP")[0])
+        data0 = datas[0]
+        for probe, data in zip(probes[1:], datas[1:]):
+            shift = data["q"] - data0["q"]
+            if not np.allclose(shift[:n], -probe, rtol=1e-12, atol=0) or shift[n:].any():
+                return None
+            for name in ("P", "A", "F"):
+                if data[name].shape != data0[name].shape or (data[name] != data0[name]).nnz:
+                    return None
+            if not (np.array_equal(data["b"], data0["b"])
+                    and np.array_equal(data["G"], data0["G"])):
+                return None
+        # OSQP's form: min 1/2 z'Pz + q'z, l <= Az <= u, with the equalities (A z = b) first
+        csc = lambda m: sp.csc_matrix(m, dtype=np.float64)  # noqa: E731  (the class OSQP takes)
+        stacked = csc(sp.vstack([data0["A"], data0["F"]], format="csc"))
+        lower = np.concatenate([data0["b"], np.full(data0["G"].shape, -np.inf)])
+        upper = np.concatenate([data0["b"], data0["G"]])
+        workspace = osqp.OSQP()
+        try:
+            workspace.setup(csc(sp.triu(data0["P"], format="csc")), data0["q"], stacked,
+                            lower, upper, verbose=False, **options)
+        except Exception as exc:
+            raise RuntimeError(f"CvxpySet: OSQP could not set up the projection ({exc})"
+                               ) from exc
+        return workspace, data0["q"]
+
+    def violation(self, point) -> float:
+        """The largest violation of a constraint at ``point`` (float64 numpy), evaluated by
+        cvxpy from the variable's value; the last solution is put back for the warm start."""
+        last, self.x.value = self.x.value, point
+        try:
+            return max((float(c.violation().max()) for c in self.constraints), default=0.0)
+        finally:
+            self.x.value = last
+
+    def solve(self, point, options: dict, retry_options: dict):
+        """The projection of ``point`` (float64 numpy), or a clear error."""
+        x, polish = self._solve(point, options)
+        if self.solver != "OSQP":
+            return x
+        if polish == OSQP_NO_ACTIVE_SET and self.violation(point) == 0:
+            return point  # no constraint is active: the point is in the set, its own projection
+        if polish != OSQP_POLISHED:
+            self.retries += 1
+            x, _ = self._solve(point, retry_options)
+        return x
+
+    def _solve(self, point, options: dict):
+        """(solution, OSQP's polishing status or None) for ``y = point``."""
+        if self.osqp is not None:
+            return self._solve_osqp(point, options)
+        import cvxpy as cp
+
+        self.y.value = point
+        try:
+            with warnings.catch_warnings():  # an inaccurate solution raises below instead
+                warnings.filterwarnings("ignore", "Solution may be inaccurate")
+                self.problem.solve(solver=self.solver, warm_start=True, **options)
+        except cp.error.SolverError as exc:
+            raise RuntimeError(f"CvxpySet: the solver {self.solver} failed on the projection "
+                               f"({exc}); try another solver= or looser solver_options"
+                               ) from exc
+        self._check_status(self.problem.status, cp.OPTIMAL,
+                           (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE))
+        info = getattr(self.problem.solver_stats.extra_stats, "info", None)
+        return self.x.value, getattr(info, "status_polish", None)
+
+    def _solve_osqp(self, point, options: dict):
+        import osqp
+
+        workspace, q0 = self.osqp
+        q = q0.copy()
+        q[:point.size] -= point
+        workspace.update(q=q)
+        workspace.update_settings(**{k: options[k] for k in ("eps_abs", "eps_rel", "polishing",
+                                                              "max_iter") if k in options})
+        result = workspace.solve(raise_error=False)
+        status = osqp.SolverStatus
+        self._check_status(result.info.status_val, status.OSQP_SOLVED,
+                           (status.OSQP_PRIMAL_INFEASIBLE,
+                            status.OSQP_PRIMAL_INFEASIBLE_INACCURATE), result.info.status)
+        return result.x[:point.size], result.info.status_polish
+
+    def _check_status(self, status, optimal, infeasible, name=None) -> None:
+        name = name or status
+        if status in infeasible:
+            raise ValueError(f"constraints describe an empty set: the projection problem is "
+                             f"{name!r} (solver {self.solver})")
+        if status != optimal:
+            raise RuntimeError(f"CvxpySet: the projection ended with status {name!r} "
+                               f"(solver {self.solver}), not optimal; try another solver= or "
+                               f"solver_options")
 
 
 class CvxpySet(Domain):
@@ -389,11 +513,13 @@ class CvxpySet(Domain):
             the projections of ``benchmarks/online.py``).
         solver_options: keyword arguments for ``problem.solve``; they update the tolerances of
             :data:`ACCURATE_SOLVER_OPTIONS` (OSQP polishes its answer to the exact projection
-            onto a polyhedron; Clarabel's is within about 1e-6).
+            onto a polyhedron, or solves again at 1e-9 where polishing fails; Clarabel's is
+            within about 1e-6).
         diameter: the set's Euclidean diameter, if known (``None``: ``math.inf``; the exact
             diameter maximizes a convex function over the set, which no solver does cheaply).
 
-    A solve that does not end ``"optimal"`` raises: ``ValueError`` for an empty set
+    With OSQP a point that satisfies every constraint is returned as it is (a copy). The
+    result carries no gradient. A solve that does not end ``"optimal"`` raises: ``ValueError`` for an empty set
     (``"infeasible"``), ``RuntimeError`` naming the status otherwise.
 
     Example:
@@ -444,7 +570,8 @@ class CvxpySet(Domain):
                 isinstance(c, cp.constraints.constraint.Constraint) for c in constraints)):
             raise ValueError(f"constraints must return a list of cvxpy constraints on x, got "
                              f"{constraints!r}")
-        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y)), list(constraints))
+        # 0.5 ||x||^2 - <y, x>: the minimizer of ||x - y||^2, with y in the linear term only
+        problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x) - y @ x), list(constraints))
         bad = [c for c in constraints if not c.is_dcp()]
         if bad:
             raise ValueError(f"constraints must describe a convex set under cvxpy's DCP rules; "
@@ -458,47 +585,25 @@ class CvxpySet(Domain):
         if solver not in cp.installed_solvers():
             raise ValueError(f"solver must be one of the installed cvxpy solvers "
                              f"{sorted(cp.installed_solvers())}, got {solver!r}")
-        self._projections[n] = _Projection(problem, x, y, list(constraints), solver)
+        self._projections[n] = _Projection(problem, x, y, list(constraints), solver,
+                                           self._options(solver))
         return self._projections[n]
 
-    def _project_vector(self, v):
-        import cvxpy as cp
+    def _options(self, solver: str) -> dict:
+        return {**ACCURATE_SOLVER_OPTIONS.get(solver, {}), **self.solver_options}
 
-        values = v.detach().to("cpu", torch.float64).numpy()
+    def _project_vector(self, v):
         if not bool(torch.isfinite(v).all()):
             raise ValueError("CvxpySet projects finite vectors only; got a NaN or an infinity")
         proj = self.projection_problem(v.numel())
-        proj.y.value = values
-        options = {**ACCURATE_SOLVER_OPTIONS.get(proj.solver, {}), **self.solver_options}
-        try:
-            with warnings.catch_warnings():  # an inaccurate solution raises below instead
-                warnings.filterwarnings("ignore", "Solution may be inaccurate")
-                proj.problem.solve(solver=proj.solver, warm_start=True, **options)
-        except cp.error.SolverError as exc:
-            raise RuntimeError(f"CvxpySet: the solver {proj.solver} failed on the projection "
-                               f"({exc}); try another solver= or looser solver_options"
-                               ) from exc
-        status = proj.problem.status
-        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-            raise ValueError(f"constraints describe an empty set: the projection problem is "
-                             f"{status} (solver {proj.solver})")
-        if status != cp.OPTIMAL:
-            raise RuntimeError(f"CvxpySet: the projection ended with status {status!r} "
-                               f"(solver {proj.solver}), not 'optimal'; try another solver= or "
-                               f"solver_options")
-        return torch.from_numpy(proj.x.value).to(dtype=v.dtype, device=v.device)
+        point = v.detach().to("cpu", torch.float64).numpy()
+        options = self._options(proj.solver)
+        x = proj.solve(point, options, {**options, **OSQP_RETRY_OPTIONS, **self.solver_options})
+        return torch.from_numpy(x).to(dtype=v.dtype, device=v.device, copy=True)
 
     def _contains_vector(self, v, atol):
-        proj = self.projection_problem(v.numel())
         point = v.detach().to("cpu", torch.float64).numpy()
-        # each constraint's violation at the point (cvxpy evaluates it from the variable's
-        # value); the last solution is restored so that the warm start is unchanged
-        last, proj.x.value = proj.x.value, point
-        try:
-            worst = max((float(c.violation().max()) for c in proj.constraints), default=0.0)
-        finally:
-            proj.x.value = last
-        return worst <= atol
+        return self.projection_problem(v.numel()).violation(point) <= atol
 
 
 def check_domain(domain) -> Domain | None:

@@ -317,6 +317,47 @@ def test_cvxpy_polytope_projection_is_optimal_and_the_problem_is_built_once():
     assert sized.projection_problem(3) is not sized.projection_problem(4)  # one per size
 
 
+def test_compiled_fast_path_equals_problem_solve_and_parameters_take_the_slow_path():
+    g = gen(9)
+    n = 30
+    _, constraints = polytope(n, 15, g)
+    for make in (lambda: CvxpySet(constraints),
+                 lambda: CvxpySet(lambda x: [cp.sum(x) == 1, x >= -0.1, x[:5] <= 0.2])):
+        fast, slow = make(), make()
+        assert fast.projection_problem(n).osqp is not None
+        slow.projection_problem(n).osqp = None   # problem.solve at every call
+        for _ in range(3):
+            y = 2 * torch.randn(n, generator=g, dtype=F64)
+            torch.testing.assert_close(fast.project(y), slow.project(y), atol=1e-6, rtol=0)
+    # a set with its own cvxpy Parameter: solved through problem.solve, which reads its value
+    high = cp.Parameter(value=1.0)
+    box = CvxpySet(lambda x: [x <= high, x >= -1])
+    y = torch.tensor([3.0, 0.5], dtype=F64)
+    torch.testing.assert_close(box.project(y), torch.tensor([1.0, 0.5], dtype=F64), atol=1e-8,
+                               rtol=0)
+    assert box.projection_problem(2).solver == "OSQP" and box.projection_problem(2).osqp is None
+    high.value = 0.25
+    torch.testing.assert_close(box.project(y), torch.tensor([0.25, 0.25], dtype=F64),
+                               atol=1e-8, rtol=0)
+
+
+def test_osqp_solves_again_where_polishing_does_not_succeed():
+    g = gen(10)
+    n = 20
+    a, constraints = polytope(n, 10, g)
+    unpolished = CvxpySet(constraints, solver_options=dict(polishing=False))
+    polished = CvxpySet(constraints)
+    for _ in range(3):
+        y = 3 * torch.randn(n, generator=g, dtype=F64)
+        torch.testing.assert_close(unpolished.project(y), polished.project(y), atol=1e-7,
+                                   rtol=0)
+    assert unpolished.projection_problem(n).retries == 3
+    assert polished.projection_problem(n).retries == 0
+    # a point of the set is returned as it is, without a solve
+    inside = torch.zeros(n, dtype=F64)
+    assert torch.equal(polished.project(inside), inside)
+
+
 def test_cvxpy_set_keeps_dtype_shape_and_joins_lists():
     domain = CvxpySet(lambda x: [cp.sum(x) == 1, x >= 0])
     x = torch.tensor([[0.5, 1.0], [-1.0, 0.2]], dtype=torch.float32)
