@@ -509,9 +509,9 @@ class CvxpySet(Domain):
         constraints: ``constraints(x) -> list`` of cvxpy constraints on the cvxpy ``Variable``
             ``x`` of shape ``(n,)`` (the flattened, concatenated vector).
         solver: a cvxpy solver name. Default: ``"OSQP"`` when the problem is a QP (a
-            polyhedral set), else ``"CLARABEL"`` (the fastest of those installed with cvxpy on
-            the projections of ``benchmarks/online.py``).
-        solver_options: keyword arguments for ``problem.solve``; they update the tolerances of
+            polyhedral set; 4x faster than Clarabel on the polytope of
+            ``benchmarks/online.py``), else ``"CLARABEL"``.
+        solver_options: the solver's settings (as ``problem.solve`` takes them); they update
             :data:`ACCURATE_SOLVER_OPTIONS` (OSQP polishes its answer to the exact projection
             onto a polyhedron, or solves again at 1e-9 where polishing fails; Clarabel's is
             within about 1e-6).
@@ -519,8 +519,8 @@ class CvxpySet(Domain):
             diameter maximizes a convex function over the set, which no solver does cheaply).
 
     With OSQP a point that satisfies every constraint is returned as it is (a copy). The
-    result carries no gradient. A solve that does not end ``"optimal"`` raises: ``ValueError`` for an empty set
-    (``"infeasible"``), ``RuntimeError`` naming the status otherwise.
+    result carries no gradient. A solve that does not end optimal raises: ``ValueError`` for an
+    empty set (infeasible), ``RuntimeError`` naming the status otherwise.
 
     Example:
         >>> import torch
@@ -739,9 +739,9 @@ class EntropyMirror(MirrorMap):
 def _check_nonnegative_point(tensors: list[Tensor]) -> None:
     """Raise ValueError naming the tensor (its position in the group) with a negative entry,
     or if no entry is positive: log-space steps would turn either into NaN."""
-    lows = torch.stack([t.amin().to(torch.float64) for t in tensors])
-    highs = torch.stack([t.amax().to(torch.float64) for t in tensors])
-    lows, top = lows.tolist(), float(highs.max())
+    extremes = torch.stack([torch.stack([t.amin(), t.amax()]).to(torch.float64)
+                            for t in tensors]).tolist()  # one host synchronisation
+    lows, top = [low for low, _ in extremes], max(high for _, high in extremes)
     for i, low in enumerate(lows):
         if not low >= 0:   # also NaN
             raise ValueError(f"mirror='entropy' needs nonnegative points (on the simplex): "

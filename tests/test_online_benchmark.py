@@ -20,7 +20,8 @@ def test_contenders_project_onto_the_same_points(one_thread):
 def test_quick_run_reports_the_cvxpy_case_and_its_target(one_thread):
     section = bench.run(rounds=2, quick=True)
     assert section.startswith("## online")
-    assert "| CvxpySet.project (OSQP) |" in section and "| rebuilt each call (CLARABEL) |" in section
+    assert "| CvxpySet.project (OSQP) |" in section
+    assert "| rebuilt each call (CLARABEL) |" in section
     assert "rebuilt each call, default solver (OSQP), case (a) (at least 5x faster)" in section
     assert "python -m benchmarks online --rounds 2 --quick" in section
 
