@@ -137,11 +137,12 @@ class Domain:
         (x,) = _as_list("x", [x])
         return self._project_vector(x.reshape(-1)).reshape(x.shape)
 
+    @torch.no_grad()  # an update of the values, as in an optimizer step (parameters too)
     def project_(self, tensors: Sequence[Tensor] | Tensor) -> None:
         """Project, in place, the vector made of all ``tensors`` flattened and concatenated."""
         tensors = _as_list("tensors", tensors)
         if tensors:
-            _write(tensors, self._project_vector(_concat(tensors)))
+            self._project_list_(tensors)
 
     def contains(self, tensors: Sequence[Tensor] | Tensor, atol: float = 1e-6) -> bool:
         """Whether the joint vector of ``tensors`` lies in the set, up to ``atol`` (absolute,
@@ -151,6 +152,9 @@ class Domain:
 
     def _project_vector(self, v: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def _project_list_(self, tensors: list[Tensor]) -> None:
+        _write(tensors, self._project_vector(_concat(tensors)))
 
     def _contains_vector(self, v: Tensor, atol: float) -> bool:
         raise NotImplementedError
@@ -192,10 +196,7 @@ class Ball(Domain):
         diff = v - c
         return c + diff * (self.radius / torch.linalg.vector_norm(diff).clamp_min(self.radius))
 
-    def project_(self, tensors):
-        tensors = _as_list("tensors", tensors)
-        if not tensors:
-            return
+    def _project_list_(self, tensors):
         if self.center is None:
             _mul_(tensors, self.radius / _joint_norm(tensors).clamp_min(self.radius))
             return
@@ -258,10 +259,7 @@ class Box(Domain):
     def _project_vector(self, v):
         return v.clamp_min(_piece("low", self.low, v)).clamp_max(_piece("high", self.high, v))
 
-    def project_(self, tensors):
-        tensors = _as_list("tensors", tensors)
-        if not tensors:
-            return
+    def _project_list_(self, tensors):
         torch._foreach_clamp_min_(tensors, _pieces("low", self.low, tensors))
         torch._foreach_clamp_max_(tensors, _pieces("high", self.high, tensors))
 
@@ -680,6 +678,7 @@ class EuclideanMirror(MirrorMap):
 
     name = "euclidean"
 
+    @torch.no_grad()
     def step_(self, out, source, direction, lr, domain=None):
         out, source, direction, lr = _check_step_args(out, source, direction, lr)
         domain = self.domain_for(domain)
@@ -724,6 +723,7 @@ class EntropyMirror(MirrorMap):
         raise ValueError(f"mirror='entropy' works on the probability simplex only: domain must "
                          f"be None or Simplex(), got {domain!r}")
 
+    @torch.no_grad()
     def step_(self, out, source, direction, lr, domain=None):
         out, source, direction, lr = _check_step_args(out, source, direction, lr)
         self.domain_for(domain)

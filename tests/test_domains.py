@@ -128,6 +128,18 @@ def test_ball_bounds_the_joint_norm_and_shapes_are_kept():
     torch.testing.assert_close(Ball(1.0, center=1.0).project(x), torch.full((2, 2), 1.5))
 
 
+def test_parameters_are_projected_and_stepped_in_place_outside_no_grad():
+    w = [torch.nn.Parameter(torch.tensor([3.0, 0.0])), torch.nn.Parameter(torch.tensor([4.0]))]
+    Ball(1.0).project_(w)
+    Box(0.0, 0.5).project_(w)
+    Simplex().project_(w)
+    torch.testing.assert_close([p.detach() for p in w],
+                               [torch.tensor([0.5, 0.0]), torch.tensor([0.5])])
+    MIRRORS["entropy"].step_(w, w, [torch.zeros(2), torch.ones(1)], 1.0)
+    MIRRORS["euclidean"].step_(w, w, [torch.zeros(2), torch.ones(1)], 1.0, Ball(1.0))
+    assert all(p.requires_grad and p.grad is None for p in w)
+
+
 def test_float32_projections_match_float64():
     g = gen(5)
     for kind, (build, _) in KINDS.items():
