@@ -119,6 +119,9 @@ def test_project_in_place_on_a_list_equals_project_on_the_concatenation(kind):
 
 def test_ball_bounds_the_joint_norm_and_shapes_are_kept():
     a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([4.0])  # joint norm 5
+    for inside in (Ball(5.0), Ball(7.0, center=[0.5, 0.0, 1.0])):
+        inside.project_([a, b])
+        assert torch.equal(a, torch.tensor([[3.0, 0.0]])) and torch.equal(b, torch.tensor([4.0]))
     Ball(1.0).project_([a, b])
     torch.testing.assert_close((a, b), (torch.tensor([[0.6, 0.0]]), torch.tensor([0.8])))
     x = torch.full((2, 2), 2.0, dtype=torch.float32)  # norm 4
