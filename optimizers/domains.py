@@ -630,9 +630,10 @@ def _check_step_args(out, source, direction, lr):
         raise ValueError(f"out, source and direction must be lists of equal length, got "
                          f"{len(out)}, {len(source)} and {len(direction)}")
     if isinstance(lr, Tensor):
-        if lr.ndim != 0:
-            raise ValueError(f"lr must be a number or a 0-dim tensor, got shape "
+        if lr.numel() != 1:
+            raise ValueError(f"lr must be a number or a 1-element tensor, got shape "
                              f"{tuple(lr.shape)}")
+        lr = lr.reshape(())  # a 1-element tensor lr is allowed, as in torch.optim
     else:
         lr = check_nonnegative("lr", lr)
     return out, source, direction, lr
@@ -647,7 +648,8 @@ class MirrorMap:
         \qquad D_\psi(x, y) = \psi(x) - \psi(y) - \langle\nabla\psi(y), x - y\rangle
 
     into ``out`` (which may be ``source``), for :math:`y` = ``source``, :math:`d` =
-    ``direction``, :math:`\eta` = ``lr`` (a number or a 0-dim tensor) and :math:`X` the domain.
+    ``direction``, :math:`\eta` = ``lr`` (a number or a 1-element tensor) and :math:`X` the
+    domain.
     """
 
     name: str = ""

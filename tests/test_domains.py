@@ -221,7 +221,7 @@ def test_entropy_step_is_the_multiplicative_update_over_the_joint_vector():
     MIRRORS["entropy"].step_(out, y, d, lr, Simplex())
     torch.testing.assert_close(torch.cat([out[0], out[1].reshape(-1)]), expected,
                                rtol=1e-14, atol=0)
-    MIRRORS["entropy"].step_(y, y, d, torch.tensor(lr, dtype=F64), None)  # in place, tensor lr
+    MIRRORS["entropy"].step_(y, y, d, torch.tensor([lr], dtype=F64), None)  # in place, tensor lr
     torch.testing.assert_close(torch.cat([y[0], y[1].reshape(-1)]), expected, rtol=1e-14, atol=0)
     # KL(x || y) by hand
     x, z = torch.tensor([0.5, 0.5], dtype=F64), torch.tensor([0.25, 0.75], dtype=F64)
@@ -267,7 +267,7 @@ def test_entropy_step_is_stable_for_huge_steps_and_keeps_zeros():
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [torch.ones(2)],
                                         -0.1), ValueError, "lr"),
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [torch.ones(2)],
-                                        torch.ones(2)), ValueError, "0-dim"),
+                                        torch.ones(2)), ValueError, "1-element"),
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [], 0.1),
      ValueError, "equal length"),
 ])
