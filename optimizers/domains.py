@@ -592,6 +592,9 @@ class CvxpySet(Domain):
         if solver not in cp.installed_solvers():
             raise ValueError(f"solver must be one of the installed cvxpy solvers "
                              f"{sorted(cp.installed_solvers())}, got {solver!r}")
+        if solver == "OSQP" and not problem.is_qp():
+            raise ValueError("solver='OSQP' projects onto polyhedral sets (a QP) only; these "
+                             "constraints need a conic solver such as 'CLARABEL'")
         self._projections[n] = _Projection(problem, x, y, list(constraints), solver,
                                            self._options(solver))
         return self._projections[n]

@@ -410,6 +410,8 @@ def not_dpp(x):
      "status"),
     (lambda: CvxpySet(lambda x: [x <= 0]).project(torch.tensor([float("nan")])), ValueError,
      "finite"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) <= 1], solver="OSQP").project(torch.ones(2)),
+     ValueError, "polyhedral"),
     (lambda: CvxpySet(lambda x: [x <= 0], diameter=-1.0), ValueError, "diameter"),
     (lambda: CvxpySet(lambda x: [x <= 0], tol=1e-3), TypeError, "tol"),
 ])
