@@ -143,6 +143,94 @@ def test_ogd_takes_the_stated_steps():
                                torch.tensor([[0.6, 0.8]] * 2, dtype=F64))
 
 
+def omd_reference(sea, diameter, grad_bound, delta=1.0):
+    """Optimistic OMD on the ball written out from the issue's update, all runs batched:
+    x_hat_{t+1} = Pi(x_hat_t - eta_t g_t), V_t = V_{t-1} + ||g_t - M_t||^2, M_{t+1} = g_t,
+    x_{t+1} = Pi(x_hat_{t+1} - eta_{t+1} M_{t+1}), eta_t = D / sqrt(delta + 4 G^2 + V_{t-1})."""
+    def project(y):
+        n = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+        return torch.where(n > sea.radius, y * sea.radius / n, y)
+
+    x_hat = torch.zeros(sea.runs, sea.dim, dtype=F64)
+    x, hint = x_hat.clone(), torch.zeros_like(x_hat)
+    v = torch.zeros(sea.runs, 1, dtype=F64)
+    plays = torch.empty_like(sea.centres)
+    for t in range(sea.horizon):
+        plays[:, t] = x
+        g = x - sea.centres[:, t] + sea.noise[:, t]
+        x_hat = project(x_hat - diameter / (delta + 4 * grad_bound**2 + v).sqrt() * g)
+        v = v + (g - hint).pow(2).sum(1, keepdim=True)
+        hint = g
+        x = project(x_hat - diameter / (delta + 4 * grad_bound**2 + v).sqrt() * hint)
+    return plays
+
+
+@pytest.mark.parametrize("radius, noise, drift, period", [(1.0, 0.3, "fixed", None),
+                                                          (0.3, 1.0, "switching", 2)])
+def test_optimistic_omd_through_the_optimizer_api_is_the_stated_update(radius, noise, drift,
+                                                                       period):
+    """The optimizer (one param group per run, rows of one tensor) against the update written
+    out; radius 0.3 with noise 1 keeps both projections active most rounds."""
+    sea = sea_quadratic(40, dim=3, runs=3, radius=radius, noise=noise, drift=drift,
+                        period=period, generator=gen(10))
+    plays = play_optimistic_omd(sea)
+    torch.testing.assert_close(plays, omd_reference(sea, 2 * radius, 2 * radius), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(play_optimistic_omd(sea, diameter=0.5, grad_bound=3.0,
+                                                   delta=2.0),
+                               omd_reference(sea, 0.5, 3.0, 2.0), rtol=0, atol=1e-12)
+    assert (torch.linalg.vector_norm(plays, dim=-1) <= radius + 1e-12).all()
+
+
+# ================================================================================== claims
+
+def test_without_noise_and_drift_the_regret_stays_bounded_in_t():
+    """Sigma^2_{1:T} = (R + ||c||)^2 for every T and sigma = 0: the bound is O(1), and the
+    measured regret at T = 1e4 equals that at T = 1e3 (the iterates have converged to c).
+    OGD with eta_1 = 1 lands on c at once, so its regret is f_1(0) - f_1(c) = ||c||^2/2 =
+    R^2/8 whatever T: on this curved family OGD's sqrt(T) worst case does not show either."""
+    regrets = {}
+    for T in (1000, 10000):
+        sea = sea_quadratic(T, dim=5, runs=1, generator=gen(11))
+        regrets[T] = (regret(sea, play_optimistic_omd(sea)).item(),
+                      regret(sea, play_ogd(sea, lr=1.0)).item())
+    assert regrets[1000][0] == pytest.approx(regrets[10000][0], abs=1e-9)
+    assert 0.1 < regrets[10000][0] < 0.2                  # measured 0.16343
+    assert regrets[1000][1] == pytest.approx(0.125, abs=1e-12)
+    assert regrets[10000][1] == pytest.approx(0.125, abs=1e-12)
+
+
+SMALL_SWEEP = [(300, 0.1, "fixed", None), (300, 0.3, "fixed", None), (300, 1.0, "fixed", None),
+               (100, 0.0, "switching", 1), (400, 0.0, "switching", 1)]
+
+
+def test_regret_tracks_the_sea_bound_with_slope_one():
+    """Chen et al.: E R_T = O(sqrt(sigma^2_{1:T}) + sqrt(Sigma^2_{1:T})). Over a sweep from
+    noise on a fixed centre to centres that switch every round, the log-log slope of OMD's
+    mean regret against the bound is 1 (measured 1.06-1.15 over seeds 0-3, 4 runs; the
+    full sweep of the report: see docs), asserted in the issue's 0.8..1.2; the ratio regret /
+    bound stays within a factor 3 across the sweep. OGD on the same instances: slope 1.89-2.03."""
+    res = sea_regret_scaling(SMALL_SWEEP, runs=4, generator=gen(0))
+    assert 0.8 < res.slope < 1.2, res
+    ratio = res.regrets / res.bounds
+    assert ratio.max() / ratio.min() < 3 and (ratio < 2).all()
+    ogd = sea_regret_scaling(SMALL_SWEEP, learner="ogd", runs=4, generator=gen(0))
+    assert ogd.slope > 1.6, ogd
+    assert res.seconds > 0 and ogd.points == res.points
+
+
+def test_ogd_does_not_adapt_to_the_noise_level():
+    """Fixed centre, T = 300, s = 0.1..3: OMD's regret grows like s (slope 1.03-1.08 against
+    the bound over seeds 0-2), OGD's like s^2 (slope 1.72-1.85), and at s = 3 OGD's regret is
+    1.5-1.8x OMD's."""
+    res = ogd_does_not_adapt((0.1, 0.3, 1.0, 3.0), horizon=300, horizons=(100, 300), runs=4,
+                             generator=gen(0))
+    assert 0.8 < res.omd.slope < 1.2 and res.ogd.slope > 1.6, (res.omd.slope, res.ogd.slope)
+    assert res.ogd.regrets[-1] > 1.3 * res.omd.regrets[-1]
+    assert res.ogd.regrets[0] < res.omd.regrets[0]        # at small noise OGD is ahead
+    torch.testing.assert_close(res.ogd_noiseless, torch.full((2,), 0.125, dtype=F64))
+
+
 # ============================================================================== bad input
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -50,6 +50,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from stochstep.optimizers.domains import Ball
+from stochstep.optimizers.online import OptimisticOMD
 from stochstep.stepping.checks import check_flag, check_int, check_nonnegative, check_positive
 from stochstep.stepping.noise import make_generator
 
@@ -347,9 +349,6 @@ def play_optimistic_omd(instance: SEAInstance, *, lr: float | None = None,
         >>> bool(torch.linalg.vector_norm(x, dim=-1).max() <= 1.0)
         True
     """
-    from stochstep.optimizers.domains import Ball
-    from stochstep.optimizers.online import OptimisticOMD
-
     progress = check_flag("progress", progress)
     bound = 2.0 * instance.radius
     diameter = bound if diameter is None else diameter
@@ -537,7 +536,7 @@ def ogd_does_not_adapt(noises=(0.1, 0.3, 1.0, 3.0), *, horizon: int = 1000,
 
     Example:
         >>> import torch
-        >>> res = ogd_does_not_adapt((0.3, 3.0), horizon=200, horizons=(100, 400), runs=2,
+        >>> res = ogd_does_not_adapt((0.1, 1.0), horizon=200, horizons=(100, 200), runs=2,
         ...                          generator=torch.Generator().manual_seed(0))
         >>> res.ogd.slope > res.omd.slope + 0.5
         True
