@@ -355,9 +355,10 @@ def test_last_iterate_linear_decay_has_no_log_factor_on_a_nonsmooth_problem(one_
     Measured on ||x||_1 with Gaussian noise (d = 10, sigma = 1, 200 runs), sqrt(T) x gap over
     T = 2^8, 2^10, 2^12, 2^14: linear decay 0.116, 0.0287, 0.00697, 0.00178 (falling like
     1/T: the gap tracks the final step lr/T^1.5, faster than the bound), lr/sqrt(t) 10.23,
-    9.92, 9.95, 9.93: flat (lr/sqrt(T) constant: 9.94, 9.90, 10.04, 10.12). The bound's log factor would raise the latter by log(2^14)/log(2^8) = 1.75;
-    it does not show on this problem (the iterate tracks the equilibrium of its current step,
-    whose width ~ eta_T sigma^2 has no log), so the issue's "sqrt_t rises" is not observed
+    9.92, 9.95, 9.93: flat (lr/sqrt(T) constant: 9.94, 9.90, 10.04, 10.12). The bound's log
+    factor would raise the latter by log(2^14)/log(2^8) = 1.75; it does not show on this
+    problem (the iterate tracks the equilibrium of its current step, whose width
+    ~ eta_T sigma^2 has no log), so the issue's "sqrt_t rises" is not observed
     here; the constructions that show it are worst cases (Harvey et al. 2019: d = T)."""
     horizons = [2**8, 2**10, 2**12, 2**14]
     scaled = {}

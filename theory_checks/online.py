@@ -58,8 +58,8 @@ from stochstep.stepping.noise import make_generator
 from stochstep.theory_checks.rates import loglog_slope
 
 __all__ = ["SEAInstance", "sea_quadratic", "SEA_DRIFTS", "regret", "play_ogd",
-           "play_optimistic_omd", "RegretScaling", "SEA_SWEEP", "sea_regret_scaling", "AdaptivityCheck",
-           "ogd_does_not_adapt"]
+           "play_optimistic_omd", "RegretScaling", "SEA_SWEEP", "sea_regret_scaling",
+           "AdaptivityCheck", "ogd_does_not_adapt"]
 
 _F64 = torch.float64
 
