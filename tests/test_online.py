@@ -142,6 +142,8 @@ def test_strongly_convex_step_sizes_with_the_smoothness_cap():
         opt.step()
         x_hat = opt.state[x]["x_hat"].item()
         assert prev - x_hat == pytest.approx(min(1 / (0.5 * t), 1 / (4 * 0.25)), rel=1e-14)
+        # the play x_{t+1} = x_hat_{t+1} - eta_{t+1} g_t
+        assert x_hat - x.item() == pytest.approx(min(1 / (0.5 * (t + 1)), 1.0), rel=1e-14)
         prev = x_hat
 
 
