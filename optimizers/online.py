@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stochstep.optimizers.domains import MIRRORS, Ball, Domain, Simplex
+from stochstep.optimizers.domains import Ball, Domain, check_domain, get_mirror
 from stochstep.stepping.checks import check_int
 from stochstep.stepping.optimizer import (KernelOptimizer, check_flag, check_lr,
                                           check_nonnegative, check_positive)
@@ -115,34 +115,40 @@ def _sum_of(scalars: list[Tensor]) -> float:
     return torch.stack(scalars).sum().item()
 
 
+def _rounding(dtype: torch.dtype, domain: Domain) -> float:
+    """How far outside the set a projected point can lie by rounding alone: a few units in the
+    last place of the set's scale."""
+    scale = domain.diameter if math.isfinite(domain.diameter) else 1.0
+    return 16 * torch.finfo(dtype).eps * max(1.0, scale)
+
+
 class _MirrorOptimizer(KernelOptimizer):
     """Validates the domain and the mirror map, puts each group's starting point into the
     domain, and steps each group as one vector (one dtype and device, one round counter)."""
 
     def __init__(self, params, defaults, *, domain, mirror, check_finite):
-        if domain is not None and not isinstance(domain, Domain):
-            raise ValueError("domain must be None (R^d) or a stochstep.optimizers.domains."
-                             f"Domain, got {domain!r}")
-        _check_choice("mirror", mirror, MIRRORS)
-        if mirror == "entropy" and not (domain is None or isinstance(domain, Simplex)):
-            raise ValueError("mirror='entropy' works on the probability simplex: domain must "
-                             f"be None or Simplex(), got {domain!r}")
+        self._mirror = get_mirror(mirror)
+        self._mirror.domain_for(check_domain(domain))   # raises for entropy off the simplex
         self.domain = domain
         self.mirror = mirror
-        self._mirror = MIRRORS[mirror]
         super().__init__(params, defaults, check_finite=check_finite)
 
     def add_param_group(self, param_group):
         """Add a group; its parameters become the first point, their projection
-        :math:`x_1 = \\operatorname{argmin}_{x \\in X} D_\\psi(x, x_{\\mathrm{init}})`."""
+        :math:`x_1 = \\operatorname{argmin}_{x \\in X} D_\\psi(x, x_{\\mathrm{init}})`. A
+        point already in the set (up to rounding) is left as it is, so that the parameters of a
+        run being resumed keep their bits."""
         super().add_param_group(param_group)
         params = self.param_groups[-1]["params"]
         for p in params:
             if p.is_complex():
                 raise ValueError(f"{type(self).__name__} works on real parameters, got one of "
                                  f"dtype {p.dtype}")
-        if params and (self.domain is not None or self.mirror != "euclidean"):
-            with torch.no_grad():
+        domain = self._mirror.domain_for(self.domain)   # the simplex for mirror="entropy"
+        if not params or domain is None:
+            return
+        with torch.no_grad():
+            if not domain.contains(params, atol=_rounding(params[0].dtype, domain)):
                 self._mirror.step_(params, params, [torch.zeros_like(p) for p in params], 0.0,
                                    self.domain)
 
