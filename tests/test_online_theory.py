@@ -264,6 +264,10 @@ def test_bad_input_elsewhere():
         regret(sea, [[0.0]])
     with pytest.raises(ValueError, match="instance must be an SEAInstance"):
         regret(sea.centres, sea.centres)
+    with pytest.raises(ValueError, match="plays must hold finite numbers"):
+        regret(sea, torch.full((2, 5, 2), math.nan))
+    with pytest.raises(ValueError, match="start must hold finite numbers"):
+        play_ogd(sea, lr=1.0, start=torch.tensor([0.0, math.inf]))
     with pytest.raises(ValueError, match="cumulative must be True or False"):
         regret(sea, sea.centres, cumulative=1)
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):

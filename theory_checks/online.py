@@ -239,6 +239,9 @@ def regret(instance: SEAInstance, plays: Tensor, *, cumulative: bool = False) ->
     Returns:
         The regret per run (float64).
 
+    References:
+        Chen, Tu, Zhao, Zhang, arXiv 2302.04552 (the regret of the SEA model).
+
     Example:
         >>> import torch
         >>> sea = sea_quadratic(3, dim=1, generator=torch.Generator().manual_seed(1))
@@ -251,6 +254,8 @@ def regret(instance: SEAInstance, plays: Tensor, *, cumulative: bool = False) ->
         shape = tuple(plays.shape) if isinstance(plays, Tensor) else type(plays).__name__
         raise ValueError(f"plays must be a tensor of shape {tuple(instance.centres.shape)} "
                          f"(runs, T, d), got {shape}")
+    if not torch.isfinite(plays).all():
+        raise ValueError("plays must hold finite numbers (a learner diverged?)")
     cumulative = check_flag("cumulative", cumulative)
     x = plays.to(_F64)
     target = instance.centres - instance.noise                     # c_t - xi_t
@@ -285,6 +290,11 @@ def play_ogd(instance: SEAInstance, lr: float, *, start: Tensor | None = None) -
     Returns:
         The points played, ``(runs, T, d)``.
 
+    References:
+        Zinkevich. "Online Convex Programming and Generalized Infinitesimal Gradient Ascent."
+        ICML 2003 (OGD, regret O(sqrt(T)) with 1/sqrt(t) steps); the baseline of
+        Chen, Tu, Zhao, Zhang, arXiv 2302.04552.
+
     Example:
         >>> import torch
         >>> sea = sea_quadratic(2, dim=1, generator=torch.Generator().manual_seed(1))
@@ -305,6 +315,8 @@ def _start(instance: SEAInstance, start: Tensor | None) -> Tensor:
     if start is None:
         return torch.zeros(instance.runs, instance.dim, dtype=_F64)
     start = torch.as_tensor(start, dtype=_F64)
+    if not torch.isfinite(start).all():
+        raise ValueError(f"start must hold finite numbers, got {start.tolist()}")
     if start.shape not in ((instance.dim,), (instance.runs, instance.dim)):
         raise ValueError(f"start must have shape ({instance.dim},) or "
                          f"({instance.runs}, {instance.dim}), got {tuple(start.shape)}")
