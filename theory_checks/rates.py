@@ -12,7 +12,8 @@ r"""Rate fits and two of the papers' rate claims as runnable experiments.
   prints the numbers.)
 * :func:`last_iterate_gap` measures ``E f(x_T) - f*`` of the *last* SGD iterate against the
   horizon ``T`` for the step-size schedules of Liu and Zhou's last-iterate analysis, on
-  unconstrained problems with Gaussian (unbounded) gradient noise, and fits the log-log slope.
+  unconstrained problems with Gaussian (unbounded) gradient noise, and fits the log-log slope;
+  the iterates are :class:`~stochstep.optimizers.online.CSMD` steps.
 
 References:
     Sclocchi, Geiger, Wyart. "Dissecting the Effects of SGD Noise in Distinct Regimes of Deep
@@ -479,7 +480,8 @@ def least_squares_problem(dim: int = 10, *, noise: float = 1.0, mu: float = 0.0,
 
 
 #: Built-in step-size schedules: ``rule(t, T, lr) -> eta_t`` for steps ``t = 1..T``, with ``t``
-#: and ``T`` float64 tensors that broadcast against each other.
+#: and ``T`` float64 tensors that broadcast against each other. :func:`last_iterate_gap` runs
+#: them as CSMD's ``"constant"``, ``"sqrt_t"``, ``"linear_decay"`` and ``"inv_t"`` (mu = 1).
 STEP_SCHEDULES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
     "constant": lambda t, T, lr: lr / T.sqrt() + 0 * t,         # lr / sqrt(T), horizon-aware
     "sqrt": lambda t, T, lr: lr / t.sqrt() + 0 * T,             # lr / sqrt(t), anytime
