@@ -622,18 +622,22 @@ def _optimistic_step_blocked_(params, grads, x_hats, hints, sq_dev_sums, eta, et
     deviation and the hint in the first, the play in the second. ``eta_next()`` gives
     eta_{t+1} once the squared deviations are added to ``sq_dev_sums``."""
     sign = -1.0 if maximize else 1.0
-    hat_norms, dev_sq = [], [None] * len(params)
-    for (x_hat, g, hint), owners in blocks([x_hats, grads, hints], range(len(params))):
+    hat_norms, dev_norms, owners = [], [], []
+    for (x_hat, g, hint), block_owners in blocks([x_hats, grads, hints], range(len(params))):
         torch._foreach_add_(x_hat, g, alpha=-sign * eta)
         if radius != math.inf:
             hat_norms += torch._foreach_norm(x_hat)
         torch._foreach_add_(hint, g, alpha=-sign)   # M_t - g_t: same norm as g_t - M_t
-        for i, n in zip(owners, torch._foreach_norm(hint)):
-            dev_sq[i] = n * n if dev_sq[i] is None else dev_sq[i] + n * n
+        dev_norms += torch._foreach_norm(hint)
+        owners += block_owners
         torch._foreach_copy_(hint, g)
         if maximize:
             torch._foreach_neg_(hint)
-    torch._foreach_add_(sq_dev_sums, dev_sq)
+    # a parameter cut into several blocks: the squares of its blocks' norms add up
+    dev_sq = torch.zeros(len(params), dtype=dev_norms[0].dtype, device=dev_norms[0].device)
+    dev_sq.index_add_(0, torch.tensor(owners, dtype=torch.long, device=dev_sq.device),
+                      torch.stack(dev_norms) ** 2)
+    torch._foreach_add_(sq_dev_sums, list(dev_sq.unbind()))
     hat_factor = None
     if hat_norms:
         hat_factor = radius / torch.linalg.vector_norm(torch.stack(hat_norms)).clamp_min(radius)
