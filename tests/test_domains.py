@@ -7,6 +7,7 @@ the code under test), idempotence, points inside unchanged, and the joint (list)
 the concatenated one. The mirror steps are checked against their closed forms written by hand.
 """
 
+import copy
 import math
 
 import cvxpy as cp
@@ -118,6 +119,9 @@ def test_project_in_place_on_a_list_equals_project_on_the_concatenation(kind):
 
 def test_ball_bounds_the_joint_norm_and_shapes_are_kept():
     a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([4.0])  # joint norm 5
+    for inside in (Ball(5.0), Ball(7.0, center=[0.5, 0.0, 1.0])):
+        inside.project_([a, b])
+        assert torch.equal(a, torch.tensor([[3.0, 0.0]])) and torch.equal(b, torch.tensor([4.0]))
     Ball(1.0).project_([a, b])
     torch.testing.assert_close((a, b), (torch.tensor([[0.6, 0.0]]), torch.tensor([0.8])))
     x = torch.full((2, 2), 2.0, dtype=torch.float32)  # norm 4
@@ -125,6 +129,18 @@ def test_ball_bounds_the_joint_norm_and_shapes_are_kept():
     assert p.dtype == torch.float32 and p.shape == (2, 2)
     torch.testing.assert_close(p, x)
     torch.testing.assert_close(Ball(1.0, center=1.0).project(x), torch.full((2, 2), 1.5))
+
+
+def test_parameters_are_projected_and_stepped_in_place_outside_no_grad():
+    w = [torch.nn.Parameter(torch.tensor([3.0, 0.0])), torch.nn.Parameter(torch.tensor([4.0]))]
+    Ball(1.0).project_(w)
+    Box(0.0, 0.5).project_(w)
+    Simplex().project_(w)
+    torch.testing.assert_close([p.detach() for p in w],
+                               [torch.tensor([0.5, 0.0]), torch.tensor([0.5])])
+    MIRRORS["entropy"].step_(w, w, [torch.zeros(2), torch.ones(1)], 1.0)
+    MIRRORS["euclidean"].step_(w, w, [torch.zeros(2), torch.ones(1)], 1.0, Ball(1.0))
+    assert all(p.requires_grad and p.grad is None for p in w)
 
 
 def test_float32_projections_match_float64():
@@ -205,7 +221,7 @@ def test_entropy_step_is_the_multiplicative_update_over_the_joint_vector():
     MIRRORS["entropy"].step_(out, y, d, lr, Simplex())
     torch.testing.assert_close(torch.cat([out[0], out[1].reshape(-1)]), expected,
                                rtol=1e-14, atol=0)
-    MIRRORS["entropy"].step_(y, y, d, torch.tensor(lr, dtype=F64), None)  # in place, tensor lr
+    MIRRORS["entropy"].step_(y, y, d, torch.tensor([lr], dtype=F64), None)  # in place, tensor lr
     torch.testing.assert_close(torch.cat([y[0], y[1].reshape(-1)]), expected, rtol=1e-14, atol=0)
     # KL(x || y) by hand
     x, z = torch.tensor([0.5, 0.5], dtype=F64), torch.tensor([0.25, 0.75], dtype=F64)
@@ -251,7 +267,7 @@ def test_entropy_step_is_stable_for_huge_steps_and_keeps_zeros():
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [torch.ones(2)],
                                         -0.1), ValueError, "lr"),
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [torch.ones(2)],
-                                        torch.ones(2)), ValueError, "0-dim"),
+                                        torch.ones(2)), ValueError, "1-element"),
     (lambda: MIRRORS["euclidean"].step_([torch.ones(2)], [torch.ones(2)], [], 0.1),
      ValueError, "equal length"),
 ])
@@ -264,3 +280,141 @@ def test_get_mirror_and_check_domain_pass_good_values():
     assert get_mirror("entropy") is MIRRORS["entropy"]
     assert check_domain(None) is None and isinstance(check_domain(Simplex()), Domain)
     assert isinstance(MIRRORS["entropy"].domain_for(None), Simplex)
+
+
+# -- CvxpySet ------------------------------------------------------------------------------------
+def polytope(n, m, g):
+    """m random halfspaces a_i.x <= 1/2 (unit normals) inside the box [-1, 1]^n."""
+    a = torch.randn(m, n, generator=g, dtype=F64)
+    a = (a / a.norm(dim=1, keepdim=True)).numpy()
+    return a, lambda x: [a @ x <= 0.5, x >= -1, x <= 1]
+
+
+def test_cvxpy_set_equals_the_closed_forms():
+    g = gen(7)
+    n = 12
+    low = torch.randn(n, generator=g, dtype=F64)
+    high = low + torch.rand(n, generator=g, dtype=F64)
+    pairs = [(Box(low, high), CvxpySet(lambda x: [x >= low.numpy(), x <= high.numpy()])),
+             (Ball(1.3), CvxpySet(lambda x: [cp.norm(x, 2) <= 1.3])),
+             (Simplex(), CvxpySet(lambda x: [x >= 0, cp.sum(x) == 1])),
+             (L1Ball(0.8), CvxpySet(lambda x: [cp.norm(x, 1) <= 0.8]))]
+    for closed, general in pairs:
+        for _ in range(3):
+            y = 2 * torch.randn(n, generator=g, dtype=F64)
+            torch.testing.assert_close(general.project(y), closed.project(y), atol=1e-6, rtol=0)
+    # the default solver: OSQP for the polyhedra, Clarabel for the second-order cone
+    assert [s.projection_problem(n).solver for _, s in pairs] == [
+        "OSQP", "CLARABEL", "OSQP", "OSQP"]
+
+
+def test_cvxpy_polytope_projection_is_optimal_and_the_problem_is_built_once():
+    g = gen(8)
+    n = 20
+    a, constraints = polytope(n, 10, g)
+    domain = CvxpySet(constraints)
+    problem = domain.projection_problem(n)
+    assert problem.problem.is_dpp() and domain.projection_problem(n) is problem
+    for _ in range(3):
+        y = 3 * torch.randn(n, generator=g, dtype=F64)
+        p = domain.project(y)
+        assert domain.contains(p, atol=1e-7) and not domain.contains(y)
+        assert domain.projection_problem(n) is problem   # re-solved, not rebuilt
+        # optimality: <y - p, z - p> <= 0 for feasible z (random points of the box, kept
+        # where they satisfy the halfspaces)
+        z = 2 * torch.rand(2000, n, generator=g, dtype=F64) - 1
+        z = z[(z @ torch.from_numpy(a).T <= 0.5).all(1)]
+        assert len(z) > 10 and ((z - p) @ (y - p)).max() <= 1e-7
+        torch.testing.assert_close(domain.project(p), p, atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match=r"constraints\(x\) failed .* shape \(21,\)"):
+        domain.project(torch.zeros(n + 1))   # a set written for one size
+    sized = CvxpySet(lambda x: [x <= 1])
+    assert sized.projection_problem(3) is not sized.projection_problem(4)  # one per size
+
+
+def test_compiled_fast_path_equals_problem_solve_and_parameters_take_the_slow_path():
+    g = gen(9)
+    n = 30
+    _, constraints = polytope(n, 15, g)
+    for make in (lambda: CvxpySet(constraints),
+                 lambda: CvxpySet(lambda x: [cp.sum(x) == 1, x >= -0.1, x[:5] <= 0.2])):
+        fast, slow = make(), make()
+        assert fast.projection_problem(n).osqp is not None
+        slow.projection_problem(n).osqp = None   # problem.solve at every call
+        for _ in range(3):
+            y = 2 * torch.randn(n, generator=g, dtype=F64)
+            torch.testing.assert_close(fast.project(y), slow.project(y), atol=1e-6, rtol=0)
+    # a set with its own cvxpy Parameter: solved through problem.solve, which reads its value
+    high = cp.Parameter(value=1.0)
+    box = CvxpySet(lambda x: [x <= high, x >= -1])
+    y = torch.tensor([3.0, 0.5], dtype=F64)
+    torch.testing.assert_close(box.project(y), torch.tensor([1.0, 0.5], dtype=F64), atol=1e-8,
+                               rtol=0)
+    assert box.projection_problem(2).solver == "OSQP" and box.projection_problem(2).osqp is None
+    high.value = 0.25
+    torch.testing.assert_close(box.project(y), torch.tensor([0.25, 0.25], dtype=F64),
+                               atol=1e-8, rtol=0)
+
+
+def test_osqp_solves_again_where_polishing_does_not_succeed():
+    g = gen(10)
+    n = 20
+    a, constraints = polytope(n, 10, g)
+    unpolished = CvxpySet(constraints, solver_options=dict(polishing=False))
+    polished = CvxpySet(constraints)
+    for _ in range(3):
+        y = 3 * torch.randn(n, generator=g, dtype=F64)
+        torch.testing.assert_close(unpolished.project(y), polished.project(y), atol=1e-7,
+                                   rtol=0)
+    assert unpolished.projection_problem(n).retries == 3
+    assert polished.projection_problem(n).retries == 0
+    # a point of the set is returned as it is, without a solve
+    inside = torch.zeros(n, dtype=F64)
+    assert torch.equal(polished.project(inside), inside)
+
+
+def test_cvxpy_set_keeps_dtype_shape_and_joins_lists():
+    domain = CvxpySet(lambda x: [cp.sum(x) == 1, x >= 0])
+    x = torch.tensor([[0.5, 1.0], [-1.0, 0.2]], dtype=torch.float32)
+    p = domain.project(x)
+    assert p.dtype == torch.float32 and p.shape == (2, 2)
+    torch.testing.assert_close(p, Simplex().project(x), atol=1e-6, rtol=0)
+    parts = [x[0].clone(), x[1].clone()]
+    domain.project_(parts)
+    torch.testing.assert_close(torch.cat(parts), p.reshape(-1), atol=1e-6, rtol=0)
+    copied = copy.deepcopy(domain)  # the compiled problems stay behind and are rebuilt
+    assert copied._projections == {} and len(domain._projections) == 1
+    torch.testing.assert_close(copied.project(x), p, atol=1e-6, rtol=0)
+    assert CvxpySet(lambda x: [x <= 1]).diameter == math.inf
+    assert CvxpySet(lambda x: [x <= 1], diameter=2.0).diameter == 2.0
+
+
+def not_dpp(x):
+    q = cp.Parameter(nonneg=True, value=1.0)
+    return [q * q * cp.sum(x) <= 1]  # a product of parameters: DCP, not DPP
+
+
+@pytest.mark.parametrize("make, error, text", [
+    (lambda: CvxpySet([]), ValueError, "constraints must be a callable"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) >= 1]).project(torch.ones(2)), ValueError,
+     "convex set under cvxpy's DCP rules"),
+    (lambda: CvxpySet(not_dpp).project(torch.ones(2)), ValueError, "DPP"),
+    (lambda: CvxpySet(lambda x: [x >= 1, x <= 0]).project(torch.ones(2)), ValueError,
+     "empty set.*infeasible"),
+    (lambda: CvxpySet(lambda x: x.sum()).project(torch.ones(2)), ValueError,
+     "list of cvxpy constraints"),
+    (lambda: CvxpySet(lambda x: [x <= 0], solver="NOPE").project(torch.ones(2)), ValueError,
+     "solver must be one of"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) <= 1], solver="SCS",
+                      solver_options=dict(max_iters=2)).project(torch.ones(5)), RuntimeError,
+     "status"),
+    (lambda: CvxpySet(lambda x: [x <= 0]).project(torch.tensor([float("nan")])), ValueError,
+     "finite"),
+    (lambda: CvxpySet(lambda x: [cp.norm(x, 2) <= 1], solver="OSQP").project(torch.ones(2)),
+     ValueError, "polyhedral"),
+    (lambda: CvxpySet(lambda x: [x <= 0], diameter=-1.0), ValueError, "diameter"),
+    (lambda: CvxpySet(lambda x: [x <= 0], tol=1e-3), TypeError, "tol"),
+])
+def test_cvxpy_set_bad_input(make, error, text):
+    with pytest.raises(error, match=text):
+        make()
