@@ -159,11 +159,7 @@ class _MirrorOptimizer(KernelOptimizer):
             raise ValueError(f"{type(self).__name__}: the parameters of a param group are one "
                              "vector x and must share one dtype and device; got "
                              f"{sorted(map(str, kinds))}")
-        self._before_step(group)
         super()._step_group(group, draws)
-
-    def _before_step(self, group) -> None:
-        """Checks that need the round about to be played; raise before anything changes."""
 
     def _state_names(self, group):
         return self.state_names
@@ -184,7 +180,7 @@ class _MirrorOptimizer(KernelOptimizer):
     def _group_round(self, group) -> int:
         """The round t the group's next step plays: one more than the largest step count of
         its parameters with a gradient (all equal when each gets one at every step)."""
-        return 1 + max((int(self.state[p]["step"]) for p in group["params"]
+        return 1 + max((int(self.state[p]["step"]) for p in group.get("params", ())
                         if p.grad is not None and self.state.get(p)), default=0)
 
 
@@ -539,14 +535,11 @@ class CSMD(_MirrorOptimizer):
             raise ValueError("prox_weight > 0 needs prox='l1' or 'group_l2', got "
                              f"prox_weight={group['prox_weight']!r} with prox=None")
         check_flag("maximize", group["maximize"])
-
-    def _before_step(self, group):
-        horizon = group["horizon"]
-        if group["schedule"] in ("constant", "linear_decay"):
+        if schedule in ("constant", "linear_decay"):   # checked before any group steps
             t = self._group_round(group)
-            if t > horizon:
-                raise ValueError(f"CSMD: step {t} is past horizon={horizon} (schedule="
-                                 f"{group['schedule']!r} is defined for t = 1..horizon)")
+            if t > group["horizon"]:
+                raise ValueError(f"step {t} is past horizon={group['horizon']} (schedule="
+                                 f"{schedule!r} is defined for t = 1..horizon)")
 
     def _eta(self, group, t: float) -> float:
         lr, schedule, horizon = group["lr"], group["schedule"], group["horizon"]

@@ -197,7 +197,7 @@ def test_csmd_refuses_to_step_past_its_horizon_and_changes_nothing():
         x.grad = torch.ones(2)
         opt.step()
     before = x.detach().clone(), opt.state[x]["step"].clone()
-    with pytest.raises(ValueError, match=r"step 3 is past horizon=2"):
+    with pytest.raises(ValueError, match=r"group 0: step 3 is past horizon=2"):
         opt.step()
     assert torch.equal(x.detach(), before[0]) and torch.equal(opt.state[x]["step"], before[1])
 
