@@ -296,7 +296,8 @@ class OptimisticOMD(_MirrorOptimizer):
         if group["strong_convexity"] is not None and group["exp_concavity"] is not None:
             raise ValueError("strong_convexity and exp_concavity are two variants: give one, "
                              f"got exp_concavity={group['exp_concavity']!r} as well")
-        domain_diameter = getattr(self.domain, "diameter", math.inf)
+        # (the simplex for mirror="entropy" with domain=None)
+        domain_diameter = getattr(self._mirror.domain_for(self.domain), "diameter", math.inf)
         if group["diameter"] is None and math.isfinite(domain_diameter):
             group["diameter"] = float(domain_diameter)
         if group["lr"] is None and variant != "strong_convexity":

@@ -354,6 +354,18 @@ def test_entropy_mirror_steps_multiplicatively(cls):
     torch.testing.assert_close(p.detach(), once, rtol=1e-14, atol=1e-15)
 
 
+def test_entropy_mirror_with_self_confident_steps_takes_the_simplex_diameter():
+    p = torch.nn.Parameter(torch.tensor([0.5, 0.25, 0.25], dtype=D64))
+    opt = OptimisticOMD([p], lr=None, grad_bound=1.0, mirror="entropy")
+    g = torch.tensor([1.0, -1.0, 0.0], dtype=D64)
+    p.grad = g.clone()
+    opt.step()
+    eta = math.sqrt(2) / math.sqrt(1 + 4)   # D = sqrt(2), the simplex's diameter
+    x_hat = torch.tensor([0.5, 0.25, 0.25], dtype=D64) * torch.exp(-eta * g)
+    torch.testing.assert_close(opt.state[p]["x_hat"], x_hat / x_hat.sum(), rtol=1e-14,
+                               atol=1e-15)
+
+
 # -- resuming ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("make,values", [
     (lambda ps: OptimisticOMD(ps, lr=None, diameter=2.0, grad_bound=3.0, domain=Ball(1.0)),
