@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stochstep.optimizers import CSMD, OptimisticOMD, prox_group_l2_, prox_l1_
-from stochstep.optimizers.domains import Ball
+from stochstep.optimizers.domains import Ball, Box
 from stochstep.optimizers.online import MAX_ONS_DIM
 
 D64 = torch.float64
@@ -269,6 +269,21 @@ def test_prox_then_project_is_the_exact_prox_on_a_centred_ball(prox):
                [cp.norm(v, 2) <= radius]).solve(solver=cp.CLARABEL, tol_gap_abs=1e-10,
                                                  tol_gap_rel=1e-10, tol_feas=1e-10)
     torch.testing.assert_close(got, torch.as_tensor(v.value), rtol=0, atol=1e-5)
+
+
+def test_prox_l1_then_box_is_the_exact_prox():
+    """argmin over a box of tau ||x||_1 + ||x - y||^2 / 2, entry by entry on a fine grid,
+    equals clip(soft-threshold(y)): both act coordinatewise."""
+    y = torch.tensor([-2.0, -0.3, 0.4, 1.5, 3.0], dtype=D64)
+    low = torch.tensor([-1.0, 0.1, -1.0, -1.0, 2.5], dtype=D64)   # [0.1, 1]: 0 outside
+    high = torch.tensor([1.0, 1.0, 1.0, 1.2, 4.0], dtype=D64)
+    x = [y.clone()]
+    prox_l1_(x, 0.5)
+    Box(low, high).project_(x)
+    for xi, yi, lo, hi in zip(x[0], y, low, high):
+        grid = torch.linspace(float(lo), float(hi), 100_001, dtype=D64)
+        best = grid[(0.5 * grid.abs() + 0.5 * (grid - yi) ** 2).argmin()]
+        assert xi.item() == pytest.approx(best.item(), abs=1e-4)
 
 
 # -- bad input -------------------------------------------------------------------------------
