@@ -20,6 +20,7 @@ from torch import Tensor
 
 from stochstep.optimizers.domains import Ball, Domain, check_domain, get_mirror
 from stochstep.stepping.checks import check_int
+from stochstep.stepping.kernels import _mul_, blocks
 from stochstep.stepping.optimizer import (KernelOptimizer, check_flag, check_lr,
                                           check_nonnegative, check_positive)
 from stochstep.stepping.registry import AlgorithmInfo, register
@@ -158,11 +159,7 @@ class _MirrorOptimizer(KernelOptimizer):
             raise ValueError(f"{type(self).__name__}: the parameters of a param group are one "
                              "vector x and must share one dtype and device; got "
                              f"{sorted(map(str, kinds))}")
-        self._before_step(group)
         super()._step_group(group, draws)
-
-    def _before_step(self, group) -> None:
-        """Checks that need the round about to be played; raise before anything changes."""
 
     def _state_names(self, group):
         return self.state_names
@@ -183,7 +180,7 @@ class _MirrorOptimizer(KernelOptimizer):
     def _group_round(self, group) -> int:
         """The round t the group's next step plays: one more than the largest step count of
         its parameters with a gradient (all equal when each gets one at every step)."""
-        return 1 + max((int(self.state[p]["step"]) for p in group["params"]
+        return 1 + max((int(self.state[p]["step"]) for p in group.get("params", ())
                         if p.grad is not None and self.state.get(p)), default=0)
 
 
@@ -299,7 +296,8 @@ class OptimisticOMD(_MirrorOptimizer):
         if group["strong_convexity"] is not None and group["exp_concavity"] is not None:
             raise ValueError("strong_convexity and exp_concavity are two variants: give one, "
                              f"got exp_concavity={group['exp_concavity']!r} as well")
-        domain_diameter = getattr(self.domain, "diameter", math.inf)
+        # (the simplex for mirror="entropy" with domain=None)
+        domain_diameter = getattr(self._mirror.domain_for(self.domain), "diameter", math.inf)
         if group["diameter"] is None and math.isfinite(domain_diameter):
             group["diameter"] = float(domain_diameter)
         if group["lr"] is None and variant != "strong_convexity":
@@ -355,21 +353,31 @@ class OptimisticOMD(_MirrorOptimizer):
         return eta
 
     def _update(self, group, params, grads, states, steps, noises):
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
         if group["exp_concavity"] is not None:
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads)
             return self._ons_update(group, params[0], grads[0], states)
         t = max(steps)
         x_hats, hints, sq_dev_sums = states["x_hat"], states["hint"], states["sq_dev_sum"]
         self_confident = group["lr"] is None and group["strong_convexity"] is None
         v = _sum_of(sq_dev_sums) if self_confident else None
-        self._mirror.step_(x_hats, x_hats, grads, self._eta(group, t, v), self.domain)
+        eta = self._eta(group, t, v)
+
+        def eta_next():   # eta_{t+1}, from V_t once the deviations are added
+            return self._eta(group, t + 1, _sum_of(sq_dev_sums) if self_confident else None)
+
+        radius = _blockable_radius(self.mirror, self.domain)
+        if radius is not None:
+            return _optimistic_step_blocked_(params, grads, x_hats, hints, sq_dev_sums, eta,
+                                             eta_next, radius, group["maximize"])
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
+        self._mirror.step_(x_hats, x_hats, grads, eta, self.domain)
         deviations = torch._foreach_sub(grads, hints)
         norms = torch._foreach_norm(deviations)
         torch._foreach_addcmul_(sq_dev_sums, norms, norms)
         torch._foreach_copy_(hints, grads)
-        v = _sum_of(sq_dev_sums) if self_confident else None
-        self._mirror.step_(params, x_hats, hints, self._eta(group, t + 1, v), self.domain)
+        self._mirror.step_(params, x_hats, hints, eta_next(), self.domain)
 
     def _ons_update(self, group, p, g, states):
         x_hat, hint = states["x_hat"][0], states["hint"][0]
@@ -528,14 +536,11 @@ class CSMD(_MirrorOptimizer):
             raise ValueError("prox_weight > 0 needs prox='l1' or 'group_l2', got "
                              f"prox_weight={group['prox_weight']!r} with prox=None")
         check_flag("maximize", group["maximize"])
-
-    def _before_step(self, group):
-        horizon = group["horizon"]
-        if group["schedule"] in ("constant", "linear_decay"):
+        if schedule in ("constant", "linear_decay"):   # checked before any group steps
             t = self._group_round(group)
-            if t > horizon:
-                raise ValueError(f"CSMD: step {t} is past horizon={horizon} (schedule="
-                                 f"{group['schedule']!r} is defined for t = 1..horizon)")
+            if t > group["horizon"]:
+                raise ValueError(f"step {t} is past horizon={group['horizon']} (schedule="
+                                 f"{schedule!r} is defined for t = 1..horizon)")
 
     def _eta(self, group, t: float) -> float:
         lr, schedule, horizon = group["lr"], group["schedule"], group["horizon"]
@@ -552,16 +557,95 @@ class CSMD(_MirrorOptimizer):
         return eta
 
     def _update(self, group, params, grads, states, steps, noises):
-        if group["maximize"]:
-            grads = torch._foreach_neg(grads)
         eta = self._eta(group, max(steps))
-        if group["prox"] is None:
+        sign = -1.0 if group["maximize"] else 1.0
+        radius = _blockable_radius(self.mirror, self.domain)
+        if group["prox"] is None and radius is not None:
+            _ball_step_blocked_(params, grads, sign * eta, radius)
+        elif group["prox"] is None:
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads)
             self._mirror.step_(params, params, grads, eta, self.domain)
-            return
-        torch._foreach_add_(params, grads, alpha=-eta)
-        PROXES[group["prox"]](params, eta * group["prox_weight"])
-        if self.domain is not None:
-            self.domain.project_(params)
+        else:
+            torch._foreach_add_(params, grads, alpha=-sign * eta)
+            PROXES[group["prox"]](params, eta * group["prox_weight"])
+            if self.domain is not None:
+                self.domain.project_(params)
+
+
+# -- the Euclidean steps on R^d or a ball centred at 0, cache-blocked --------------------------
+# A step onto a ball needs the joint norm of the new point before it can scale it: as separate
+# foreach passes that is one more read of every array from memory. Here each cache-sized block
+# (stepping.kernels.blocks) is updated and its norm taken while it is in cache; the scaling,
+# only when the ball bites, is one more pass. Same math as the mirror map's step.
+def _blockable_radius(mirror: str, domain) -> float | None:
+    """The radius when the Euclidean step onto ``domain`` takes the blocked path (math.inf for
+    no domain), None otherwise."""
+    if mirror != "euclidean":
+        return None
+    if domain is None:
+        return math.inf
+    if type(domain) is Ball and domain.center is None:
+        return domain.radius
+    return None
+
+
+def _scale_into_ball_(tensors: list[Tensor], block_norms: list[Tensor], radius: float) -> None:
+    """Scale ``tensors`` onto the ball when the norm of their joint vector (the norm of the
+    norms of its blocks) exceeds ``radius``, as :class:`Ball`'s projection does."""
+    if radius == math.inf or not block_norms:
+        return
+    factor = radius / torch.linalg.vector_norm(torch.stack(block_norms)).clamp_min(radius)
+    if factor.item() < 1:
+        _mul_(tensors, factor)
+
+
+def _ball_step_blocked_(params, grads, eta, radius) -> None:
+    """params = Pi(params - eta grads)."""
+    norms = []
+    for (p, g), _ in blocks([params, grads]):
+        torch._foreach_add_(p, g, alpha=-eta)
+        if radius != math.inf:
+            norms += torch._foreach_norm(p)
+    _scale_into_ball_(params, norms, radius)
+
+
+def _optimistic_step_blocked_(params, grads, x_hats, hints, sq_dev_sums, eta, eta_next, radius,
+                              maximize) -> None:
+    """One OptimisticOMD round in two blocked passes (plus a scaling per bite): x_hat, the
+    deviation and the hint in the first, the play in the second. ``eta_next()`` gives
+    eta_{t+1} once the squared deviations are added to ``sq_dev_sums``."""
+    sign = -1.0 if maximize else 1.0
+    hat_norms, dev_norms, owners = [], [], []
+    for (x_hat, g, hint), block_owners in blocks([x_hats, grads, hints], range(len(params))):
+        torch._foreach_add_(x_hat, g, alpha=-sign * eta)
+        if radius != math.inf:
+            hat_norms += torch._foreach_norm(x_hat)
+        torch._foreach_add_(hint, g, alpha=-sign)   # M_t - g_t: same norm as g_t - M_t
+        dev_norms += torch._foreach_norm(hint)
+        owners += block_owners
+        torch._foreach_copy_(hint, g)
+        if maximize:
+            torch._foreach_neg_(hint)
+    # a parameter cut into several blocks: the squares of its blocks' norms add up
+    dev_sq = torch.zeros(len(params), dtype=dev_norms[0].dtype, device=dev_norms[0].device)
+    dev_sq.index_add_(0, torch.tensor(owners, dtype=torch.long, device=dev_sq.device),
+                      torch.stack(dev_norms) ** 2)
+    torch._foreach_add_(sq_dev_sums, list(dev_sq.unbind()))
+    hat_factor = None
+    if hat_norms:
+        hat_factor = radius / torch.linalg.vector_norm(torch.stack(hat_norms)).clamp_min(radius)
+        hat_factor = hat_factor if hat_factor.item() < 1 else None
+    step = eta_next()
+    play_norms = []
+    for (p, x_hat, hint), _ in blocks([params, x_hats, hints]):
+        if hat_factor is not None:
+            _mul_(x_hat, hat_factor)
+        for out, centre, direction in zip(p, x_hat, hint):   # one pass, not copy then add
+            torch.add(centre, direction, alpha=-step, out=out)
+        if radius != math.inf:
+            play_norms += torch._foreach_norm(p)
+    _scale_into_ball_(params, play_norms, radius)
 
 
 # -- hand-computed references for the conformance suite ----------------------------------------

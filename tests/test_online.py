@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stochstep.optimizers import CSMD, OptimisticOMD, prox_group_l2_, prox_l1_
-from stochstep.optimizers.domains import Ball
+from stochstep.optimizers.domains import Ball, Box
 from stochstep.optimizers.online import MAX_ONS_DIM
 
 D64 = torch.float64
@@ -115,6 +115,31 @@ def test_exp_concave_projection_on_a_ball_is_the_u_norm_projection():
     assert got.norm().item() == pytest.approx(0.5, abs=1e-12)
 
 
+@pytest.mark.parametrize("cls,kwargs", [
+    (OptimisticOMD, dict(lr=None, diameter=2.0, grad_bound=3.0)),
+    (OptimisticOMD, dict(lr=0.4, maximize=True)),
+    (CSMD, dict(lr=0.5)),
+    (CSMD, dict(lr=0.5, maximize=True)),
+])
+def test_the_blocked_ball_step_equals_the_mirror_maps(cls, kwargs):
+    """A ball centred at 0 takes the cache-blocked path; given its centre explicitly, the same
+    ball goes through the mirror map's step. Large tensors, so that blocks split them."""
+    g = torch.Generator().manual_seed(2)
+    start = [torch.randn(200_000, generator=g, dtype=D64), torch.randn(7, 3, generator=g,
+                                                                      dtype=D64)]
+    runs = []
+    for domain in (Ball(300.0), Ball(300.0, center=torch.zeros(200_021, dtype=D64))):
+        ps = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = cls(ps, domain=domain, **kwargs)
+        outward = 1.0 if kwargs.get("maximize") else -1.0   # so that the ball bites
+        for k in range(3):
+            set_grad(ps, outward * flat(ps) + 0.1 * torch.cos(flat(ps) + k))
+            opt.step()
+        runs.append(flat(ps))
+    assert runs[0].norm() == pytest.approx(300.0, rel=1e-12)   # on the sphere: the ball bit
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-12)
+
+
 # -- step-size sequences -----------------------------------------------------------------------
 def test_self_confident_step_sizes():
     """Unconstrained and 1-D: x_hat_t - x_hat_{t+1} = eta_t g_t exactly, so the sequence can be
@@ -172,7 +197,7 @@ def test_csmd_refuses_to_step_past_its_horizon_and_changes_nothing():
         x.grad = torch.ones(2)
         opt.step()
     before = x.detach().clone(), opt.state[x]["step"].clone()
-    with pytest.raises(ValueError, match=r"step 3 is past horizon=2"):
+    with pytest.raises(ValueError, match=r"group 0: step 3 is past horizon=2"):
         opt.step()
     assert torch.equal(x.detach(), before[0]) and torch.equal(opt.state[x]["step"], before[1])
 
@@ -244,6 +269,21 @@ def test_prox_then_project_is_the_exact_prox_on_a_centred_ball(prox):
                [cp.norm(v, 2) <= radius]).solve(solver=cp.CLARABEL, tol_gap_abs=1e-10,
                                                  tol_gap_rel=1e-10, tol_feas=1e-10)
     torch.testing.assert_close(got, torch.as_tensor(v.value), rtol=0, atol=1e-5)
+
+
+def test_prox_l1_then_box_is_the_exact_prox():
+    """argmin over a box of tau ||x||_1 + ||x - y||^2 / 2, entry by entry on a fine grid,
+    equals clip(soft-threshold(y)): both act coordinatewise."""
+    y = torch.tensor([-2.0, -0.3, 0.4, 1.5, 3.0], dtype=D64)
+    low = torch.tensor([-1.0, 0.1, -1.0, -1.0, 2.5], dtype=D64)   # [0.1, 1]: 0 outside
+    high = torch.tensor([1.0, 1.0, 1.0, 1.2, 4.0], dtype=D64)
+    x = [y.clone()]
+    prox_l1_(x, 0.5)
+    Box(low, high).project_(x)
+    for xi, yi, lo, hi in zip(x[0], y, low, high):
+        grid = torch.linspace(float(lo), float(hi), 100_001, dtype=D64)
+        best = grid[(0.5 * grid.abs() + 0.5 * (grid - yi) ** 2).argmin()]
+        assert xi.item() == pytest.approx(best.item(), abs=1e-4)
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -327,6 +367,18 @@ def test_entropy_mirror_steps_multiplicatively(cls):
         once = once * torch.exp(-0.5 * g)
         once /= once.sum()
     torch.testing.assert_close(p.detach(), once, rtol=1e-14, atol=1e-15)
+
+
+def test_entropy_mirror_with_self_confident_steps_takes_the_simplex_diameter():
+    p = torch.nn.Parameter(torch.tensor([0.5, 0.25, 0.25], dtype=D64))
+    opt = OptimisticOMD([p], lr=None, grad_bound=1.0, mirror="entropy")
+    g = torch.tensor([1.0, -1.0, 0.0], dtype=D64)
+    p.grad = g.clone()
+    opt.step()
+    eta = math.sqrt(2) / math.sqrt(1 + 4)   # D = sqrt(2), the simplex's diameter
+    x_hat = torch.tensor([0.5, 0.25, 0.25], dtype=D64) * torch.exp(-eta * g)
+    torch.testing.assert_close(opt.state[p]["x_hat"], x_hat / x_hat.sum(), rtol=1e-14,
+                               atol=1e-15)
 
 
 # -- resuming ----------------------------------------------------------------------------------

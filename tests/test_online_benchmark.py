@@ -26,6 +26,22 @@ def test_quick_run_reports_the_cvxpy_case_and_its_target(one_thread):
     assert "python -m benchmarks online --rounds 2 --quick" in section
 
 
+def test_ball_step_contenders_step_inside_the_ball(one_thread):
+    """Case (b)'s contenders on small shapes: each step runs, and the constrained optimizers'
+    points stay in the ball that bites."""
+    calls = bench.ball_step_contenders(0.5, shapes=[(6, 5), (5,), (300_000,)])
+    assert bench.SGD in calls and len(calls) == 4
+    for _ in range(2):
+        for call in calls.values():
+            call()
+    for name, call in calls.items():
+        opt = call.__self__
+        if name != bench.SGD:
+            radius = opt.domain.radius
+            norm = torch.stack([p.detach().norm() for p in opt.param_groups[0]["params"]]).norm()
+            assert norm <= radius * (1 + 1e-6)
+
+
 def test_benchmark_cli_knows_online():
     from benchmarks.__main__ import SUITES
     assert SUITES["online"] == "benchmarks.online"
