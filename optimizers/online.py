@@ -235,8 +235,8 @@ class OptimisticOMD(_MirrorOptimizer):
         params: parameters or parameter groups; each group is one vector :math:`x`.
         lr: a constant :math:`\eta` (a number >= 0 or a 1-element tensor), or None for the
             self-confident tuning (which needs ``diameter`` and ``grad_bound``; schedulers
-            then have no lr to change), the strongly convex or the exp-concave variant.
-            Required: the default tuning needs constants only the user knows.
+            then have no lr to change), the strongly convex or the exp-concave variant
+            (the default: the paper's tuning, given ``diameter`` and ``grad_bound``).
         diameter: :math:`D`; None takes the domain's ``diameter`` when it is finite (for
             ``domain=None``, :math:`\mathbb{R}^d`, give that of a ball holding the
             comparator).
@@ -269,7 +269,7 @@ class OptimisticOMD(_MirrorOptimizer):
 
     state_names = ("x_hat", "hint", "sq_dev_sum")
 
-    def __init__(self, params, lr: float | None, *, diameter: float | None = None,
+    def __init__(self, params, lr: float | None = None, *, diameter: float | None = None,
                  grad_bound: float | None = None, delta: float = 1.0,
                  strong_convexity: float | None = None, exp_concavity: float | None = None,
                  smoothness: float | None = None, domain: Domain | None = None,
