@@ -16,6 +16,7 @@ SUITES = {
     "cbo": "benchmarks.cbo",
     "policy_gradient": "benchmarks.policy_gradient",
     "compile": "benchmarks.compile",
+    "online": "benchmarks.online",
 }
 
 

@@ -4,8 +4,13 @@ from stochstep.optimizers.diffgrad import DiffGrad
 from stochstep.optimizers.sgmcmc import PSGLD, SGHMC, SGLD
 from stochstep.optimizers.cbo import CBO, cbo_minimize, cbs_sample
 from stochstep.optimizers.srrw import SASRRW, simulate_token
+from stochstep.optimizers.domains import Ball, Box, CvxpySet, L1Ball, Simplex
+from stochstep.optimizers.online import (CSMD, OptimisticOMD, prox_group_l2_,
+                                          prox_l1_)
 from stochstep.optimizers.policy_gradient import (HARPG, NPGIGT, NSGDM, VanillaPG,
                                                    hessian_vector_estimate)
 
-__all__ = ["CBO", "DiffGrad", "HARPG", "NPGIGT", "NSGDM", "PSGLD", "SGHMC", "SGLD", "SASRRW",
-           "VanillaPG", "cbo_minimize", "cbs_sample", "hessian_vector_estimate", "simulate_token"]
+__all__ = ["Ball", "Box", "CBO", "CSMD", "CvxpySet", "DiffGrad", "HARPG", "L1Ball", "NPGIGT",
+           "NSGDM", "OptimisticOMD", "PSGLD", "SGHMC", "SGLD", "SASRRW", "Simplex", "VanillaPG",
+           "cbo_minimize", "cbs_sample", "hessian_vector_estimate", "prox_group_l2_",
+           "prox_l1_", "simulate_token"]

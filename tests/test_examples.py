@@ -134,3 +134,32 @@ def test_policy_gradient_training_stops_when_the_weights_diverge(monkeypatch):
     curve = train("CartPole-v1", "poisoned", 0, 40, 4, 0.99,
                   methods={"poisoned": (lambda ps, g: Poisoned(ps, lr=0.1), True)})
     assert [n for n, _ in curve] == [4]
+
+
+def test_online_sea_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "online_sea.py"), "--quick", "--no-progress",
+         "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("online_sea_regret.png", "online_sea_portfolio.png"):
+        png = tmp_path / name
+        assert png.is_file() and png.stat().st_size > 0
+    assert "optimistic OMD" in proc.stdout and "BCRP (hindsight)" in proc.stdout, proc.stdout
+    # the best constant rebalanced portfolio is the best of the strategies in hindsight
+    rows = {line[:32].strip(): line.split()[-1] for line in proc.stdout.splitlines()
+            if line.startswith(("optimistic OMD (entropy)", "exponentiated gradient",
+                                "uniform CRP", "best single asset"))}
+    assert len(rows) == 4 and all(float(v) >= -1e-6 for v in rows.values()), rows
+
+
+def test_sparse_regression_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sparse_regression.py"), "--quick",
+         "--no-progress", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "sparse_regression.png"
+    assert png.is_file() and png.stat().st_size > 0
+    found = [line for line in proc.stdout.splitlines() if "true support found" in line]
+    assert len(found) == 5 and all("found 5/5" in line for line in found), proc.stdout

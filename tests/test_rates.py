@@ -329,6 +329,47 @@ def test_last_iterate_without_noise_is_deterministic_gradient_descent():
     assert (res.stderr == 0).all()
 
 
+@pytest.mark.parametrize("schedule, step", [
+    ("constant", lambda t, T: 1.0 / math.sqrt(T)),
+    ("sqrt", lambda t, T: 1.0 / math.sqrt(t)),
+    ("linear", lambda t, T: (T - t + 1) / T**1.5),
+    ("inverse", lambda t, T: 1.0 / t)])
+def test_last_iterate_named_schedules_are_the_stated_steps(schedule, step):
+    """Without noise each coordinate of least squares contracts exactly:
+    x_T = x_0 prod_{t<=T} (1 - lambda eta_t), with eta_t written out here; the runs go through
+    CSMD's schedules, so a wrong mapping of a name fails here."""
+    p = least_squares_problem(3, noise=0.0, mu=0.25, start=2.0)
+    res = last_iterate_gap(p, schedule, [4, 9], runs=2, generator=gen(0), lr=0.8)
+    lam = torch.logspace(math.log10(0.25), 0, 3, dtype=F64)
+    for T, gap in zip((4, 9), res.gaps):
+        x = torch.full((3,), 2.0, dtype=F64)
+        for t in range(1, T + 1):
+            x = x * (1 - lam * 0.8 * step(t, T))
+        assert gap.item() == pytest.approx(0.5 * (lam * x * x).sum().item(), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_last_iterate_linear_decay_has_no_log_factor_on_a_nonsmooth_problem(one_thread):
+    """Liu & Zhou: on Lipschitz (non-smooth) problems the linear decay lr (T - t + 1)/T^1.5
+    gives O(1/sqrt T) with no log T, where lr/sqrt(t) carries log T / sqrt(T) in the bound.
+    Measured on ||x||_1 with Gaussian noise (d = 10, sigma = 1, 200 runs), sqrt(T) x gap over
+    T = 2^8, 2^10, 2^12, 2^14: linear decay 0.116, 0.0287, 0.00697, 0.00178 (falling like
+    1/T: the gap tracks the final step lr/T^1.5, faster than the bound), lr/sqrt(t) 10.23,
+    9.92, 9.95, 9.93: flat (lr/sqrt(T) constant: 9.94, 9.90, 10.04, 10.12). The bound's log
+    factor would raise the latter by log(2^14)/log(2^8) = 1.75; it does not show on this
+    problem (the iterate tracks the equilibrium of its current step, whose width
+    ~ eta_T sigma^2 has no log), so the issue's "sqrt_t rises" is not observed
+    here; the constructions that show it are worst cases (Harvey et al. 2019: d = T)."""
+    horizons = [2**8, 2**10, 2**12, 2**14]
+    scaled = {}
+    for schedule in ("linear", "sqrt"):
+        res = last_iterate_gap("l1", schedule, horizons, runs=200, generator=gen(0))
+        scaled[schedule] = res.gaps * res.horizons.sqrt()
+    assert (scaled["linear"].diff() < 0).all(), scaled               # never rises
+    assert loglog_slope(horizons, scaled["linear"]).slope == pytest.approx(-1.0, abs=0.05)
+    assert scaled["sqrt"].max() / scaled["sqrt"].min() < 1.05, scaled  # flat: no log visible
+
+
 def test_problems():
     p = l1_problem(4, noise=0.3, start=-2.0)
     assert isinstance(p, StochasticProblem)

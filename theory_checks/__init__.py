@@ -9,6 +9,10 @@ from stochstep.theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_de
                                                    wasserstein2_1d)
 from stochstep.theory_checks.hessian import (HessianTrace, SpectralDensity, hessian_trace,
                                              loss_from_model, spectral_density, top_eigenvalues)
+from stochstep.theory_checks.online import (SEA_DRIFTS, SEA_SWEEP, AdaptivityCheck,
+                                            RegretScaling, SEAInstance, ogd_does_not_adapt,
+                                            play_ogd, play_optimistic_omd, regret,
+                                            sea_quadratic, sea_regret_scaling)
 from stochstep.theory_checks.properties import (assert_converges, assert_diverges_above,
                                                 assert_linear_rate, assert_monotone_loss,
                                                 assert_same_trajectory, run_optimizer)
@@ -36,6 +40,9 @@ __all__: list[str] = [
     "suggest_lr",
     "OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
     "wasserstein2_1d",
+    "SEA_DRIFTS", "SEA_SWEEP", "AdaptivityCheck", "RegretScaling", "SEAInstance",
+    "ogd_does_not_adapt", "play_ogd", "play_optimistic_omd", "regret", "sea_quadratic",
+    "sea_regret_scaling",
     "assert_converges", "assert_diverges_above", "assert_linear_rate", "assert_monotone_loss",
     "assert_same_trajectory", "run_optimizer",
     "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model", "spectral_density",

@@ -12,7 +12,8 @@ r"""Rate fits and two of the papers' rate claims as runnable experiments.
   prints the numbers.)
 * :func:`last_iterate_gap` measures ``E f(x_T) - f*`` of the *last* SGD iterate against the
   horizon ``T`` for the step-size schedules of Liu and Zhou's last-iterate analysis, on
-  unconstrained problems with Gaussian (unbounded) gradient noise, and fits the log-log slope.
+  unconstrained problems with Gaussian (unbounded) gradient noise, and fits the log-log slope;
+  the iterates are :class:`~stochstep.optimizers.online.CSMD` steps.
 
 References:
     Sclocchi, Geiger, Wyart. "Dissecting the Effects of SGD Noise in Distinct Regimes of Deep
@@ -39,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from stochstep.optimizers.online import CSMD
 from stochstep.stepping.checks import (check_flag, check_int, check_nonnegative, check_positive,
                                        check_real)
 from stochstep.stepping.noise import make_generator
@@ -478,13 +480,20 @@ def least_squares_problem(dim: int = 10, *, noise: float = 1.0, mu: float = 0.0,
 
 
 #: Built-in step-size schedules: ``rule(t, T, lr) -> eta_t`` for steps ``t = 1..T``, with ``t``
-#: and ``T`` float64 tensors that broadcast against each other.
+#: and ``T`` float64 tensors that broadcast against each other. :func:`last_iterate_gap` runs
+#: them as CSMD's ``"constant"``, ``"sqrt_t"``, ``"linear_decay"`` and ``"inv_t"`` (mu = 1).
 STEP_SCHEDULES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
     "constant": lambda t, T, lr: lr / T.sqrt() + 0 * t,         # lr / sqrt(T), horizon-aware
     "sqrt": lambda t, T, lr: lr / t.sqrt() + 0 * T,             # lr / sqrt(t), anytime
     "linear": lambda t, T, lr: lr * (1 - (t - 1) / T) / T.sqrt(),  # linear decay to lr/T^1.5
     "inverse": lambda t, T, lr: lr / t + 0 * T,                 # lr / t, anytime
 }
+
+
+# The same schedules as CSMD options (stochstep.optimizers.online.CSMD runs them).
+_CSMD_SCHEDULES = {"constant": dict(schedule="constant"), "sqrt": dict(schedule="sqrt_t"),
+                   "linear": dict(schedule="linear_decay"),
+                   "inverse": dict(schedule="inv_t", strong_convexity=1.0)}
 
 
 class LastIterateGaps(NamedTuple):
@@ -504,7 +513,8 @@ def last_iterate_gap(problem: StochasticProblem | str,
                      schedule: str | Callable[[Tensor, Tensor], Tensor],
                      horizons: Sequence[int], *, runs: int, generator: torch.Generator | None,
                      lr: float = 1.0, progress: bool = False) -> LastIterateGaps:
-    r"""Optimality gap of the last SGD iterate against the horizon ``T``, with a log-log fit.
+    r"""Optimality gap of the last SGD (CSMD) iterate against the horizon ``T``, with a log-log
+    fit.
 
     For each horizon ``T`` (runs of all horizons advance together), from ``x_0``:
 
@@ -563,8 +573,10 @@ def last_iterate_gap(problem: StochasticProblem | str,
         if schedule not in STEP_SCHEDULES:
             raise ValueError(f"schedule must be a callable or one of {sorted(STEP_SCHEDULES)}, "
                              f"got {schedule!r}")
-        rule = STEP_SCHEDULES[schedule]
+        named = _CSMD_SCHEDULES[schedule]
     elif callable(schedule):
+        named = None
+
         def rule(t, T, lr):
             return lr * torch.as_tensor(schedule(t, T), dtype=_F64)
     else:
@@ -580,18 +592,33 @@ def last_iterate_gap(problem: StochasticProblem | str,
 
     T = torch.tensor(horizons, dtype=_F64)
     H, d, t_max = len(horizons), problem.x0.numel(), max(horizons)
-    t = torch.arange(1, t_max + 1, dtype=_F64)[None, :]
-    eta = torch.broadcast_to(rule(t, T[:, None], lr), (H, t_max))
-    eta = torch.where(t <= T[:, None], eta, 0.0)          # horizon h stops after T_h steps
-    if not torch.isfinite(eta).all() or (eta < 0).any():
-        raise ValueError("schedule must give finite step sizes >= 0")
+    if named is None:
+        t = torch.arange(1, t_max + 1, dtype=_F64)[None, :]
+        eta = torch.broadcast_to(rule(t, T[:, None], lr), (H, t_max))
+        if not torch.isfinite(eta).all() or (eta < 0).any():
+            raise ValueError("schedule must give finite step sizes >= 0")
+    # One CSMD param group per horizon (the known-horizon schedules differ by T); within a
+    # group the runs are the rows of one parameter, which is exact because CSMD without a
+    # domain or prox acts on each coordinate alone. The groups are slices of one tensor x, and
+    # their gradients slices of one tensor g, so the oracle is one call per step for all.
     x = problem.x0.expand(H, runs, d).clone()
+    g = torch.zeros_like(x)
+    params = list(x.unbind(0))
+    groups = [{"params": [p], "horizon": h} for p, h in zip(params, horizons)]
+    if named is None:      # a callable: CSMD's lr / sqrt(T) with lr = eta_t sqrt(T) each step
+        opt = CSMD(groups, lr=lr, schedule="constant", horizon=t_max)
+    else:
+        opt = CSMD(groups, lr=lr, horizon=t_max, **named)
     sigma = problem.noise
     for k in tqdm(range(t_max), desc="last iterate", disable=not progress):
-        g = problem.grad(x)
+        g.copy_(problem.grad(x))
         if sigma > 0:
-            g = g + sigma * torch.randn(x.shape, generator=generator, dtype=_F64)
-        x -= eta[:, k, None, None] * g
+            g.add_(torch.randn(x.shape, generator=generator, dtype=_F64), alpha=sigma)
+        for h, (p, group) in enumerate(zip(params, opt.param_groups)):
+            p.grad = g[h] if k < horizons[h] else None       # horizon h stops after T_h steps
+            if named is None:
+                group["lr"] = eta[h, k].item() * math.sqrt(horizons[h])
+        opt.step()
     gap = problem.value(x) - problem.f_star                       # (H, runs)
     if not torch.isfinite(gap).all():
         raise FloatingPointError("the iterates diverged; lower lr")
