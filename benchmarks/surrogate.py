@@ -186,7 +186,8 @@ def compare(problem: Problem, batch_size: int, grids: dict, seeds) -> tuple[list
     target = (f"{problem.name}, batch {batch_size}: {best['SSO']} reaches the loss of "
               f"{best['SGD']} after {CALLS} calls ({level:.5f}) in "
               f"{reach if reach is not None else f'more than {CALLS}'} calls "
-              f"(target <= {TARGET_CALLS}) {verdict}; "
+              f"(target <= {TARGET_CALLS}) {verdict}; that SGD itself first reached it after "
+              f"{calls_to_reach(curves[best['SGD']], level)}; "
               f"{best['Adam']}: {calls_to_reach(curves[best['Adam']], level) or f'> {CALLS}'}")
     lines = [f"\n### {problem.name}, batch size {batch_size}, {len(seeds)} seed(s)\n",
              f"full training loss at start {curves[best['SGD']][0]:.5f}; SGD's best after "
@@ -210,7 +211,10 @@ def run(rounds: int | None, quick: bool) -> str:
                f"{k} in {{{', '.join(f'{v:g}' for v in values)}}}" for k, values in g.items())
                for method, g in grids.items())
            + " (L: the minibatch loss's smoothness in the targets); SSO with its default "
-           "Armijo inner line search"]
+           "Armijo inner line search",
+           "- a run's ms include the full-loss evaluation after every call; the SSO column "
+           "\"model evals\" counts its closure calls (cheap: inner steps and line-search "
+           "trials)"]
     targets = []
     for problem in problems():
         for batch_size in batch_sizes:

@@ -15,7 +15,7 @@ def test_minibatches_cover_each_epoch_without_replacement():
     assert len(set(epoch)) == 9        # three batches of one epoch: nine distinct examples
 
 
-def test_sso_counts_one_expensive_call_per_step_and_reaches_the_plain_solution():
+def test_runs_count_expensive_calls_and_model_evaluations():
     problem = bench.problems()[1]
     batches = bench.minibatches(len(problem.X), 125, 5, seed=0)
     curve, model_evals = bench.run_sso(problem, dict(target_lr=12.5, inner_steps=10), batches)
