@@ -141,3 +141,53 @@ def test_sparse_regression_runs(tmp_path):
     assert png.is_file() and png.stat().st_size > 0
     found = [line for line in proc.stdout.splitlines() if "true support found" in line]
     assert len(found) == 5 and all("found 5/5" in line for line in found), proc.stdout
+
+
+def import_example(name):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+
+
+def test_sso_imitation_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sso_imitation.py"), "--quick",
+         "--no-progress", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "sso_imitation.png"
+    assert png.is_file() and png.stat().st_size > 0
+    rows = [line for line in proc.stdout.splitlines()
+            if line.startswith(("SSO (m=10)", "SSO (m=50)", "SGD ", "Adam "))]
+    assert len(rows) == 4 and all(line.count("/2)") == 2 for line in rows), proc.stdout
+
+
+def test_sso_imitation_expert_balances_the_full_episode():
+    import gymnasium
+    import torch
+    from stochstep.optimizers.policy_gradient import rollout
+    example = import_example("sso_imitation")
+    env = gymnasium.make_vec("CartPole-v1", num_envs=10, vectorization_mode="sync")
+    batch = rollout(env, example.Expert(), 500, generator=torch.Generator().manual_seed(0))
+    assert batch.rewards.sum(1).tolist() == [500.0] * 10     # CartPole-v1's limit, every episode
+    # the PD rule by hand: theta + 0.5 theta_dot > 0 pushes right (1)
+    states = torch.tensor([[0.0, 0.0, 0.1, -0.1], [0.0, 0.0, 0.1, -0.3], [5.0, 5.0, -0.1, 0.3]])
+    assert example.expert_actions(states).tolist() == [1, 0, 1]
+
+
+def test_sso_imitation_reads_the_cost_of_reaching_a_return_off_the_curve():
+    import torch
+    example = import_example("sso_imitation")
+    curve = [(0, 0, 9.0), (40, 1, 150.0), (90, 2, 200.0), (300, 3, 120.0), (800, 4, 500.0)]
+    assert example.first_reaching(curve, 195) == (90, 2)
+    assert example.first_reaching(curve, 475) == (800, 4)
+    assert example.first_reaching(curve, 501) is None
+    other = [(0, 0, 20.0), (100, 1, 300.0)]
+    assert example.summary([curve, other], 195) == f"{95:>9.0f} / {1.5:>5.1f} (2/2)"
+    assert example.summary([other], 400).strip() == "never (0/1)"
+    # step functions: the value of the last evaluation at or before each grid point
+    mean, low, high = example.band([curve, other], torch.tensor([0.0, 50.0, 100.0]))
+    assert mean.tolist() == [14.5, 85.0, 250.0]
+    assert low[0] <= mean[0] <= high[0]
