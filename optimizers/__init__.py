@@ -9,8 +9,10 @@ from stochstep.optimizers.online import (CSMD, OptimisticOMD, prox_group_l2_,
                                           prox_l1_)
 from stochstep.optimizers.policy_gradient import (HARPG, NPGIGT, NSGDM, VanillaPG,
                                                    hessian_vector_estimate)
+from stochstep.optimizers.surrogate import SSO
 
 __all__ = ["Ball", "Box", "CBO", "CSMD", "CvxpySet", "DiffGrad", "HARPG", "L1Ball", "NPGIGT",
-           "NSGDM", "OptimisticOMD", "PSGLD", "SGHMC", "SGLD", "SASRRW", "Simplex", "VanillaPG",
+           "NSGDM", "OptimisticOMD", "PSGLD", "SGHMC", "SGLD", "SASRRW", "SSO", "Simplex",
+           "VanillaPG",
            "cbo_minimize", "cbs_sample", "hessian_vector_estimate", "prox_group_l2_",
            "prox_l1_", "simulate_token"]
