@@ -141,9 +141,12 @@ class SSO(KernelOptimizer):
     :math:`\eta'` an inverse step: a rescaling (by :math:`2\eta_t/(np)` with
     :math:`\eta' = 1/(2\eta_t)`) that changes the Armijo steps but not the minimizer. The
     code's per-epoch expansion of the inner step (a factor :math:`2^{1/\text{batches per
-    epoch}}` per inner step) is left out: it needs the epoch's length. ``target_lr`` is the
-    paper's :math:`\eta`; the code's "optimal" values are :math:`1/L` of the loss (for a
-    mean squared error :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`).
+    epoch}}` per inner step) is left out: it needs the epoch's length, and the inner loop
+    stops on a small gradient before its step rather than after it. ``target_lr`` is the
+    paper's :math:`\eta`, whose natural scale is :math:`1/L` (for a mean squared error
+    :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). It is not torch's ``lr``,
+    so ``torch.optim.lr_scheduler`` does not drive it: use ``schedule``, or set
+    ``param_groups[i]["target_lr"]`` (checked again at every step).
 
     Gradients are taken with ``torch.autograd.grad``: ``.grad`` is never read or written, and
     a parameter the targets do not depend on is not moved. Float16/bfloat16 targets and
@@ -281,31 +284,31 @@ class SSO(KernelOptimizer):
         trial = ARMIJO_INITIAL_STEP
         for _ in range(inner_steps):
             value, grads = surrogate(True)
-            moving = [(p, g) for p, g in zip(params, grads) if g is not None]
+            moving = [(p, g, r) for p, g, r in zip(params, grads, rates) if g is not None]
             # the update in float32 at least: half-precision parameters are rounded once
             starts = [p.detach().to(torch.promote_types(p.dtype, torch.float32), copy=True)
-                      for p, _ in moving]
-            grads_w = [g.to(x.dtype) for x, (_, g) in zip(starts, moving)]
+                      for p, _, _ in moving]
+            grads_w = [g.to(x.dtype) for x, (_, g, _) in zip(starts, moving)]
 
-            def move(scales):
-                for (p, _), x, g, s in zip(moving, starts, grads_w, scales):
-                    p.copy_(x - s * g)
+            def move(step=None):   # theta^k - step * grad; None: each group's inner_lr
+                for (p, _, rate), x, g in zip(moving, starts, grads_w):
+                    p.copy_(x - (rate if step is None else step) * g)
 
             if not line_search:
-                move([r for (p, g), r in zip(zip(params, grads), rates) if g is not None])
+                move()
                 continue
             norm_sq = sum(float(g.double().square().sum()) for g in grads_w)
             if math.sqrt(norm_sq) <= INNER_GRAD_TOL:
                 break
             for _ in range(ARMIJO_MAX_TRIES):
-                move([trial] * len(moving))
+                move(trial)
                 value_next, _ = surrogate(False)
                 if float(value_next) <= float(value) - ARMIJO_C * trial * norm_sq:
                     break
                 trial *= ARMIJO_BACKTRACK
                 if trial < ARMIJO_MIN_STEP:
                     break
-            move([trial] * len(moving))
+            move(trial)
 
 
 # -- the hand-computed reference the conformance suite checks against -------------------------

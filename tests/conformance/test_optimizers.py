@@ -65,13 +65,18 @@ def needs_grad(opt) -> bool:
     return "grad" in next(r for r in RECORDS if r.cls is type(opt)).requires
 
 
+def target_loss_of(info) -> tuple:
+    """The arguments after the closure of a record that requires "target_loss" (SSO's
+    ``step(closure, target_loss)``): the closure's loss value is its own one-dimensional
+    target, z = loss(), and ell(z) = z; none for the others."""
+    return (lambda z: z.sum(),) if "target_loss" in info.requires else ()
+
+
 def step_args(opt, loss):
-    """The arguments an optimizer without "grad" steps with: a closure, and for records that
-    require "target_loss" (SSO's ``step(closure, target_loss)``) the loss on its targets. The
-    loss value is then its own one-dimensional target, z = loss(), and ell(z) = z."""
-    requires = next(r for r in RECORDS if r.cls is type(opt)).requires
-    if "target_loss" in requires:
-        return loss, lambda z: z.sum()
+    """The arguments an optimizer without "grad" steps with, for the loss ``loss()``."""
+    info = next(r for r in RECORDS if r.cls is type(opt))
+    if "target_loss" in info.requires:
+        return (loss, *target_loss_of(info))
     return (closure_of(opt, loss),)
 
 
@@ -233,7 +238,7 @@ def test_step_with_closure_returns_loss(info):
             loss.backward()
         return loss
 
-    loss = opt.step(*step_args(opt, closure))
+    loss = opt.step(closure, *target_loss_of(info))
     assert isinstance(loss, torch.Tensor) and loss.item() == pytest.approx(_quad(
         torch.tensor([3.0, -2.0, 0.5])).item())
 
