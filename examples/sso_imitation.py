@@ -39,7 +39,7 @@ gives the training interactions and expensive calls at which that average return
 SSO with 100 inner steps reaches 195 with 3.3x fewer interactions than Adam and 10x fewer than
 SGD; to 475 Adam is faster and more reliable. Run from the repository root:
 
-    python examples/sso_imitation.py                 # about three minutes on one core
+    python examples/sso_imitation.py                 # 1 min on one core (3 on a busy one)
     python examples/sso_imitation.py --quick --out /tmp/sso
 """
 
