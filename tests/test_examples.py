@@ -163,3 +163,79 @@ def test_sparse_regression_runs(tmp_path):
     assert png.is_file() and png.stat().st_size > 0
     found = [line for line in proc.stdout.splitlines() if "true support found" in line]
     assert len(found) == 5 and all("found 5/5" in line for line in found), proc.stdout
+
+
+def import_example(name):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+
+
+def test_sso_imitation_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sso_imitation.py"), "--quick",
+         "--no-progress", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "sso_imitation.png"
+    assert png.is_file() and png.stat().st_size > 0
+    rows = [line for line in proc.stdout.splitlines()
+            if line.startswith(("SSO (m=1) ", "SSO (m=10) ", "SSO (m=100) ", "SGD ", "Adam "))]
+    assert len(rows) == 5 and all(line.count("/2)") == 2 for line in rows), proc.stdout
+
+
+def test_sso_imitation_expert_balances_the_full_episode():
+    import gymnasium
+    import torch
+    from stochstep.optimizers.policy_gradient import rollout
+    example = import_example("sso_imitation")
+    env = gymnasium.make_vec("CartPole-v1", num_envs=10, vectorization_mode="sync")
+    batch = rollout(env, example.Expert(), 500, generator=torch.Generator().manual_seed(0))
+    assert batch.rewards.sum(1).tolist() == [500.0] * 10     # CartPole-v1's limit, every episode
+    # the PD rule by hand: theta + 0.5 theta_dot > 0 pushes right (1)
+    states = torch.tensor([[0.0, 0.0, 0.1, -0.1], [0.0, 0.0, 0.1, -0.3], [5.0, 5.0, -0.1, 0.3]])
+    assert example.expert_actions(states).tolist() == [1, 0, 1]
+
+
+def test_sso_imitation_reads_the_cost_of_reaching_a_return_off_the_curve():
+    import torch
+    example = import_example("sso_imitation")
+    curve = [(0, 0, 9.0), (40, 1, 150.0), (90, 2, 200.0), (300, 3, 120.0), (800, 4, 500.0)]
+    assert example.first_reaching(curve, 195) == (90, 2)
+    assert example.first_reaching(curve, 475) == (800, 4)
+    assert example.first_reaching(curve, 200) == (90, 2)        # reaching includes equality
+    assert example.first_reaching(curve, 501) is None
+    other, never = [(0, 0, 20.0), (100, 1, 300.0)], [(0, 0, 20.0), (100, 1, 30.0)]
+    # the median seed (the lower of two), with a seed that never reaches counted as slowest
+    assert example.summary([other, curve], 195) == f"{90:>9.0f} / {2:>5.0f} (2/2)"
+    assert example.summary([never, curve, other], 195) == f"{100:>9.0f} / {1:>5.0f} (2/3)"
+    assert example.summary([never, never, curve], 195).strip() == "never (1/3)"
+    # step functions: the value of the last evaluation at or before each grid point
+    mean, low, high = example.band([curve, other], torch.tensor([0.0, 50.0, 100.0]))
+    assert mean.tolist() == [14.5, 85.0, 250.0]
+    assert low[0] <= mean[0] <= high[0]
+
+
+def test_sso_imitation_counts_the_learners_own_interactions(one_thread):
+    import gymnasium
+    import torch
+    from stochstep.optimizers.policy_gradient import policy_for, rollout
+    example = import_example("sso_imitation")
+    args = example.parse_args(["--quick"])
+    curve = example.train("SSO (m=10)", 0, args)
+    assert [c for _, c, _ in curve] == list(range(len(curve)))   # one expensive call per update
+    # the first call rolls out the initial learner (seed 0) with the sampler seeded 1000: its
+    # running steps, and nothing else (no evaluation steps), are the interactions counted
+    env = gymnasium.make_vec("CartPole-v1", num_envs=args.envs, vectorization_mode="sync",
+                             max_episode_steps=args.horizon)
+    policy = policy_for(env, hidden=tuple(args.hidden), generator=torch.Generator().manual_seed(0))
+    first = rollout(env, policy, args.horizon, generator=torch.Generator().manual_seed(1000))
+    assert curve[1][0] == int(first.mask.sum())
+    # the evaluation before any update: the initial learner's greedy return
+    eval_env = gymnasium.make_vec("CartPole-v1", num_envs=args.eval_episodes,
+                                  vectorization_mode="sync")
+    greedy = rollout(eval_env, example.Greedy(policy), 500,
+                     generator=torch.Generator().manual_seed(2000))
+    assert curve[0][2] == float(greedy.rewards.sum(1).mean())
