@@ -17,6 +17,7 @@ SUITES = {
     "policy_gradient": "benchmarks.policy_gradient",
     "compile": "benchmarks.compile",
     "online": "benchmarks.online",
+    "bilevel": "benchmarks.bilevel",
 }
 
 
