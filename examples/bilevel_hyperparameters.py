@@ -23,8 +23,9 @@ BSVRB v1 (tracked Hessians) and v2 (tracked Hessian-vector products) sample I = 
 B = 32 training and validation examples per task and step; the RSVRB baseline is the
 optimizer's one-task-per-step regime (v1 with I = 1). Lower steps, ``alpha``, ``beta``,
 ``gamma`` and the projection bounds are the authors' (``run_BSVRBv1.sh``, ``run_BSVRBv2.sh``,
-``run_RSVRB.sh``); the upper step is not: their ``eta = 0.001`` leaves ``p`` where it starts in
-a run of this length (``--lr 0.001``: F(p) 0.2125 -> 0.2122 in 1000 epochs), so ``--lr`` is 100. Their bounds are small for
+``run_RSVRB.sh``); the upper step is not: their ``eta = 0.001`` leaves ``p`` where it starts
+in a run of this length (``--lr 0.001``: F(p) 0.2125 -> 0.2122 in 1000 epochs), so ``--lr``
+is 100. Their bounds are small for
 this data: the Hessians' Frobenius norms (0.004 to 0.4) lie below v1's floor of 10, which
 shrinks v1's hypergradient, and ``||v_i||`` (about 85) lies outside v2's ball of radius 10
 (``--hessian-bound``, ``--v-bound``).
