@@ -18,6 +18,7 @@ SUITES = {
     "compile": "benchmarks.compile",
     "online": "benchmarks.online",
     "surrogate": "benchmarks.surrogate",
+    "bilevel": "benchmarks.bilevel",
 }
 
 

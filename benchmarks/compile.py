@@ -160,6 +160,9 @@ def names() -> list[str]:
 def skip_reason(name: str, case: Case) -> str | None:
     """Why an optimizer is left out of a parameter set (None: it is not)."""
     info = next((r for r in algorithms("optimizer") if r.name == name), None)
+    if info is not None and "blocks" in info.requires:
+        return (f"{name} steps a bilevel problem (its closure takes the sampled blocks); "
+                "benchmarks/bilevel.py times it")
     if info is not None and "grad" not in info.requires and not case.model:
         return (f"{name} evaluates a loss per particle, which needs the model's forward pass; "
                 "these are only a model's parameter shapes (and its particles would hold "

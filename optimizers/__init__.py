@@ -1,5 +1,6 @@
 """torch.optim-compatible optimizers from the papers; each module registers its records."""
 
+from stochstep.optimizers.bilevel import BSVRB, BlockOracles, block_oracles
 from stochstep.optimizers.diffgrad import DiffGrad
 from stochstep.optimizers.sgmcmc import PSGLD, SGHMC, SGLD
 from stochstep.optimizers.cbo import CBO, cbo_minimize, cbs_sample
@@ -11,8 +12,8 @@ from stochstep.optimizers.policy_gradient import (HARPG, NPGIGT, NSGDM, VanillaP
                                                    hessian_vector_estimate)
 from stochstep.optimizers.surrogate import SSO
 
-__all__ = ["Ball", "Box", "CBO", "CSMD", "CvxpySet", "DiffGrad", "HARPG", "L1Ball", "NPGIGT",
-           "NSGDM", "OptimisticOMD", "PSGLD", "SGHMC", "SGLD", "SASRRW", "SSO", "Simplex",
-           "VanillaPG",
-           "cbo_minimize", "cbs_sample", "hessian_vector_estimate", "prox_group_l2_",
-           "prox_l1_", "simulate_token"]
+__all__ = ["BSVRB", "Ball", "BlockOracles", "Box", "CBO", "CSMD", "CvxpySet", "DiffGrad",
+           "HARPG", "L1Ball", "NPGIGT", "NSGDM", "OptimisticOMD", "PSGLD", "SGHMC", "SGLD",
+           "SASRRW", "SSO", "Simplex", "VanillaPG", "block_oracles", "cbo_minimize",
+           "cbs_sample", "hessian_vector_estimate", "prox_group_l2_", "prox_l1_",
+           "simulate_token"]

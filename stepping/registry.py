@@ -22,7 +22,9 @@ class AlgorithmInfo:
         kind: ``"optimizer"`` or ``"stepper"``.
         paper: citation with arXiv id.
         default_kwargs: keyword arguments the generic tests construct it with.
-        requires: what it needs from the user: ``"grad"``, ``"closure"``, ``"score"``...
+        requires: what it needs from the user: ``"grad"``, ``"closure"``, ``"score"``...;
+            ``"blocks"``: a bilevel optimizer built from ``problem`` whose ``step(closure)``
+            passes the sampled blocks to the closure (not torch's ``closure() -> loss``).
         stochastic: draws from its ``generator``.
         supports: optional capabilities tested generically: ``"maximize"``, ``"weight_decay"``,
             ``"complex"``, ``"foreach"``, ``"fused"``, ``"betas"``, ``"zero_grad_noop"``
@@ -49,6 +51,10 @@ class AlgorithmInfo:
             ``exact``; run noise-free (:class:`stepping.noise.NoNoise`), the error must fall
             as ``h ** order`` (None where grid refinement measures no order: adaptive or
             Metropolis-corrected steps, correctors).
+        problem: for ``"blocks"`` records, ``problem() -> (args, closure)``: the positional
+            arguments the class takes before its keyword arguments, and a closure to step
+            with. The conformance suite runs its torch-contract tests (``closure() -> loss``,
+            ``.grad``, param groups) on the other records only, and a few of its own on these.
     """
 
     name: str
@@ -64,6 +70,7 @@ class AlgorithmInfo:
     reference: Callable | None = None
     reference_kwargs: tuple[dict[str, Any], ...] = ({},)
     linear_problem: Callable | None = None
+    problem: Callable | None = None
 
 
 _REGISTRY: dict[str, AlgorithmInfo] = {}

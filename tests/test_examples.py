@@ -239,3 +239,115 @@ def test_sso_imitation_counts_the_learners_own_interactions(one_thread):
     greedy = rollout(eval_env, example.Greedy(policy), 500,
                      generator=torch.Generator().manual_seed(2000))
     assert curve[0][2] == float(greedy.rewards.sum(1).mean())
+
+
+def _bilevel_example():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import bilevel_hyperparameters as example
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return example
+
+
+def _small_bilevel_problem(example, tasks=3, lam=1e-2):
+    import torch
+    args = example.parse_args(["--tasks", str(tasks), "--blocks", "2", "--lam", str(lam)])
+    return example.make_problem(args, torch.Generator().manual_seed(0))
+
+
+def test_bilevel_hyperparameters_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "bilevel_hyperparameters.py"), "--quick",
+         "--no-progress", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "bilevel_hyperparameters.png"
+    assert png.is_file() and png.stat().st_size > 0
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    names = [line[:10].strip() for line in lines[header + 1:header + 5]]
+    assert names == ["BSVRB v1", "BSVRB v2", "RSVRB", "reference"], proc.stdout
+    start = float(proc.stdout.split("(start ")[1].split(")")[0])
+    exact = [float(line[10:].split()[3]) for line in lines[header + 1:header + 4]]
+    reference = float(lines[header + 4].split()[2])
+    # ten epochs at lr 100 and three full-batch hypergradient steps all lower F(p)
+    assert all(value < start for value in exact + [reference]), proc.stdout
+
+
+def test_bilevel_lower_oracles_match_autograd():
+    """The closed-form grad_w g_i and grad^2_ww g_i against torch.func on the objective."""
+    import torch
+    example = _bilevel_example()
+    problem = _small_bilevel_problem(example)
+    gen = torch.Generator().manual_seed(1)
+    p = torch.randn(len(problem.y_train), generator=gen, dtype=torch.float64)
+    w = torch.randn(3, problem.x_train.shape[1], generator=gen, dtype=torch.float64)
+    grad, hess = example.lower_gradient_and_hessian(problem, p, w)
+    total = lambda w: example.lower_objectives(problem, p, w).sum()   # noqa: E731
+    torch.testing.assert_close(grad, torch.func.grad(total)(w))
+    full = torch.func.hessian(total)(w)                              # (m, d, m, d)
+    torch.testing.assert_close(hess, torch.stack([full[i, :, i] for i in range(3)]))
+    assert full[0, :, 1].abs().max() == 0                             # the tasks are separable
+
+
+def test_bilevel_exact_hypergradient_matches_finite_differences():
+    """grad F(p) by implicit differentiation against central differences of F(p) = f(w(p))."""
+    import torch
+    example = _bilevel_example()
+    problem = _small_bilevel_problem(example)
+    gen = torch.Generator().manual_seed(2)
+    p = torch.randn(len(problem.y_train), generator=gen, dtype=torch.float64)
+    value, grad, w = example.exact_hypergradient(problem, p)
+    (lower_grad, _) = example.lower_gradient_and_hessian(problem, p, w)
+    assert lower_grad.abs().max() < 1e-12                            # w is the argmin
+    eps = 1e-5
+    for j in (0, 7, 100):
+        e = torch.zeros_like(p)
+        e[j] = eps
+        up, down = (example.upper_objective(problem, example.solve_lower(problem, p + s * e))
+                    for s in (1, -1))
+        assert abs((up - down).item() / (2 * eps) - grad[j].item()) < 1e-7 * (
+            1 + abs(grad[j].item())), j
+    assert value == example.upper_objective(problem, w)
+
+
+def test_bilevel_closure_is_the_authors_per_task_loss():
+    """f and g of the sampled tasks against a loop over tasks and examples (HO/main.py)."""
+    import math
+    import torch
+    example = _bilevel_example()
+    problem = _small_bilevel_problem(example)
+    gen = torch.Generator().manual_seed(3)
+    train = example.BatchStream(len(problem.y_train), torch.Generator().manual_seed(4))
+    val = example.BatchStream(len(problem.y_val), torch.Generator().manual_seed(4))
+    closure = example.make_closure(problem, train, val, batch=5)
+    blocks = torch.tensor([0, 2])
+    f, g = closure(blocks)
+    tr = torch.randperm(len(problem.y_train), generator=torch.Generator().manual_seed(4))[:10]
+    va = torch.randperm(len(problem.y_val), generator=torch.Generator().manual_seed(4))[:10]
+    p = torch.randn(len(problem.y_train), generator=gen, dtype=torch.float64)
+    y = torch.randn(2, problem.x_train.shape[1], generator=gen, dtype=torch.float64)
+    want_f, want_g = [], []
+    for row, task in enumerate(blocks.tolist()):
+        s = problem.sigma[task].item()
+        log_loss = lambda x, label: math.log1p(math.exp(-label / s * y[row].dot(x).item()))  # noqa
+        batch_tr, batch_va = tr[5 * row:5 * row + 5], va[5 * row:5 * row + 5]
+        want_f.append(sum(log_loss(problem.x_val[k], problem.y_val[k].item())
+                          for k in batch_va) / 5)
+        want_g.append(sum(1 / (1 + math.exp(-p[j].item()))
+                          * log_loss(problem.x_train[j], problem.y_train[j].item())
+                          for j in batch_tr) / 5 + problem.lam / 2 * y[row].dot(y[row]).item())
+    torch.testing.assert_close(f([p], y), torch.tensor(want_f, dtype=torch.float64))
+    torch.testing.assert_close(g([p], y), torch.tensor(want_g, dtype=torch.float64))
+    torch.testing.assert_close(f([p], y), f([p], y))         # the same minibatch on every call
+
+
+def test_bilevel_batch_stream_passes_are_permutations():
+    import torch
+    example = _bilevel_example()
+    stream = example.BatchStream(7, torch.Generator().manual_seed(0))
+    drawn = torch.cat([stream.take(3) for _ in range(7)])     # three passes exactly
+    for k in range(3):
+        assert sorted(drawn[7 * k:7 * k + 7].tolist()) == list(range(7))
+    assert stream.epochs == 3

@@ -4,6 +4,8 @@ from stochstep.theory_checks.batch_size import (LRScaling, MinibatchHessianExtre
                                                 StableLR, SuggestedLR, largest_stable_lr,
                                                 lr_batch_scaling, minibatch_hessian_extremes,
                                                 stability_trial, suggest_lr)
+from stochstep.theory_checks.bilevel import (QuadraticBlocks, SpeedupGrid, parallel_speedup,
+                                             quadratic_blocks)
 from stochstep.theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density,
                                                    fp_residual_score, ou_ode_sde_gap,
                                                    wasserstein2_1d)
@@ -38,6 +40,7 @@ __all__: list[str] = [
     "LRScaling", "MinibatchHessianExtremes", "StabilityTrial", "StableLR", "SuggestedLR",
     "largest_stable_lr", "lr_batch_scaling", "minibatch_hessian_extremes", "stability_trial",
     "suggest_lr",
+    "QuadraticBlocks", "SpeedupGrid", "parallel_speedup", "quadratic_blocks",
     "OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
     "wasserstein2_1d",
     "SEA_DRIFTS", "SEA_SWEEP", "AdaptivityCheck", "RegretScaling", "SEAInstance",
