@@ -169,8 +169,9 @@ def _floor_frobenius(h: Tensor, bound: float | None) -> Tensor:
 class BSVRB(KernelOptimizer):
     r"""Blockwise stochastic variance-reduced bilevel optimizer (BSVRB-v1/v2) for
     :math:`\min_x \frac1m \sum_i f_i(x, y_i(x))`, :math:`y_i(x) = \operatorname{argmin}_y
-    g_i(x, y)`; ``blocks_per_step=1`` with ``version="v1"`` is the one-block-per-step regime of
-    the RSVRB baseline.
+    g_i(x, y)`. (``blocks_per_step=1`` is the one-block-per-step regime of the authors' RSVRB
+    baseline, with BSVRB's estimators: RSVRB's own, which track every block's mixed Jacobian
+    :math:`\nabla^2_{xy} g_i`, are not implemented.)
 
     At step :math:`t` it draws :math:`I` blocks :math:`I_t` without replacement and evaluates
     the closure's :math:`f, g` (one minibatch) at the current point :math:`(x_t, y_t, v_t)` and
