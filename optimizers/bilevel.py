@@ -374,8 +374,7 @@ class BSVRB(KernelOptimizer):
                             f"{type(pair).__name__}")
         f, g = pair
         state = self._lower_state()
-        state["step"] += 1
-        t = int(state["step"])
+        t = int(state["step"]) + 1  # counted once the oracles have run: bad f or g change nothing
         params = self.param_groups[0]["params"]
         uppers = [self.state[p] for p in params]
         index = blocks.to(lower.device)
@@ -393,7 +392,8 @@ class BSVRB(KernelOptimizer):
         if t > 1:
             before = block_oracles(f, g, [u["previous"] for u in uppers],
                                    state["previous"][index], hessian=not v2)
-        s = msvr(state["s"][index], now.grad_y_g, before and before.grad_y_g)
+        state["step"] += 1
+        s = msvr(state["s"][index], now.grad_y_g, None if before is None else before.grad_y_g)
         if v2:
             v_now = state["v"][index]
             hvp, G = now.products(v_now)
@@ -405,7 +405,8 @@ class BSVRB(KernelOptimizer):
                 w = residual
         else:
             H = _floor_frobenius(msvr(state["H"][index], now.hess_yy_g,
-                                      before and before.hess_yy_g), group["hessian_bound"])
+                                      None if before is None else before.hess_yy_g),
+                                 group["hessian_bound"])
             # one factorization for both points (torch.linalg.solve is ~1000x slower on tiny
             # batched systems on CPU)
             factors = torch.linalg.lu_factor(H)
@@ -435,7 +436,7 @@ class BSVRB(KernelOptimizer):
             state["v"][index] = _project_ball(v_now - v_lr * catch_up * w, group["v_bound"])
         else:
             lower.sub_(group["lower_lr"] * state["s"])
-        for p, u, G_p, i in zip(params, uppers, G, range(len(params))):
+        for i, (p, u, G_p) in enumerate(zip(params, uppers, G)):
             if not u:
                 u["z"] = G_p.clone()
             else:

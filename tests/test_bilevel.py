@@ -292,3 +292,16 @@ def test_quadratic_blocks_hypergradient_is_the_derivative_of_F():
         y = blocks.lower_solution(x)
         return 0.5 * ((y - blocks.c) ** 2).sum(1).mean()
     torch.testing.assert_close(blocks.hypergradient(x), torch.func.grad(F)(x))
+
+
+def test_a_closure_of_the_wrong_shape_changes_no_state():
+    *_, closure, x, y, opt = build("v2", blocks_per_step=2)
+    opt.step(closure)
+    before = copy.deepcopy(opt.block_state)
+
+    def bad(blocks):
+        f, g = closure(blocks)
+        return f, (lambda x, y: g(x, y)[:1])
+    with pytest.raises(ValueError, match="closure's g"):
+        opt.step(bad)
+    assert all(torch.equal(before[k], v) for k, v in opt.block_state.items())
