@@ -108,6 +108,68 @@ def test_five_steps_match_the_hand_computed_reference(version, kwargs):
         torch.testing.assert_close(opt.block_state["v"], rv, rtol=1e-12, atol=1e-12)
 
 
+def rsvrb_reference(A, B, c, x, y, steps, *, lr, lower_lr, beta, count, hessian_bound,
+                    generator):
+    """The authors' RSVRB loop over all blocks, with the explicit matrices."""
+    m, k = y.shape[0], y.shape[0] / count
+    est = {"s": torch.zeros_like(y), "u": torch.zeros_like(y),
+           "q": torch.zeros(m, DX, dtype=y.dtype), "V": torch.zeros(m, DY, DX, dtype=y.dtype),
+           "H": torch.eye(DY, dtype=y.dtype).repeat(m, 1, 1)}
+    x_prev, y_prev, z = x, y, None
+
+    def hypergradient(readers):
+        return sum(est["q"][i] - est["V"][i].T @ torch.linalg.solve(est["H"][i], est["u"][i])
+                   for i in readers) / count
+
+    for t in range(steps):
+        blocks = torch.randperm(m, generator=generator)[:count].tolist()
+        readers = torch.randperm(m, generator=generator)[:count].tolist()
+        G_old = hypergradient(readers)
+        for i in range(m):
+            for name, h in [("s", lambda x, y: A[i] @ y[i] - B[i] @ x),
+                            ("u", lambda x, y: y[i] - c[i]),
+                            ("q", lambda x, y: torch.zeros(DX, dtype=y.dtype)),
+                            ("V", lambda x, y: -B[i]), ("H", lambda x, y: A[i])]:
+                if i in blocks:
+                    e = (1 - beta) * (est[name][i] - k * h(x_prev, y_prev)) + k * h(x, y)
+                    if name == "H" and hessian_bound and torch.linalg.matrix_norm(e) < \
+                            hessian_bound:
+                        e = e * hessian_bound / torch.linalg.matrix_norm(e)
+                    est[name][i] = e
+                else:
+                    est[name][i] = (1 - beta) * est[name][i]
+        G = hypergradient(readers)
+        z = G if z is None else G + (1 - beta) * (z - G_old)
+        x_prev, y_prev = x, y
+        x, y = x - lr * z, y - lower_lr * est["s"]
+    return x, y
+
+
+@pytest.mark.parametrize("kwargs", [dict(blocks_per_step=2, hessian_bound=None),
+                                    dict(blocks_per_step=3, beta=0.5, hessian_bound=3.0),
+                                    dict(blocks_per_step=5, beta=1.0, hessian_bound=None)])
+def test_rsvrb_five_steps_match_the_authors_loop(kwargs):
+    A, B, c, closure, x, y, opt = build("rsvrb", **kwargs)
+    x0, y0 = x.detach().clone(), y.detach().clone()
+    for _ in range(5):
+        opt.step(closure)
+    group = opt.param_groups[0]
+    rx, ry = rsvrb_reference(A, B, c, x0, y0, 5, lr=group["lr"], lower_lr=group["lower_lr"],
+                             beta=group["beta"], count=group["blocks_per_step"],
+                             hessian_bound=group["hessian_bound"],
+                             generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x.detach(), rx, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y.detach(), ry, rtol=1e-10, atol=1e-10)
+
+
+def test_rsvrb_with_every_block_drives_the_true_hypergradient_below_1e_3():
+    A, B, c, closure, x, y, opt = build("rsvrb", lr=0.05, lower_lr=0.1, hessian_bound=None)
+    start = true_hypergradient(A, B, c, x.detach()).norm()
+    for _ in range(500):
+        opt.step(closure)
+    assert true_hypergradient(A, B, c, x.detach()).norm() < 1e-3 * start
+
+
 def test_auto_gamma_is_the_theorys():
     assert BSVRB.msvr_gamma(0.9, 10, 100) == pytest.approx(90 / (10 * 0.1))
     assert BSVRB.msvr_gamma(1.0, 10, 100) == 0.0
@@ -242,7 +304,7 @@ def test_options_changed_after_construction_are_checked_at_the_next_step():
 
 
 # -- resume ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("version", ["v2", "v1"])
+@pytest.mark.parametrize("version", ["v2", "v1", "rsvrb"])
 def test_state_dict_resume_is_bit_identical_generator_included(version):
     *_, closure, x, y, opt = build(version, blocks_per_step=2)
     for _ in range(3):
