@@ -245,7 +245,9 @@ class BSVRB(KernelOptimizer):
               y_i \leftarrow y_i - \tau s_i\ (\text{every } i)
 
     where :math:`s, u, q, V` estimate :math:`\nabla_y g, \nabla_y f, \nabla_x f,
-    \nabla^2_{yx} g`, :math:`I'_t` is a second, independent sample of :math:`I` blocks, and
+    \nabla^2_{yx} g` (:math:`q`, absent from the authors' task where :math:`\nabla_x f = 0`,
+    is added here), the estimators start at zero (the authors' at random), :math:`I'_t` is a
+    second, independent sample of :math:`I` blocks, and
     :math:`G^{\text{old}}, G^{\text{new}}` are :math:`G` before and after the update (at
     :math:`t = 1` the previous point is the current one). Its per-block Jacobians cost
     ``I * dim_y`` products per point and :math:`O(m\, d_y\, n)` memory: a baseline.
@@ -257,7 +259,8 @@ class BSVRB(KernelOptimizer):
     shape (I, dim_y) holding the sampled rows; each returns one value per block, shape (I,),
     on one minibatch that stays the same for every call within the step. ``step`` returns the
     mean of :math:`f_i(x_t, y_{i,t})` over the sampled blocks. Per-block state:
-    :math:`s, w, v` (v2) or :math:`s, H` (v1), and the previous :math:`y, v`; global:
+    :math:`s, w, v` (v2), :math:`s, H` (v1) or :math:`s, u, q, V, H` (rsvrb), and the
+    previous :math:`y, v`; global:
     :math:`x_{t-1}, z`.
 
     Args:
