@@ -142,5 +142,6 @@ def run(rounds: int | None, quick: bool) -> str:
                 f"{target:.1f}x (target >= {TARGET:.0f}x) {verdict}")
         print(line, flush=True)
         out += ["\n### targets\n", f"- {line}"]
-    out.append(f"\nRerun from the repository root: `{harness.rerun_command('bilevel', rounds, quick)}`")
+    command = harness.rerun_command("bilevel", rounds, quick)
+    out.append(f"\nRerun from the repository root: `{command}`")
     return "\n".join(out)

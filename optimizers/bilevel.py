@@ -29,7 +29,7 @@ from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["BSVRB", "BlockOracles", "block_oracles", "VERSIONS"]
 
-VERSIONS = ("v1", "v2")
+VERSIONS = ("v1", "v2", "rsvrb")
 
 
 def _check_rate(name: str, value) -> float:
@@ -70,11 +70,14 @@ class BlockOracles:
         grad_y_g: :math:`\\nabla_y g_i`, shape (I, dim_y).
         hess_yy_g: :math:`\\nabla^2_{yy} g_i`, shape (I, dim_y, dim_y), or None when not asked.
         grad_x_f: :math:`\\sum_{i \\in I} \\nabla_x f_i`, one tensor per upper parameter.
+        per_block_x: None, or (when asked) the pair :math:`(\\nabla_x f_i,\\
+            \\partial_x \\nabla_y g_i)` of every block, shapes (I, n) and (I, dim_y, n), ``n``
+            the number of upper entries (the parameters flattened and concatenated).
     """
 
-    def __init__(self, f, grad_y_f, grad_y_g, hess_yy_g, grad_x_f, graph):
+    def __init__(self, f, grad_y_f, grad_y_g, hess_yy_g, grad_x_f, graph, per_block_x=None):
         self.f, self.grad_y_f, self.grad_y_g = f, grad_y_f, grad_y_g
-        self.hess_yy_g, self.grad_x_f = hess_yy_g, grad_x_f
+        self.hess_yy_g, self.grad_x_f, self.per_block_x = hess_yy_g, grad_x_f, per_block_x
         self._graph = graph  # (grad_y g with its graph, the leaves x, the leaf y)
 
     def products(self, v: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -97,7 +100,7 @@ class BlockOracles:
 
 
 def block_oracles(f: Callable, g: Callable, upper: Sequence[Tensor], y: Tensor, *,
-                  hessian: bool = False) -> BlockOracles:
+                  hessian: bool = False, per_block_x: bool = False) -> BlockOracles:
     """Evaluate separable per-block objectives and their derivatives at one point, every
     block in one autograd call per quantity.
 
@@ -115,6 +118,10 @@ def block_oracles(f: Callable, g: Callable, upper: Sequence[Tensor], y: Tensor, 
         upper: the point :math:`x` (not modified).
         y: the sampled rows, shape (I, dim_y) (not modified).
         hessian: also the blocks' Hessians :math:`\\nabla^2_{yy} g_i`.
+        per_block_x: also every block's own :math:`\\nabla_x f_i` and mixed Jacobian
+            :math:`\\partial_x \\nabla_y g_i` (``x`` is shared, so these cannot come from
+            one product of the sum: one batched call over ``I`` and ``I * dim_y`` unit
+            vectors, for the RSVRB baseline).
 
     References:
         Hu, Qiu, Guo, Zhang, Yang, "Blockwise Stochastic Variance-Reduced Methods with Parallel
@@ -146,8 +153,26 @@ def block_oracles(f: Callable, g: Callable, upper: Sequence[Tensor], y: Tensor, 
             if grad_y_g.requires_grad:
                 for k in range(dim):
                     hess[:, k] = _grads(grad_y_g[:, k].sum(), [y], retain_graph=True)[0]
+        jacobians = None
+        if per_block_x:
+            jacobians = (_per_block_x(f_values, xs, (blocks,)),
+                         _per_block_x(grad_y_g, xs, (blocks, dim)))
     return BlockOracles(f_values.detach(), grad_y_f.detach(), grad_y_g.detach(), hess,
-                        [t.detach() for t in grad_x_f], (grad_y_g, xs, y))
+                        [t.detach() for t in grad_x_f], (grad_y_g, xs, y), jacobians)
+
+
+def _per_block_x(output: Tensor, xs: list[Tensor], shape: tuple[int, ...]) -> Tensor:
+    """d output[j] / d x for every entry j of ``output`` (of ``shape``), x flattened: shape
+    (*shape, n)."""
+    count = output.numel()
+    n = sum(t.numel() for t in xs)
+    if not output.requires_grad:
+        return output.new_zeros(*shape, n)
+    units = torch.eye(count, dtype=output.dtype, device=output.device).reshape(count, *shape)
+    grads = torch.autograd.grad(output, xs, grad_outputs=units, is_grads_batched=True,
+                                retain_graph=True, allow_unused=True)
+    grads = [t.new_zeros(count, *t.shape) if g is None else g for g, t in zip(grads, xs)]
+    return torch.cat([g.reshape(count, -1) for g in grads], 1).reshape(*shape, n).detach()
 
 
 def _project_ball(v: Tensor, radius: float | None) -> Tensor:
@@ -169,8 +194,7 @@ def _floor_frobenius(h: Tensor, bound: float | None) -> Tensor:
 class BSVRB(KernelOptimizer):
     r"""Blockwise stochastic variance-reduced bilevel optimizer (BSVRB-v1/v2) for
     :math:`\min_x \frac1m \sum_i f_i(x, y_i(x))`, :math:`y_i(x) = \operatorname{argmin}_y
-    g_i(x, y)`; ``blocks_per_step=1`` with ``version="v1"`` is the one-block-per-step regime of
-    the RSVRB baseline.
+    g_i(x, y)`; ``version="rsvrb"`` is the authors' RSVRB baseline.
 
     At step :math:`t` it draws :math:`I` blocks :math:`I_t` without replacement and evaluates
     the closure's :math:`f, g` (one minibatch) at the current point :math:`(x_t, y_t, v_t)` and
@@ -207,13 +231,36 @@ class BSVRB(KernelOptimizer):
     Hessian-vector products. Both use, in :math:`G` at both points, the estimator as it is
     after this step's update (the authors' v1 uses the one before).
 
+    ``version="rsvrb"``, the RSVRB baseline as the authors' code runs it: STORM estimators of
+    every block's :math:`\nabla_y g_i, \nabla_y f_i, \nabla_x f_i, \nabla^2_{yx} g_i` (a
+    ``dim_y`` by ``n`` matrix, ``n`` the number of upper entries) and :math:`\nabla^2_{yy} g_i`
+    (:math:`H_i` starts at the identity), with :math:`k = m/I`:
+
+    .. math::
+        E_i &\leftarrow (1 - \beta)\bigl(E_i - k\, h_i(x_{t-1}, y_{i,t-1})\bigr)
+              + k\, h_i(x_t, y_{i,t}) \quad (i \in I_t;\ P_H \text{ on } H_i), \qquad
+              E_i \leftarrow (1 - \beta) E_i \quad (i \notin I_t) \\
+        G &= \frac1I \sum_{i \in I'_t} \bigl[q_i - V_i^\top H_i^{-1} u_i\bigr],\quad
+              z_t = G^{\text{new}} + (1 - \beta)(z_{t-1} - G^{\text{old}}),\quad
+              y_i \leftarrow y_i - \tau s_i\ (\text{every } i)
+
+    where :math:`s, u, q, V` estimate :math:`\nabla_y g, \nabla_y f, \nabla_x f,
+    \nabla^2_{yx} g` (:math:`q`, absent from the authors' task where :math:`\nabla_x f = 0`,
+    is added here), the estimators start at zero (the authors' at random), :math:`I'_t` is a
+    second, independent sample of :math:`I` blocks, and
+    :math:`G^{\text{old}}, G^{\text{new}}` are :math:`G` before and after the update (at
+    :math:`t = 1` the previous point is the current one). Its per-block Jacobians cost
+    ``I * dim_y`` products per point and :math:`O(m\, d_y\, n)` memory: a baseline.
+    ``alpha``, ``gamma``, ``v_lr`` and ``v_bound`` do not enter it.
+
     ``step(closure)``: ``closure(blocks)`` receives the sampled block indices (a sorted
     LongTensor of length :math:`I`) and returns two callables ``f(x, y)`` and ``g(x, y)``:
     ``x`` a list of tensors shaped like the upper parameters (in the order given), ``y`` of
     shape (I, dim_y) holding the sampled rows; each returns one value per block, shape (I,),
     on one minibatch that stays the same for every call within the step. ``step`` returns the
     mean of :math:`f_i(x_t, y_{i,t})` over the sampled blocks. Per-block state:
-    :math:`s, w, v` (v2) or :math:`s, H` (v1), and the previous :math:`y, v`; global:
+    :math:`s, w, v` (v2), :math:`s, H` (v1) or :math:`s, u, q, V, H` (rsvrb), and the
+    previous :math:`y, v`; global:
     :math:`x_{t-1}, z`.
 
     Args:
@@ -227,9 +274,10 @@ class BSVRB(KernelOptimizer):
         beta: STORM weight :math:`\beta \in (0, 1]` (1: no memory).
         gamma: MSVR correction :math:`\gamma \ge 0`, or ``"auto"`` (the theory's value).
         blocks_per_step: :math:`I \in \{1, \dots, m\}`.
-        version: ``"v2"`` (tracked Hessian-vector products) or ``"v1"`` (tracked Hessians).
+        version: ``"v2"`` (tracked Hessian-vector products), ``"v1"`` (tracked Hessians) or
+            ``"rsvrb"`` (the baseline).
         v_bound: :math:`C_v > 0` (v2), or None for no projection.
-        hessian_bound: the Frobenius floor of :math:`P_H` (v1), or None for none.
+        hessian_bound: the Frobenius floor of :math:`P_H` (v1, rsvrb), or None for none.
         generator: the ``torch.Generator`` that samples the blocks (None: one seeded from
             torch's global RNG).
 
@@ -350,8 +398,15 @@ class BSVRB(KernelOptimizer):
                 state["v"] = torch.zeros_like(y)
                 state["previous_v"] = torch.zeros_like(y)
                 state["w"] = torch.zeros_like(y)
-            else:
+            elif self.version == "v1":
                 state["H"] = y.new_zeros(*y.shape, y.shape[1])
+            else:   # RSVRB: every block's estimators, H starting at the identity
+                n = sum(p.numel() for p in self.param_groups[0]["params"])
+                state["u"] = torch.zeros_like(y)
+                state["q"] = y.new_zeros(y.shape[0], n)
+                state["V"] = y.new_zeros(*y.shape, n)
+                state["H"] = torch.eye(y.shape[1], dtype=y.dtype, device=y.device).repeat(
+                    y.shape[0], 1, 1)
         return state
 
     @torch.no_grad()
@@ -372,9 +427,10 @@ class BSVRB(KernelOptimizer):
             raise TypeError("the closure must return a pair of callables (f, g), got "
                             f"{type(pair).__name__}")
         f, g = pair
+        if self.version == "rsvrb":
+            return self._rsvrb_step(group, blocks, f, g)
         state = self._lower_state()
-        state["step"] += 1
-        t = int(state["step"])
+        t = int(state["step"]) + 1  # counted once the oracles have run: bad f or g change nothing
         params = self.param_groups[0]["params"]
         uppers = [self.state[p] for p in params]
         index = blocks.to(lower.device)
@@ -392,7 +448,8 @@ class BSVRB(KernelOptimizer):
         if t > 1:
             before = block_oracles(f, g, [u["previous"] for u in uppers],
                                    state["previous"][index], hessian=not v2)
-        s = msvr(state["s"][index], now.grad_y_g, before and before.grad_y_g)
+        state["step"] += 1
+        s = msvr(state["s"][index], now.grad_y_g, None if before is None else before.grad_y_g)
         if v2:
             v_now = state["v"][index]
             hvp, G = now.products(v_now)
@@ -404,7 +461,8 @@ class BSVRB(KernelOptimizer):
                 w = residual
         else:
             H = _floor_frobenius(msvr(state["H"][index], now.hess_yy_g,
-                                      before and before.hess_yy_g), group["hessian_bound"])
+                                      None if before is None else before.hess_yy_g),
+                                 group["hessian_bound"])
             # one factorization for both points (torch.linalg.solve is ~1000x slower on tiny
             # batched systems on CPU)
             factors = torch.linalg.lu_factor(H)
@@ -434,11 +492,58 @@ class BSVRB(KernelOptimizer):
             state["v"][index] = _project_ball(v_now - v_lr * catch_up * w, group["v_bound"])
         else:
             lower.sub_(group["lower_lr"] * state["s"])
-        for p, u, G_p, i in zip(params, uppers, G, range(len(params))):
+        for i, (p, u, G_p) in enumerate(zip(params, uppers, G)):
             if not u:
                 u["z"] = G_p.clone()
             else:
                 u["z"] = G_p + (1 - beta) * (u["z"] - G_before[i])
+            u["previous"] = p.detach().clone()
+            p.sub_(group["lr"] * u["z"])
+        return now.f.mean()
+
+    def _rsvrb_step(self, group: dict, blocks: Tensor, f: Callable, g: Callable) -> Tensor:
+        """One step of the RSVRB baseline (see BSVRB's docstring, ``version="rsvrb"``)."""
+        lower, m = self.lower, self.lower.shape[0]
+        count, beta = group["blocks_per_step"], group["beta"]
+        # the blocks whose estimators G reads: a second, independent sample (the authors' task_bat2)
+        readers = torch.randperm(m, generator=self.generator)[:count].sort().values.to(lower.device)
+        state = self._lower_state()
+        t = int(state["step"]) + 1
+        params = self.param_groups[0]["params"]
+        uppers = [self.state[p] for p in params]
+        index = blocks.to(lower.device)
+        now = block_oracles(f, g, params, lower[index], hessian=True, per_block_x=True)
+        before = now if t == 1 else block_oracles(
+            f, g, [u["previous"] for u in uppers], state["previous"][index], hessian=True,
+            per_block_x=True)
+        state["step"] += 1
+        scale = m / count
+
+        def hypergradient() -> Tensor:
+            H, V, u, q = (state[k][readers] for k in ("H", "V", "u", "q"))
+            solved = torch.linalg.lu_solve(*torch.linalg.lu_factor(H), u[..., None])
+            return (q - (V.transpose(1, 2) @ solved)[..., 0]).mean(0)
+
+        G_before = hypergradient()
+        pairs = {"s": (now.grad_y_g, before.grad_y_g), "u": (now.grad_y_f, before.grad_y_f),
+                 "q": (now.per_block_x[0], before.per_block_x[0]),
+                 "V": (now.per_block_x[1], before.per_block_x[1]),
+                 "H": (now.hess_yy_g, before.hess_yy_g)}
+        for name, (new, old) in pairs.items():
+            sampled = (1 - beta) * (state[name][index] - scale * old) + scale * new
+            if name == "H":
+                sampled = _floor_frobenius(sampled, group["hessian_bound"])
+            state[name].mul_(1 - beta)
+            state[name][index] = sampled
+        G = hypergradient()
+        state["previous"].copy_(lower.detach())
+        lower.sub_(group["lower_lr"] * state["s"])
+        offset = 0
+        for p, u in zip(params, uppers):
+            n = p.numel()
+            G_p, G_b = G[offset:offset + n].view_as(p), G_before[offset:offset + n].view_as(p)
+            offset += n
+            u["z"] = G_p.clone() if not u else G_p + (1 - beta) * (u["z"] - G_b)
             u["previous"] = p.detach().clone()
             p.sub_(group["lr"] * u["z"])
         return now.f.mean()
@@ -509,3 +614,15 @@ register(AlgorithmInfo(
     stochastic=True,
     invalid_kwargs=((dict(hessian_bound=0.0), ValueError, "hessian_bound"),),
 ))
+register(AlgorithmInfo(
+    name="RSVRB",
+    cls=BSVRB,
+    kind="optimizer",
+    paper="Guo, Hu, Zhang, Yang, arXiv:2105.02266 (RSVRB, as in quanqihu/BSVRB_ICML2023)",
+    default_kwargs=dict(lr=0.1, lower_lr=0.2, blocks_per_step=2, version="rsvrb"),
+    requires=frozenset({"blocks"}),
+    problem=_conformance_problem,
+    stochastic=True,
+    invalid_kwargs=((dict(beta=0.0), ValueError, "beta"),),
+))
+
