@@ -1,0 +1,430 @@
+r"""Globally optimal two-layer ReLU networks by convex optimization (Bai, Gautam, Sojoudi,
+arXiv 2201.01965, on the reformulation of Pilanci & Ergen, ICML 2020).
+
+A network with :math:`m` ReLU neurons and weight decay :math:`\beta`,
+
+.. math::
+    \min_{u_j, a_j}\ \ell\Big(\sum_{j=1}^m (X u_j)_+\, a_j,\ y\Big)
+        + \frac{\beta}{2} \sum_{j=1}^m \big(\lVert u_j\rVert_2^2 + a_j^2\big),
+
+is trained to its global optimum (over the sampled activation patterns) by solving the convex
+program over the patterns :math:`D_i = \operatorname{diag}(1[X h_i \ge 0])`, :math:`h_i \sim
+N(0, I_d)`,
+
+.. math::
+    \min_{(v_i, w_i)_{i=1}^P}\ \ell\Big(\sum_{i=1}^P D_i X (v_i - w_i),\ y\Big)
+        + \beta \sum_{i=1}^P \big(\lVert v_i\rVert_2 + \lVert w_i\rVert_2\big)
+    \quad\text{s.t.}\quad (2D_i - I) X v_i \ge 0,\ (2D_i - I) X w_i \ge 0,
+
+and reading the neurons off its solution: :math:`u = v_i/\sqrt{\lVert v_i\rVert}` with
+:math:`a = \sqrt{\lVert v_i\rVert}`, and :math:`u = w_i/\sqrt{\lVert w_i\rVert}` with
+:math:`a = -\sqrt{\lVert w_i\rVert}`. Then both objectives are equal. The hidden layer has no
+bias (as in the authors' code); append a column of ones to ``X`` for one.
+
+Solvers: ``"cvxpy"`` (the program as written; the ground truth) and ``"admm"`` (the paper's
+ADMM for the squared loss, with its fixed linear system factorized once).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stochstep.optimizers.domains import ACCURATE_SOLVER_OPTIONS
+from stochstep.optimizers.online import prox_group_l2_
+from stochstep.stepping.checks import check_flag, check_int, check_nonnegative, check_positive
+from stochstep.stepping.noise import make_generator
+
+__all__ = ["ConvexReLU", "LOSSES", "SOLVERS", "sample_patterns"]
+
+LOSSES = ("squared", "logistic", "hinge")
+SOLVERS = ("admm", "cvxpy")
+
+
+def _as_float64(name: str, value, dims: tuple[int, ...]) -> Tensor:
+    """``value`` (a numpy array, a tensor or nested lists) as a float64 CPU tensor of one of the
+    ``dims`` numbers of dimensions, with only finite entries."""
+    try:
+        t = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be an array of numbers, got {type(value).__name__}"
+                         ) from None
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)):
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, "
+                         f"got shape {tuple(t.shape)}")
+    t = t.detach().to("cpu", torch.float64)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must hold only finite numbers (it has a NaN or infinity)")
+    return t
+
+
+def sample_patterns(X, n_patterns: int, generator: torch.Generator | None = None) -> Tensor:
+    r"""Sampled activation patterns of the data: the distinct columns of :math:`1[X H \ge 0]`.
+
+    .. math::
+        H = [h_1, \dots, h_N],\quad h_k \sim N(0, I_d)\ \text{i.i.d.},\qquad
+        D = \operatorname{unique\_columns}\big(1[X H \ge 0]\big) \in \{0, 1\}^{n \times P},
+        \ P \le N.
+
+    Args:
+        X: the data, ``(n, d)``.
+        n_patterns: :math:`N`, the number of Gaussian directions drawn.
+        generator: the ``torch.Generator`` drawing :math:`H` (``None``: a new one seeded from
+            torch's global RNG).
+
+    Returns:
+        a boolean ``(n, P)`` tensor, column :math:`i` the diagonal of :math:`D_i`.
+
+    References:
+        Bai, Gautam, Sojoudi, arXiv 2201.01965, Section 2 (sampled hyperplane arrangements).
+
+    Example:
+        >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        >>> sample_patterns(X, 50, torch.Generator().manual_seed(0)).shape[0]
+        3
+    """
+    X = _as_float64("X", X, (2,))
+    n_patterns = check_int("n_patterns", n_patterns)
+    generator = make_generator(generator)
+    H = torch.randn(X.shape[1], n_patterns, generator=generator, dtype=torch.float64)
+    return torch.unique(X @ H >= 0, dim=1)
+
+
+class ConvexReLU:
+    r"""A one-hidden-layer ReLU network trained to the global optimum of its sampled convex
+    program (scikit-learn style: ``fit``, ``predict``, ``score``).
+
+    .. math::
+        \min_{v, w}\ \ell\Big(\sum_{i=1}^P D_i X (v_i - w_i),\ y\Big)
+            + \beta \sum_{i=1}^P \big(\lVert v_i\rVert_2 + \lVert w_i\rVert_2\big)
+        \quad\text{s.t.}\quad (2D_i - I) X v_i \ge 0,\ (2D_i - I) X w_i \ge 0,
+
+    with the losses :math:`\ell(\hat y, y) = \tfrac12\lVert \hat y - y\rVert^2` (squared),
+    :math:`\sum_k \log(1 + e^{-s_k \hat y_k})` (logistic) and :math:`\sum_k \max(0, 1 - s_k
+    \hat y_k)` (hinge), where :math:`s_k \in \{-1, 1\}` are the labels (labels in
+    :math:`\{0, 1\}` are read as :math:`s = 2y - 1`). The network's prediction on any input is
+    :math:`f(x) = \sum_i (x^\top v_i)_+ - (x^\top w_i)_+`; on the training data, where the
+    constraints hold, it equals :math:`\sum_i D_i X (v_i - w_i)`.
+
+    The ADMM (squared loss) splits :math:`u = (v_i, w_i)_i` into a copy :math:`u` that carries
+    the loss, :math:`v` that carries the group lasso and slacks :math:`s = Gu \ge 0`, with
+    :math:`F = [D_1X, \dots, D_PX, -D_1X, \dots, -D_PX]`, :math:`G = \operatorname{blkdiag}
+    ((2D_i - I) X)` and scaled duals :math:`\lambda, \nu`:
+
+    .. math::
+        u^{k+1} &= \big(I + F^\top F/\rho + G^\top G\big)^{-1}
+            \big(F^\top y/\rho + v^k - \lambda^k + G^\top (s^k - \nu^k)\big),\\
+        v^{k+1}_i &= \max\Big(0,\ 1 - \frac{\beta/\rho}{\lVert u^{k+1}_i + \lambda^k_i\rVert}
+            \Big)\,(u^{k+1}_i + \lambda^k_i),\qquad
+        s^{k+1} = (G u^{k+1} + \nu^k)_+,\\
+        \lambda^{k+1} &= \lambda^k + u^{k+1} - v^{k+1},\qquad
+        \nu^{k+1} = \nu^k + G u^{k+1} - s^{k+1}.
+
+    The matrix is fixed: it is Cholesky-factorized once (:math:`G^\top G = I_{2P} \otimes
+    X^\top X` since :math:`(2D_i - I)^2 = I`), and each iteration is two triangular solves and
+    products with :math:`X` and the masks. It stops when the primal residuals
+    :math:`r = (u - v, Gu - s)` and the dual residual :math:`d = \rho\,((v^{k+1} - v^k) +
+    G^\top(s^{k+1} - s^k))` satisfy :math:`\lVert r\rVert \le \sqrt{p}\,\epsilon + \epsilon
+    \max(\lVert (u, Gu)\rVert, \lVert (v, s)\rVert)` and :math:`\lVert d\rVert \le \sqrt{q}\,
+    \epsilon + \epsilon\rho\lVert (\lambda, G^\top\nu)\rVert` (Boyd et al. 2011, Section
+    3.3.1; :math:`\epsilon` = ``tol``, :math:`p, q` the sizes). Every 10 iterations where one
+    residual is 10 times the other, :math:`\rho` is doubled or halved and the matrix factorized
+    again (residual balancing, Boyd et al. 2011, Section 3.4.1: with a fixed :math:`\rho` the
+    constraint residual stalls for thousands of iterations). The answer is :math:`v` (exactly
+    group sparse); its constraints hold to the residual.
+
+    Args:
+        n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
+        beta: :math:`\beta \ge 0`, the weight decay.
+        loss: ``"squared"``, ``"logistic"`` or ``"hinge"``.
+        solver: ``"admm"`` (squared loss only) or ``"cvxpy"`` (MOSEK when installed, else
+            Clarabel).
+        robust_eps: the :math:`\ell_\infty` radius of adversarial training; only 0 (standard
+            training) is implemented yet.
+        rho: the initial ADMM penalty :math:`\rho > 0` (``None``: 0.01, the default of the
+            third-party ADMM ``zachary-shah/admmNN``).
+        tol: the ADMM tolerance :math:`\epsilon > 0`.
+        max_iter: the most ADMM iterations (reaching it without meeting ``tol`` warns).
+        generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
+            global RNG).
+        progress: print the residuals every 100 ADMM iterations.
+
+    Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
+    float64), ``objective_`` (the convex objective at the solution), ``history_`` (ADMM: a dict
+    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual``; cvxpy: the
+    solver's status and time), ``n_iter_``.
+
+    References:
+        Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
+        Quadratic-time Algorithms and Adversarial Training", SIAM J. Math. Data Sci. 2023,
+        arXiv:2201.01965. Pilanci, Ergen, "Neural Networks are Convex Regularizers", ICML 2020.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(30, 3, generator=g)
+        >>> y = torch.relu(X[:, 0]) - X[:, 1]
+        >>> model = ConvexReLU(10, beta=1e-2, tol=1e-4, generator=g).fit(X, y)
+        >>> bool(model.score(X, y) > 0.9)
+        True
+        >>> net = model.to_module()
+        >>> bool(torch.allclose(net(X.double()).squeeze(1), model.predict(X)))
+        True
+    """
+
+    def __init__(self, n_patterns: int = 100, beta: float = 1e-3, *, loss: str = "squared",
+                 solver: str = "admm", robust_eps: float = 0.0, rho: float | None = None,
+                 tol: float = 1e-6, max_iter: int = 10_000,
+                 generator: torch.Generator | None = None, progress: bool = False):
+        self.n_patterns = check_int("n_patterns", n_patterns)
+        self.beta = check_nonnegative("beta", beta)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if solver == "admm" and loss != "squared":
+            raise ValueError(f"solver='admm' solves the squared loss only, got loss={loss!r}; "
+                             "use solver='cvxpy'")
+        self.loss, self.solver = loss, solver
+        self.robust_eps = check_nonnegative("robust_eps", robust_eps)
+        if self.robust_eps > 0:
+            raise NotImplementedError("robust_eps > 0 (adversarial training) is not "
+                                      "implemented yet; use robust_eps=0")
+        self.rho = 0.01 if rho is None else check_positive("rho", rho)
+        self.tol = check_positive("tol", tol)
+        self.max_iter = check_int("max_iter", max_iter)
+        self.generator = make_generator(generator)
+        self.progress = check_flag("progress", progress)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _check_data(self, X, y) -> tuple[Tensor, Tensor]:
+        X = _as_float64("X", X, (2,))
+        y = _as_float64("y", y, (1, 2))
+        if y.dim() == 2:
+            if y.shape[1] != 1:
+                raise ValueError(f"y must have shape (n,) or (n, 1), got {tuple(y.shape)}")
+            y = y[:, 0]
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X and y must have the same number of rows, got X {tuple(X.shape)}"
+                             f" and y {tuple(y.shape)}")
+        if X.shape[0] == 0:
+            raise ValueError("X must have at least one row")
+        if self.loss != "squared":
+            values = set(torch.unique(y).tolist())
+            if values <= {0.0, 1.0}:
+                self.classes_ = (0.0, 1.0)
+                y = 2 * y - 1
+            elif values <= {-1.0, 1.0}:
+                self.classes_ = (-1.0, 1.0)
+            else:
+                raise ValueError(f"y must hold labels in {{0, 1}} or {{-1, 1}} for "
+                                 f"loss={self.loss!r}, got values {sorted(values)[:5]}")
+        return X, y
+
+    def _check_patterns(self, patterns, n: int) -> Tensor:
+        D = _as_float64("patterns", patterns, (2,))
+        if D.shape[0] != n:
+            raise ValueError(f"patterns must have one row per row of X ({n}), got shape "
+                             f"{tuple(D.shape)}")
+        if not ((D == 0) | (D == 1)).all():
+            raise ValueError("patterns must hold only 0 and 1 (or booleans)")
+        return D.bool()
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, X, y, patterns=None) -> "ConvexReLU":
+        """Solve the sampled convex program on ``(X, y)``; ``patterns`` (an ``(n, P)`` 0/1
+        array, e.g. another model's ``patterns_``) replaces the sampled ones."""
+        X, y = self._check_data(X, y)
+        D = (sample_patterns(X, self.n_patterns, self.generator) if patterns is None
+             else self._check_patterns(patterns, X.shape[0]))
+        self.patterns_ = D
+        if self.solver == "cvxpy":
+            self.v_, self.w_ = self._fit_cvxpy(X, y, D.double())
+        else:
+            self.v_, self.w_ = self._fit_admm(X, y, D.double())
+        self.objective_ = self._objective(X, y, D.double(), self.v_, self.w_)
+        return self
+
+    def _loss(self, y_hat: Tensor, y: Tensor) -> float:
+        if self.loss == "squared":
+            return 0.5 * float(((y_hat - y) ** 2).sum())
+        if self.loss == "logistic":
+            return float(torch.nn.functional.softplus(-y * y_hat).sum())
+        return float(torch.relu(1 - y * y_hat).sum())
+
+    def _objective(self, X: Tensor, y: Tensor, D: Tensor, v: Tensor, w: Tensor) -> float:
+        """The convex objective at ``(v, w)``: loss of the masked predictions + group lasso."""
+        y_hat = (D * (X @ (v - w).T)).sum(1)
+        penalty = torch.linalg.vector_norm(v, dim=1).sum() + torch.linalg.vector_norm(w, dim=1
+                                                                                      ).sum()
+        return self._loss(y_hat, y) + self.beta * float(penalty)
+
+    def _fit_cvxpy(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        import cvxpy as cp
+        Xn, yn, Dn = X.numpy(), y.numpy(), D.numpy()
+        E = 2 * Dn - 1
+        d, P = Xn.shape[1], Dn.shape[1]
+        V, W = cp.Variable((d, P)), cp.Variable((d, P))
+        y_hat = cp.sum(cp.multiply(Dn, Xn @ (V - W)), axis=1)
+        if self.loss == "squared":
+            loss = cp.sum_squares(y_hat - yn) / 2
+        elif self.loss == "logistic":
+            loss = cp.sum(cp.logistic(-cp.multiply(yn, y_hat)))
+        else:
+            loss = cp.sum(cp.pos(1 - cp.multiply(yn, y_hat)))
+        penalty = cp.sum(cp.norm(V, 2, axis=0)) + cp.sum(cp.norm(W, 2, axis=0))
+        problem = cp.Problem(cp.Minimize(loss + self.beta * penalty),
+                             [cp.multiply(E, Xn @ V) >= 0, cp.multiply(E, Xn @ W) >= 0])
+        name = "MOSEK" if "MOSEK" in cp.installed_solvers() else "CLARABEL"
+        start = time.perf_counter()
+        try:
+            problem.solve(solver=name, **ACCURATE_SOLVER_OPTIONS.get(name, {}))
+        except cp.error.SolverError as err:
+            raise RuntimeError(f"ConvexReLU: cvxpy solver {name} failed: {err}") from err
+        self.history_ = {"status": problem.status, "solver": name,
+                         "time": time.perf_counter() - start}
+        self.n_iter_ = problem.solver_stats.num_iters
+        if problem.status != cp.OPTIMAL:
+            raise RuntimeError(f"ConvexReLU: cvxpy solver {name} ended with status "
+                               f"{problem.status!r}, not 'optimal'")
+        return torch.from_numpy(V.value.T.copy()), torch.from_numpy(W.value.T.copy())
+
+    def _fit_admm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        n, d = X.shape
+        P = D.shape[1]
+        rho, beta = self.rho, self.beta
+        E = torch.cat([2 * D - 1, 2 * D - 1], dim=1)             # (n, 2P): the signs of G
+        masks = torch.cat([D, -D], dim=1)                        # (n, 2P): F's masks and signs
+
+        # The fixed matrix I + F^T F / rho + G^T G on the blocks (row b = neuron b, length d):
+        # F^T F = [[K, -K], [-K, K]] with K = [D_i X]^T [D_j X]; G^T G = I_2P (x) X^T X.
+        masked = (D.T[:, :, None] * X[None]).permute(1, 0, 2).reshape(n, P * d)
+        K = masked.T @ masked
+        XtX_blocks = torch.kron(torch.eye(2 * P, dtype=X.dtype), X.T @ X)
+
+        def factor(rho: float) -> Tensor:
+            A = XtX_blocks.clone()
+            A[:P * d, :P * d] += K / rho
+            A[P * d:, P * d:] += K / rho
+            A[:P * d, P * d:] -= K / rho
+            A[P * d:, :P * d] -= K / rho
+            A.diagonal().add_(1.0)
+            return torch.linalg.cholesky(A)
+
+        L = factor(rho)
+        def F_T(r: Tensor) -> Tensor:      # F^T r as (2P, d)
+            return (masks * r[:, None]).T @ X
+
+        def G(u: Tensor) -> Tensor:        # G u as (n, 2P)
+            return E * (X @ u.T)
+
+        def G_T(q: Tensor) -> Tensor:      # G^T q as (2P, d)
+            return (E * q).T @ X
+
+        Fty = F_T(y)
+        u = torch.zeros(2 * P, d, dtype=X.dtype)
+        v, lam = u.clone(), u.clone()
+        s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
+        history = {"objective": [], "primal_residual": [], "dual_residual": []}
+        sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
+        for k in range(1, self.max_iter + 1):
+            rhs = Fty / rho + v - lam + G_T(s - nu)
+            u = torch.cholesky_solve(rhs.reshape(-1, 1), L).reshape(2 * P, d)
+            v_old, s_old = v, s
+            v = u + lam
+            prox_group_l2_([v], beta / rho)
+            Gu = G(u)
+            s = torch.relu(Gu + nu)
+            lam = lam + u - v
+            nu = nu + Gu - s
+            primal = math.hypot(float(torch.linalg.vector_norm(u - v)),
+                                float(torch.linalg.vector_norm(Gu - s)))
+            dual = rho * float(torch.linalg.vector_norm(v - v_old + G_T(s - s_old)))
+            history["objective"].append(self._objective(X, y, D, v[:P], v[P:]))
+            history["primal_residual"].append(primal)
+            history["dual_residual"].append(dual)
+            scale_primal = max(math.hypot(float(torch.linalg.vector_norm(u)),
+                                          float(torch.linalg.vector_norm(Gu))),
+                               math.hypot(float(torch.linalg.vector_norm(v)),
+                                          float(torch.linalg.vector_norm(s))))
+            scale_dual = rho * float(torch.linalg.vector_norm(lam + G_T(nu)))
+            if k % 10 == 0 and (primal > 10 * dual or dual > 10 * primal):
+                # residual balancing (Boyd et al. 2011, 3.4.1): the scaled duals scale by 1/rho
+                factor_rho = 2.0 if primal > dual else 0.5
+                rho *= factor_rho
+                lam, nu = lam / factor_rho, nu / factor_rho
+                L = factor(rho)
+            if self.progress and k % 100 == 0:
+                print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
+                      f"primal {primal:.3e}, dual {dual:.3e}")
+            if (primal <= sqrt_p * self.tol + self.tol * scale_primal
+                    and dual <= sqrt_q * self.tol + self.tol * scale_dual):
+                break
+        else:
+            warnings.warn(f"ConvexReLU: ADMM did not meet tol={self.tol} in max_iter="
+                          f"{self.max_iter} iterations (primal residual {primal:.3e}, "
+                          f"dual {dual:.3e}); raise max_iter or tol, or change rho",
+                          RuntimeWarning, stacklevel=3)
+        self.history_, self.n_iter_ = history, k
+        return v[:P].clone(), v[P:].clone()
+
+    # -- the network --------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "v_"):
+            raise RuntimeError("ConvexReLU: call fit(X, y) first")
+
+    def decision_function(self, X) -> Tensor:
+        r"""The network's output :math:`f(x) = \sum_i (x^\top v_i)_+ - (x^\top w_i)_+` per row,
+        float64."""
+        self._check_fitted()
+        X = _as_float64("X", X, (2,))
+        if X.shape[1] != self.v_.shape[1]:
+            raise ValueError(f"X must have {self.v_.shape[1]} columns, got {X.shape[1]}")
+        return torch.relu(X @ self.v_.T).sum(1) - torch.relu(X @ self.w_.T).sum(1)
+
+    def predict(self, X) -> Tensor:
+        """The output (squared loss) or the label, in ``fit``'s encoding (classification)."""
+        out = self.decision_function(X)
+        if self.loss == "squared":
+            return out
+        low, high = self.classes_
+        return torch.where(out >= 0, high, low).to(torch.float64)
+
+    def score(self, X, y) -> float:
+        """:math:`R^2` (squared loss) or the accuracy (classification)."""
+        X, y = _as_float64("X", X, (2,)), _as_float64("y", y, (1, 2)).reshape(-1)
+        pred = self.predict(X)
+        if pred.shape != y.shape:
+            raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} "
+                             f"and {y.shape[0]}")
+        if self.loss != "squared":
+            return float((pred == y).double().mean())
+        total = float(((y - y.mean()) ** 2).sum())
+        return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else math.nan
+
+    def to_module(self) -> nn.Sequential:
+        """The network as ``nn.Sequential(Linear(d, m), ReLU(), Linear(m, 1, bias=False))``
+        (float64, hidden bias zero), one neuron per nonzero :math:`v_i` or :math:`w_i`; its
+        output is :meth:`decision_function`'s."""
+        self._check_fitted()
+        blocks = torch.cat([self.v_, self.w_])
+        signs = torch.cat([torch.ones(len(self.v_)), -torch.ones(len(self.w_))]).double()
+        norms = torch.linalg.vector_norm(blocks, dim=1)
+        keep = norms > 0
+        scale = norms[keep].sqrt()
+        hidden = blocks[keep] / scale[:, None]
+        out = signs[keep] * scale
+        d, m = blocks.shape[1], int(keep.sum())
+        net = nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, 1, bias=False)).double()
+        with torch.no_grad():
+            net[0].weight.copy_(hidden)
+            net[0].bias.zero_()
+            net[2].weight.copy_(out[None])
+        return net
