@@ -1,0 +1,191 @@
+"""ConvexReLU: the sampled convex program (cvxpy, the oracle), its ADMM, and the network.
+
+Reference checks: the patterns are 1[X H >= 0] for the generator's H; the constraints hold at
+the solution; the convex objective equals the regularized objective of the network that
+``to_module`` returns (the equivalence of the two programs, computed independently here with
+torch's layers); ADMM reaches cvxpy's optimum on the same patterns.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from stochstep.optimizers import ConvexReLU
+from stochstep.optimizers import convex_relu
+from stochstep.optimizers.convex_relu import sample_patterns
+
+
+def data(n=40, d=4, seed=0, labels=False):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.relu(X[:, 0]) - X[:, 1] + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    return X, (y > 0).double() if labels else y
+
+
+def network_objective(model, X, y, loss):
+    """The non-convex objective of the exported network: loss + beta/2 (||U||^2 + ||a||^2)."""
+    net = model.to_module().requires_grad_(False)
+    out = net(X).squeeze(1)
+    if loss == "squared":
+        fit = 0.5 * ((out - y) ** 2).sum()
+    else:
+        s = 2 * y - 1 if set(y.tolist()) <= {0.0, 1.0} else y
+        fit = (torch.nn.functional.softplus(-s * out) if loss == "logistic"
+               else torch.relu(1 - s * out)).sum()
+    weights = (net[0].weight ** 2).sum() + (net[2].weight ** 2).sum()
+    return float(fit + model.beta / 2 * weights)
+
+
+def constraint_violation(model, X):
+    E = 2 * model.patterns_.double() - 1
+    return float(torch.relu(-torch.cat([E * (X @ model.v_.T), E * (X @ model.w_.T)])).max())
+
+
+# -- patterns ---------------------------------------------------------------------------------
+def test_patterns_are_the_distinct_sign_patterns_of_gaussian_directions():
+    X, _ = data()
+    D = sample_patterns(X, 30, torch.Generator().manual_seed(5))
+    H = torch.randn(4, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    expected = {tuple(col) for col in (X @ H >= 0).T.tolist()}
+    assert D.dtype == torch.bool and D.shape[0] == 40
+    assert {tuple(col) for col in D.T.tolist()} == expected and D.shape[1] == len(expected)
+
+
+def test_patterns_are_reused():
+    X, y = data()
+    first = ConvexReLU(10, solver="cvxpy", generator=torch.Generator().manual_seed(1)).fit(X, y)
+    again = ConvexReLU(10, solver="cvxpy", generator=torch.Generator().manual_seed(2))
+    again.fit(X, y, patterns=first.patterns_.numpy().astype(int))
+    assert torch.equal(again.patterns_, first.patterns_)
+    assert again.objective_ == pytest.approx(first.objective_, rel=1e-9)
+
+
+# -- cvxpy: the oracle ------------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["squared", "logistic", "hinge"])
+def test_cvxpy_solution_is_feasible_and_equals_the_network_objective(loss):
+    X, y = data(labels=loss != "squared")
+    model = ConvexReLU(15, beta=0.05, loss=loss, solver="cvxpy",
+                       generator=torch.Generator().manual_seed(3)).fit(X, y)
+    assert model.history_["status"] == "optimal"
+    assert constraint_violation(model, X) < 1e-7
+    # the network's non-convex regularized objective equals the convex optimum
+    assert network_objective(model, X, y, loss) == pytest.approx(model.objective_, rel=1e-6)
+    # and the network reproduces the masked convex predictions on the training data
+    masked = (model.patterns_.double() * (X @ (model.v_ - model.w_).T)).sum(1)
+    torch.testing.assert_close(model.decision_function(X), masked, atol=1e-6, rtol=0)
+
+
+def test_cvxpy_beats_every_feasible_point_it_is_compared_with():
+    X, y = data()
+    model = ConvexReLU(15, beta=0.05, solver="cvxpy",
+                       generator=torch.Generator().manual_seed(3)).fit(X, y)
+    D = model.patterns_.double()
+    # (v, w) = (0, 0) is feasible; so is a scaled copy of the solution
+    zero = model._objective(X, y, D, 0 * model.v_, 0 * model.w_)
+    assert zero == pytest.approx(0.5 * float((y ** 2).sum()))
+    assert model.objective_ <= zero
+    for c in (0.9, 1.1):
+        assert model.objective_ <= model._objective(X, y, D, c * model.v_, c * model.w_)
+
+
+def test_label_encodings_give_the_same_program():
+    X, y01 = data(labels=True)
+    a = ConvexReLU(10, loss="logistic", solver="cvxpy",
+                   generator=torch.Generator().manual_seed(4)).fit(X, y01)
+    b = ConvexReLU(10, loss="logistic", solver="cvxpy",
+                   generator=torch.Generator().manual_seed(4)).fit(X.numpy(), 2 * y01.numpy() - 1)
+    assert a.objective_ == pytest.approx(b.objective_, rel=1e-7)
+    assert set(a.predict(X).tolist()) <= {0.0, 1.0}
+    assert set(b.predict(X).tolist()) <= {-1.0, 1.0}
+    assert a.score(X, y01) == pytest.approx(b.score(X, 2 * y01 - 1))
+    assert a.score(X, y01) > 0.8
+
+
+def test_solver_status_is_reported(monkeypatch):
+    monkeypatch.setattr(convex_relu, "ACCURATE_SOLVER_OPTIONS", {"CLARABEL": dict(max_iter=1)})
+    X, y = data()
+    with pytest.raises(RuntimeError, match="status 'user_limit'"), \
+            pytest.warns(UserWarning):
+        ConvexReLU(5, solver="cvxpy", generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
+# -- ADMM -------------------------------------------------------------------------------------
+def test_admm_reaches_the_cvxpy_optimum_on_the_same_patterns(one_thread):
+    X, y = data(n=50, d=5)
+    oracle = ConvexReLU(20, beta=0.01, solver="cvxpy",
+                        generator=torch.Generator().manual_seed(1)).fit(X, y)
+    admm = ConvexReLU(20, beta=0.01, tol=1e-7).fit(X, y, patterns=oracle.patterns_)
+    assert admm.objective_ == pytest.approx(oracle.objective_, rel=1e-4)
+    assert constraint_violation(admm, X) < 1e-5
+    # its network is the cvxpy network, up to the same accuracy
+    assert network_objective(admm, X, y, "squared") == pytest.approx(oracle.objective_, rel=1e-4)
+    torch.testing.assert_close(admm.predict(X), oracle.predict(X), atol=1e-3, rtol=0)
+    h = admm.history_
+    assert len(h["objective"]) == len(h["primal_residual"]) == admm.n_iter_
+    assert h["objective"][-1] == admm.objective_
+    assert h["primal_residual"][-1] < 1e-3 * h["primal_residual"][9]
+
+
+def test_admm_warns_when_it_runs_out_of_iterations():
+    X, y = data()
+    with pytest.warns(RuntimeWarning, match="did not meet tol"):
+        ConvexReLU(10, max_iter=5, generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
+# -- the network ------------------------------------------------------------------------------
+def test_to_module_reproduces_predict():
+    X, y = data()
+    model = ConvexReLU(15, beta=0.05, solver="cvxpy",
+                       generator=torch.Generator().manual_seed(3)).fit(X.numpy(), y.numpy())
+    net = model.to_module()
+    X_new = torch.randn(25, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    torch.testing.assert_close(net(X_new).squeeze(1), model.predict(X_new), atol=1e-6, rtol=0)
+    m = net[0].out_features
+    assert isinstance(net[1], torch.nn.ReLU) and net[2].bias is None
+    norms = torch.cat([model.v_, model.w_]).norm(dim=1)
+    assert m == int((norms > 0).sum()) and m >= 1
+    # each neuron is balanced: ||u_j||^2 = a_j^2 (what makes the two objectives equal)
+    torch.testing.assert_close(net[0].weight.norm(dim=1) ** 2, net[2].weight[0] ** 2)
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(beta=-1.0), "beta"), (dict(robust_eps=-0.1), "robust_eps"),
+    (dict(loss="cross"), "loss"), (dict(solver="sgd"), "solver"),
+    (dict(loss="hinge", solver="admm"), "squared loss only"), (dict(rho=0.0), "rho"),
+    (dict(tol=-1.0), "tol"), (dict(max_iter=0), "max_iter"), (dict(n_patterns=0), "n_patterns"),
+    (dict(progress=1), "progress"), (dict(generator=3), "generator"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ConvexReLU(**kwargs)
+
+
+def test_unknown_option_and_unimplemented_robust():
+    with pytest.raises(TypeError):
+        ConvexReLU(lr=0.1)
+    with pytest.raises(NotImplementedError, match="robust_eps"):
+        ConvexReLU(robust_eps=0.1)
+
+
+def test_bad_data():
+    X, y = data()
+    model = ConvexReLU(5, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="same number of rows"):
+        model.fit(X, y[:-1])
+    X_bad = X.clone()
+    X_bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="X must hold only finite"):
+        model.fit(X_bad, y)
+    with pytest.raises(ValueError, match="y must hold only finite"):
+        model.fit(X, y / 0)
+    with pytest.raises(ValueError, match="X must have 2"):
+        model.fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="labels in"):
+        ConvexReLU(5, loss="hinge", solver="cvxpy").fit(X, y)
+    with pytest.raises(ValueError, match="patterns must have one row"):
+        model.fit(X, y, patterns=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        model.fit(X, y, patterns=2 * np.ones((40, 2)))
+    with pytest.raises(RuntimeError, match="fit"):
+        ConvexReLU().predict(X)
