@@ -102,7 +102,7 @@ def test_label_encodings_give_the_same_program():
 
 
 def test_solver_status_is_reported(monkeypatch):
-    monkeypatch.setattr(convex_relu, "ACCURATE_SOLVER_OPTIONS", {"CLARABEL": dict(max_iter=1)})
+    monkeypatch.setattr(convex_relu, "CVXPY_SOLVER_OPTIONS", {"CLARABEL": dict(max_iter=1)})
     X, y = data()
     with pytest.raises(RuntimeError, match="status 'user_limit'"), \
             pytest.warns(UserWarning):
