@@ -32,6 +32,7 @@ import time
 import warnings
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import Tensor, nn
 
@@ -318,7 +319,9 @@ class ConvexReLU:
             A[:P * d, P * d:] -= K / rho
             A[P * d:, :P * d] -= K / rho
             A.diagonal().add_(1.0)
-            return torch.linalg.cholesky(A)
+            # LAPACK through scipy: torch's CPU cholesky_solve took 50x longer here (0.28 s
+            # against 6 ms for 2000 unknowns, one right-hand side)
+            return scipy.linalg.cho_factor(A.numpy(), lower=True)
 
         L = factor(rho)
         def F_T(r: Tensor) -> Tensor:      # F^T r as (2P, d)
@@ -336,19 +339,22 @@ class ConvexReLU:
         s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
         history = {"objective": [], "primal_residual": [], "dual_residual": []}
         sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
+        Gt_s, Gt_nu = torch.zeros_like(u), torch.zeros_like(u)   # G^T s and G^T nu
         for k in range(1, self.max_iter + 1):
-            rhs = Fty / rho + v - lam + G_T(s - nu)
-            u = torch.cholesky_solve(rhs.reshape(-1, 1), L).reshape(2 * P, d)
-            v_old, s_old = v, s
+            rhs = Fty / rho + v - lam + Gt_s - Gt_nu
+            u = torch.from_numpy(scipy.linalg.cho_solve(L, rhs.reshape(-1).numpy())
+                                 ).reshape(2 * P, d)
+            v_old, Gt_s_old = v, Gt_s
             v = u + lam
             prox_group_l2_([v], beta / rho)
             Gu = G(u)
             s = torch.relu(Gu + nu)
             lam = lam + u - v
             nu = nu + Gu - s
+            Gt_s, Gt_nu = G_T(s), G_T(nu)     # the two products with G^T of an iteration
             primal = math.hypot(float(torch.linalg.vector_norm(u - v)),
                                 float(torch.linalg.vector_norm(Gu - s)))
-            dual = rho * float(torch.linalg.vector_norm(v - v_old + G_T(s - s_old)))
+            dual = rho * float(torch.linalg.vector_norm(v - v_old + Gt_s - Gt_s_old))
             history["objective"].append(self._objective(X, y, D, v[:P], v[P:]))
             history["primal_residual"].append(primal)
             history["dual_residual"].append(dual)
@@ -356,12 +362,12 @@ class ConvexReLU:
                                           float(torch.linalg.vector_norm(Gu))),
                                math.hypot(float(torch.linalg.vector_norm(v)),
                                           float(torch.linalg.vector_norm(s))))
-            scale_dual = rho * float(torch.linalg.vector_norm(lam + G_T(nu)))
+            scale_dual = rho * float(torch.linalg.vector_norm(lam + Gt_nu))
             if k % 10 == 0 and (primal > 10 * dual or dual > 10 * primal):
                 # residual balancing (Boyd et al. 2011, 3.4.1): the scaled duals scale by 1/rho
                 factor_rho = 2.0 if primal > dual else 0.5
                 rho *= factor_rho
-                lam, nu = lam / factor_rho, nu / factor_rho
+                lam, nu, Gt_nu = lam / factor_rho, nu / factor_rho, Gt_nu / factor_rho
                 L = factor(rho)
             if self.progress and k % 100 == 0:
                 print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
