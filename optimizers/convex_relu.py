@@ -150,8 +150,14 @@ class ConvexReLU:
         loss: ``"squared"``, ``"logistic"`` or ``"hinge"``.
         solver: ``"admm"`` (squared loss only) or ``"cvxpy"`` (MOSEK when installed, else
             Clarabel).
-        robust_eps: the :math:`\ell_\infty` radius of adversarial training; only 0 (standard
-            training) is implemented yet.
+        robust_eps: :math:`\epsilon \ge 0`, the :math:`\ell_\infty` radius of adversarial
+            training (``solver="cvxpy"`` only). With the patterns held fixed, the robust
+            counterpart replaces the cone constraints by :math:`(2D_i - I) X v_i \ge \epsilon
+            \lVert v_i\rVert_1` (same for :math:`w_i`) and the margin :math:`s_k \hat y_k` by
+            :math:`s_k \hat y_k - \epsilon \lVert z_k\rVert_1`, :math:`z_k = \sum_i d_{ik}(v_i -
+            w_i)` (for the squared loss :math:`\lvert \hat y_k - y_k\rvert` by :math:`\lvert
+            \hat y_k - y_k\rvert + \epsilon\lVert z_k\rVert_1`): the exact worst case over the box
+            for every loss here when the patterns stay fixed, which the constraints ensure.
         rho: the initial ADMM penalty :math:`\rho > 0` (``None``: 0.01, the default of the
             third-party ADMM ``zachary-shah/admmNN``).
         tol: the ADMM tolerance :math:`\epsilon > 0`.
@@ -161,7 +167,8 @@ class ConvexReLU:
         progress: print the residuals every 100 ADMM iterations.
 
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
-    float64), ``objective_`` (the convex objective at the solution), ``history_`` (ADMM: a dict
+    float64), ``objective_`` (the convex objective at the solution; with ``robust_eps > 0``
+    also ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict
     of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual``; cvxpy: the
     solver's status and time), ``n_iter_``.
 
@@ -197,9 +204,9 @@ class ConvexReLU:
                              "use solver='cvxpy'")
         self.loss, self.solver = loss, solver
         self.robust_eps = check_nonnegative("robust_eps", robust_eps)
-        if self.robust_eps > 0:
-            raise NotImplementedError("robust_eps > 0 (adversarial training) is not "
-                                      "implemented yet; use robust_eps=0")
+        if self.robust_eps > 0 and solver == "admm":
+            raise NotImplementedError("robust_eps > 0 (adversarial training) is implemented "
+                                      "for solver='cvxpy' only")
         self.rho = 0.01 if rho is None else check_positive("rho", rho)
         self.tol = check_positive("tol", tol)
         self.max_iter = check_int("max_iter", max_iter)
@@ -276,15 +283,31 @@ class ConvexReLU:
         d, P = Xn.shape[1], Dn.shape[1]
         V, W = cp.Variable((d, P)), cp.Variable((d, P))
         y_hat = cp.sum(cp.multiply(Dn, Xn @ (V - W)), axis=1)
+        eps = self.robust_eps
+        # the worst case over ||delta_k||_inf <= eps moves y_hat_k by eps ||sum_i d_ik
+        # (v_i - w_i)||_1 either way (patterns held fixed); zero when eps = 0
+        spread = eps * cp.norm((V - W) @ Dn.T, 1, axis=0) if eps > 0 else 0
+        margin = cp.multiply(yn, y_hat) - spread if self.loss != "squared" else None
+        constraints = []
         if self.loss == "squared":
-            loss = cp.sum_squares(y_hat - yn) / 2
+            if eps > 0:   # 0.5 (|y_hat - y| + spread)^2 through an epigraph variable (DCP)
+                t = cp.Variable(len(yn))
+                constraints.append(t >= cp.abs(y_hat - yn) + spread)
+                loss = cp.sum_squares(t) / 2
+            else:
+                loss = cp.sum_squares(y_hat - yn) / 2
         elif self.loss == "logistic":
-            loss = cp.sum(cp.logistic(-cp.multiply(yn, y_hat)))
+            loss = cp.sum(cp.logistic(-margin))
         else:
-            loss = cp.sum(cp.pos(1 - cp.multiply(yn, y_hat)))
+            loss = cp.sum(cp.pos(1 - margin))
         penalty = cp.sum(cp.norm(V, 2, axis=0)) + cp.sum(cp.norm(W, 2, axis=0))
-        problem = cp.Problem(cp.Minimize(loss + self.beta * penalty),
-                             [cp.multiply(E, Xn @ V) >= 0, cp.multiply(E, Xn @ W) >= 0])
+        for Z in (V, W):  # (2D_i - I)(X + Delta) z_i >= 0 for every row perturbation
+            cone = cp.multiply(E, Xn @ Z)
+            if eps > 0:
+                cone = cone - eps * np.ones((len(yn), 1)) @ cp.reshape(cp.norm(Z, 1, axis=0),
+                                                                        (1, P), order="C")
+            constraints.append(cone >= 0)
+        problem = cp.Problem(cp.Minimize(loss + self.beta * penalty), constraints)
         name = "MOSEK" if "MOSEK" in cp.installed_solvers() else "CLARABEL"
         start = time.perf_counter()
         try:
@@ -297,6 +320,7 @@ class ConvexReLU:
         if problem.status != cp.OPTIMAL:
             raise RuntimeError(f"ConvexReLU: cvxpy solver {name} ended with status "
                                f"{problem.status!r}, not 'optimal'")
+        self.robust_objective_ = float(problem.value)
         return torch.from_numpy(V.value.T.copy()), torch.from_numpy(W.value.T.copy())
 
     def _fit_admm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:

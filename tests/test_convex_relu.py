@@ -148,6 +148,41 @@ def test_to_module_reproduces_predict():
     torch.testing.assert_close(net[0].weight.norm(dim=1) ** 2, net[2].weight[0] ** 2)
 
 
+# -- adversarial training (cvxpy) ------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["squared", "logistic", "hinge"])
+def test_robust_program_with_tiny_eps_is_the_standard_one(loss):
+    X, y = data(labels=loss != "squared")
+    standard = ConvexReLU(15, beta=0.05, loss=loss, solver="cvxpy",
+                          generator=torch.Generator().manual_seed(3)).fit(X, y)
+    robust = ConvexReLU(15, beta=0.05, loss=loss, solver="cvxpy", robust_eps=1e-9)
+    robust.fit(X, y, patterns=standard.patterns_)
+    assert robust.robust_objective_ == pytest.approx(standard.objective_, rel=1e-5)
+    larger = ConvexReLU(15, beta=0.05, loss=loss, solver="cvxpy", robust_eps=0.05)
+    larger.fit(X, y, patterns=standard.patterns_)
+    assert larger.robust_objective_ > standard.objective_ + 0.1
+
+
+def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
+    X, y = data(labels=True)
+    s, eps = 2 * y - 1, 0.05
+    model = ConvexReLU(15, beta=0.05, loss="hinge", solver="cvxpy", robust_eps=eps,
+                       generator=torch.Generator().manual_seed(3)).fit(X, y)
+    D = model.patterns_.double()
+    z = D @ (model.v_ - model.w_)                    # row k: sum_i d_ik (v_i - w_i)
+    attacked = X - eps * s[:, None] * torch.sign(z)  # the worst l-inf perturbation per row
+    # the robust cone constraints keep every pattern under the attack ...
+    E = 2 * D - 1
+    for Z in (model.v_, model.w_):
+        assert float((E * (attacked @ Z.T)).min()) > -1e-7
+    # ... so the network's worst-case hinge loss is the robust program's loss
+    out = model.decision_function(attacked)
+    torch.testing.assert_close(s * out, s * (D * (X @ (model.v_ - model.w_).T)).sum(1)
+                               - eps * z.abs().sum(1), atol=1e-7, rtol=0)
+    penalty = model.v_.norm(dim=1).sum() + model.w_.norm(dim=1).sum()
+    worst = float(torch.relu(1 - s * out).sum() + model.beta * penalty)
+    assert worst == pytest.approx(model.robust_objective_, rel=1e-6)
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
     (dict(beta=-1.0), "beta"), (dict(robust_eps=-0.1), "robust_eps"),
@@ -165,7 +200,7 @@ def test_unknown_option_and_unimplemented_robust():
     with pytest.raises(TypeError):
         ConvexReLU(lr=0.1)
     with pytest.raises(NotImplementedError, match="robust_eps"):
-        ConvexReLU(robust_eps=0.1)
+        ConvexReLU(robust_eps=0.1, solver="admm")
 
 
 def test_bad_data():
