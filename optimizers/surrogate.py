@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import check_int, check_positive
-from stochstep.stepping.optimizer import KernelOptimizer
+from stochstep.stepping.checks import check_int, check_nonnegative, check_positive
+from stochstep.stepping.optimizer import KernelOptimizer, check_lr
 from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["SSO", "SCHEDULES", "target_surrogate"]
@@ -38,7 +38,9 @@ ARMIJO_MIN_STEP = 1e-6
 INNER_GRAD_TOL = 1e-6
 
 # Options every param group must share: the surrogate is one function of all the parameters.
-_SHARED = ("target_lr", "inner_steps", "schedule", "total_steps")
+# target_lr is kept as the groups' "lr", the key torch's lr schedulers drive.
+_SHARED = ("lr", "inner_steps", "schedule", "total_steps")
+TARGET_LR = 'target_lr (param_groups[i]["lr"])'
 
 
 def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, target_lr: float,
@@ -81,6 +83,14 @@ def _schedule_factor(schedule: str, t: int, total_steps: int | None) -> float:
     if schedule == "inverse_sqrt":
         return 1.0 / math.sqrt(t)
     return (1.0 / total_steps) ** (t / total_steps)
+
+
+def _check_target_lr(name: str, value, check: Callable) -> None:
+    """``check(name, number)`` on a number or a 1-element tensor (kept as it is, as torch
+    keeps a tensor lr: schedulers change it in place)."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        check_lr(value)   # its error: "Tensor lr must be 1-element", as everywhere
+    check(name, value.item() if isinstance(value, Tensor) else value)
 
 
 def _check_targets(name: str, z, shape=None, graph: bool = True) -> Tensor:
@@ -144,9 +154,10 @@ class SSO(KernelOptimizer):
     epoch}}` per inner step) is left out: it needs the epoch's length, and the inner loop
     stops on a small gradient before its step rather than after it. ``target_lr`` is the
     paper's :math:`\eta`, whose natural scale is :math:`1/L` (for a mean squared error
-    :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). It is not torch's ``lr``,
-    so ``torch.optim.lr_scheduler`` does not drive it: use ``schedule``, or set
-    ``param_groups[i]["target_lr"]`` (checked again at every step).
+    :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). Each param group holds it
+    as ``"lr"``, so ``torch.optim.lr_scheduler`` schedulers drive it (times ``schedule``'s
+    factor); a 1-element tensor is accepted, as torch does. Every group must hold the same
+    value (a scheduler scales them alike), checked again at every step.
 
     Gradients are taken with ``torch.autograd.grad``: ``.grad`` is never read or written, and
     a parameter the targets do not depend on is not moved. Float16/bfloat16 targets and
@@ -154,7 +165,8 @@ class SSO(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups (groups may differ only in ``inner_lr``).
-        target_lr: the target-space step :math:`\eta > 0`.
+        target_lr: the target-space step :math:`\eta > 0` (a number or a 1-element tensor),
+            kept as ``param_groups[i]["lr"]``.
         inner_steps: :math:`m \ge 1`, surrogate steps per outer step (default 10).
         inner_lr: :math:`\gamma > 0` for plain gradient steps on the surrogate, or None
             (default) for the Armijo line search.
@@ -183,12 +195,32 @@ class SSO(KernelOptimizer):
     def __init__(self, params, target_lr: float, *, inner_steps: int = 10,
                  inner_lr: float | None = None, schedule: str = "constant",
                  total_steps: int | None = None, check_finite: bool = False):
-        defaults = dict(target_lr=target_lr, inner_steps=inner_steps, inner_lr=inner_lr,
+        _check_target_lr("target_lr", target_lr, check_positive)
+        defaults = dict(lr=target_lr, inner_steps=inner_steps, inner_lr=inner_lr,
                         schedule=schedule, total_steps=total_steps)
         super().__init__(params, defaults, check_finite=check_finite)
 
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group; its target step is its ``"lr"`` (as torch's schedulers expect)."""
+        if "target_lr" in param_group:
+            raise TypeError('SSO param groups hold target_lr as "lr" (the key torch\'s lr '
+                            'schedulers drive): write {"params": ..., "lr": ...}, got a group '
+                            f"with target_lr={param_group['target_lr']!r}")
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state: dict) -> None:
+        # state dicts saved while the groups held "target_lr" load with it as "lr"
+        for group in state.get("param_groups", ()):
+            if "target_lr" in group:
+                group.setdefault("lr", group.pop("target_lr"))
+        super().__setstate__(state)
+
     def _check_group(self, group):
-        group["target_lr"] = check_positive("target_lr", group["target_lr"])
+        # >= 0, as torch's lr: schedulers such as CosineAnnealingLR end at 0 (no move); the
+        # constructor asks for > 0
+        _check_target_lr(TARGET_LR, group["lr"], check_nonnegative)
+        if not isinstance(group["lr"], Tensor):
+            group["lr"] = float(group["lr"])
         group["inner_steps"] = check_int("inner_steps", group["inner_steps"], 1)
         if group["inner_lr"] is not None:
             group["inner_lr"] = check_positive("inner_lr", group["inner_lr"])
@@ -210,9 +242,11 @@ class SSO(KernelOptimizer):
         for i, group in enumerate(groups[1:], 1):
             for key in _SHARED:
                 if group[key] != first[key]:
-                    raise ValueError(f"SSO: param group {i} has {key}={group[key]!r} but group 0 "
-                                     f"has {first[key]!r}: the surrogate is one function of "
-                                     f"all parameters, so {', '.join(_SHARED)} are shared")
+                    name = TARGET_LR if key == "lr" else key
+                    raise ValueError(f"SSO: param group {i} has {name}={group[key]!r} but group "
+                                     f"0 has {first[key]!r}: the surrogate is one function of "
+                                     "all parameters, so target_lr, inner_steps, schedule and "
+                                     "total_steps are shared")
             if (group["inner_lr"] is None) != (first["inner_lr"] is None):
                 raise ValueError("SSO: inner_lr must be None (the line search) in every param "
                                  f"group or in none; group 0 has {first['inner_lr']!r}, group "
@@ -239,7 +273,7 @@ class SSO(KernelOptimizer):
                     rates.append(group["inner_lr"])
         states = [self._state_of(p, ()) for p in params]
         t = int(states[0]["step"]) + 1 if states else 1
-        eta = options["target_lr"] * _schedule_factor(options["schedule"], t,
+        eta = options["lr"] * _schedule_factor(options["schedule"], t,
                                                       options["total_steps"])
 
         with torch.enable_grad():
@@ -268,7 +302,8 @@ class SSO(KernelOptimizer):
                 grads = torch.autograd.grad(value, params, allow_unused=True)
             return value.detach(), grads
 
-        self._inner_loop(params, rates, options["inner_steps"], surrogate)
+        if eta > 0:   # eta = 0 (a scheduler's end): f(theta) must stay z_t, theta_t is optimal
+            self._inner_loop(params, rates, options["inner_steps"], surrogate)
         for state in states:
             state["step"] += 1
         if self.check_finite:
@@ -363,6 +398,8 @@ register(AlgorithmInfo(
     paper="Lavington, Vaswani, Babanezhad, Schmidt & Le Roux, ICML 2023, arXiv:2302.02607",
     default_kwargs=dict(target_lr=1.0, inner_steps=5),
     requires=frozenset({"closure", "target_loss"}),
+    supports=frozenset({"shared_lr"}),
+    lr_argument="target_lr",
     invalid_kwargs=(
         (dict(target_lr=0.0), ValueError, "target_lr"),
         (dict(target_lr=float("nan")), ValueError, "target_lr"),
@@ -372,7 +409,7 @@ register(AlgorithmInfo(
         (dict(schedule="cosine"), ValueError, "schedule"),
         (dict(schedule="exponential"), ValueError, "schedule"),
         (dict(total_steps=10), ValueError, "total_steps"),
-        (dict(lr=0.1), TypeError, "lr"),
+        (dict(target_lr=torch.tensor([1.0, 2.0])), ValueError, "1-element"),
     ),
     reference=_reference,
     reference_kwargs=(

@@ -254,14 +254,80 @@ def test_bad_input_raises_naming_it():
         SSO([W], target_lr=0.5, momentum=0.9)
     with pytest.raises(TypeError, match="lr"):
         SSO([W], lr=0.5)
+    with pytest.raises(ValueError, match="target_lr must be a finite number > 0"):
+        SSO([W], target_lr=torch.tensor(0.0))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        SSO([W], target_lr=torch.tensor([0.5, 0.5]))
+    opt = SSO([W], target_lr=0.5)
+    opt.param_groups[0]["lr"] = -0.5
+    with pytest.raises(ValueError, match=r'group 0: target_lr \(param_groups\[i\]\["lr"\]\) '
+                                         r"must be a finite number >= 0, got -0.5"):
+        opt.step(lambda: X @ W, squared(Y))
+
+
+# -- torch's lr schedulers drive target_lr ------------------------------------------------------
+def test_an_lr_scheduler_drives_the_target_step():
+    """ExponentialLR halves target_lr after each step: the second step is the hand-computed
+    step at target_lr / 2 from where the first left off."""
+    X, Y, W = linear_problem()
+    W0 = W.detach().clone()
+    opt = SSO([W], target_lr=torch.tensor(0.8, dtype=torch.float64), inner_steps=4)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    for _ in range(2):
+        opt.step(lambda: X @ W, squared(Y))
+        scheduler.step()
+    W1 = hand_steps(X, Y, W0, 1, target_lr=0.8, inner_steps=4)
+    W2 = hand_steps(X, Y, W1, 1, target_lr=0.4, inner_steps=4)
+    torch.testing.assert_close(W.detach(), W2, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(W2, hand_steps(X, Y, W1, 1, target_lr=0.8, inner_steps=4))
+    assert opt.param_groups[0]["lr"].item() == 0.2 and "target_lr" not in opt.param_groups[0]
+
+
+def test_a_scheduler_keeps_the_groups_equal_and_zero_lr_leaves_the_parameters():
+    """Two groups under CosineAnnealingLR stay equal (the shared-step rule holds), and at its
+    end, lr = 0, the step still queries target_loss once and moves nothing."""
+    X, Y, W = linear_problem()
+    b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = SSO([{"params": [W]}, {"params": [b], "inner_lr": 0.01}], target_lr=0.5,
+              inner_lr=0.02, inner_steps=3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    calls = []
+    for _ in range(2):
+        opt.step(lambda: X @ W + b, lambda z: calls.append(1) or squared(Y)(z))
+        scheduler.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
+    before = [W.detach().clone(), b.detach().clone()]
+    loss = opt.step(lambda: X @ W + b, lambda z: calls.append(1) or squared(Y)(z))
+    assert len(calls) == 3 and loss.item() == squared(Y)(X @ W + b).item()
+    assert torch.equal(W.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    assert int(opt.state[W]["step"]) == 3
+
+
+def test_a_state_dict_that_held_target_lr_loads_it_as_lr():
+    X, Y, W = linear_problem()
+    opt = SSO([W], target_lr=0.5, inner_steps=2)
+    opt.step(lambda: X @ W, squared(Y))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["lr"] == 0.5
+    sd["param_groups"][0]["target_lr"] = sd["param_groups"][0].pop("lr")   # the old layout
+    V = torch.nn.Parameter(W.detach().clone())
+    resumed = SSO([V], target_lr=3.0, inner_steps=2)
+    resumed.load_state_dict(sd)
+    assert resumed.param_groups[0]["lr"] == 0.5 and "target_lr" not in resumed.param_groups[0]
+    opt.step(lambda: X @ W, squared(Y))
+    resumed.step(lambda: X @ V, squared(Y))
+    assert torch.equal(V.detach(), W.detach())
 
 
 def test_param_groups_must_share_the_surrogates_options():
     X, Y, W = linear_problem()
     b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = SSO([{"params": [W]}, {"params": [b], "target_lr": 2.0}], target_lr=0.5)
-    with pytest.raises(ValueError, match="target_lr"):
+    opt = SSO([{"params": [W]}, {"params": [b], "lr": 2.0}], target_lr=0.5)
+    with pytest.raises(ValueError, match=r'group 1 has target_lr \(param_groups\[i\]\["lr"\]\)'
+                       r"=2.0 but group 0 has 0.5"):
         opt.step(lambda: X @ W + b, squared(Y))
+    with pytest.raises(TypeError, match='target_lr as "lr"'):
+        SSO([{"params": [W]}, {"params": [b], "target_lr": 2.0}], target_lr=0.5)
     opt = SSO([{"params": [W]}, {"params": [b], "inner_lr": 0.1}], target_lr=0.5)
     with pytest.raises(ValueError, match="inner_lr"):
         opt.step(lambda: X @ W + b, squared(Y))
