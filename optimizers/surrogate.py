@@ -20,9 +20,14 @@ from stochstep.stepping.checks import check_int, check_nonnegative, check_positi
 from stochstep.stepping.optimizer import KernelOptimizer, check_lr
 from stochstep.stepping.registry import AlgorithmInfo, register
 
-__all__ = ["SSO", "SCHEDULES", "target_surrogate"]
+__all__ = ["SSO", "SCHEDULES", "TARGET_OPTIMIZERS", "target_surrogate"]
 
 SCHEDULES = ("constant", "inverse_sqrt", "exponential")
+TARGET_OPTIMIZERS = ("sgd", "adagrad")
+# Diagonal Adagrad in target space (the authors' Diag_Ada_FMDOpt): every example's squared
+# target gradients are summed from this value. Their code clamps the sums to [1e-5, 1e5] after
+# every update; starting at the floor keeps the metric positive without the clamp's jumps.
+ADAGRAD_INITIAL = 1e-5
 
 # The stochastic Armijo line search of the authors' inner optimizer (``LSOpt`` as
 # ``SGD_FMDOpt`` sets it up in their ICML sweeps): the trial step restarts from 10 at every
@@ -44,16 +49,19 @@ TARGET_LR = 'target_lr (param_groups[i]["lr"])'
 
 
 def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, target_lr: float,
-                     anchor_loss: Tensor | float = 0.0) -> Tensor:
+                     anchor_loss: Tensor | float = 0.0, metric: Tensor | None = None) -> Tensor:
     r"""The target-based surrogate of :math:`\ell` around the anchor targets :math:`z_t`.
 
     .. math::
         g_t(z) = \ell(z_t) + \langle \nabla\ell(z_t),\, z - z_t \rangle
-                 + \frac{1}{2\eta_t} \lVert z - z_t \rVert^2
+                 + \frac{1}{2\eta_t} \lVert z - z_t \rVert_D^2, \qquad
+        \lVert v \rVert_D^2 = \textstyle\sum_j D_j v_j^2
 
-    summed over every entry of the targets. With :math:`z = f(\theta)` it is the surrogate of
-    :math:`L(\theta) = \ell(f(\theta))`: equal to it at :math:`\theta_t`, with the same gradient
-    there, and above it everywhere when :math:`\ell` is :math:`1/\eta_t`-smooth.
+    summed over every entry :math:`j` of the targets, with :math:`D = 1` unless a metric is
+    given (:math:`D > 0`, e.g. Adagrad's in target space). With :math:`z = f(\theta)` it is
+    the surrogate of :math:`L(\theta) = \ell(f(\theta))`: equal to it at :math:`\theta_t`,
+    with the same gradient there, and above it everywhere when :math:`\ell` is
+    :math:`(\min_j D_j/\eta_t)`-smooth.
 
     Args:
         targets: :math:`z = f(\theta)`, with its graph when gradients in :math:`\theta` are
@@ -62,6 +70,7 @@ def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, targe
         anchor_grad: :math:`\nabla\ell(z_t)`, the same shape.
         target_lr: :math:`\eta_t > 0`.
         anchor_loss: :math:`\ell(z_t)` (default 0: the constant changes no step).
+        metric: :math:`D`, the targets' shape (default None: :math:`D = 1`).
 
     References:
         Lavington, Vaswani, Babanezhad, Schmidt, Le Roux, "Target-based Surrogates for
@@ -73,7 +82,8 @@ def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, targe
         tensor(4.5000)
     """
     diff = targets - anchor
-    return anchor_loss + (anchor_grad * diff).sum() + diff.square().sum() / (2 * target_lr)
+    squares = diff.square() if metric is None else metric * diff.square()
+    return anchor_loss + (anchor_grad * diff).sum() + squares.sum() / (2 * target_lr)
 
 
 def _schedule_factor(schedule: str, t: int, total_steps: int | None) -> float:
@@ -146,6 +156,29 @@ class SSO(KernelOptimizer):
     minimization, :math:`z_{t+1}` is the projection of :math:`z_t - \eta_t g_t` onto the
     realizable targets: projected SGD in target space.
 
+    ``target_optimizer="adagrad"`` makes that target-space step diagonal Adagrad (the paper's
+    surrogates built from other stochastic optimizers; the authors' ``Diag_Ada_FMDOpt``). The
+    targets' first dimension runs over the batch's examples, ``example_ids`` (distinct, in
+    :math:`0, \dots, n - 1`, :math:`n` = ``n_examples``) says which they are, and each example
+    :math:`i` keeps the sum of its squared target gradients over the steps :math:`s` whose
+    batch :math:`S_s` held it (entrywise over its targets):
+
+    .. math::
+        G_{t,i} &= 10^{-5} + \sum_{s \le t:\ i \in S_s} g_{s,i}^2, \qquad
+            D_{t,i} = \sqrt{G_{t,i}} \\
+        \tilde g_t(\theta) &= \ell(z_t) + \langle g_t,\, f(\theta) - z_t \rangle
+            + \frac{1}{2\eta_t} \sum_{i \in S_t}
+              \big\langle D_{t,i},\, (f(\theta)_i - z_{t,i})^2 \big\rangle
+
+    Its value and gradient at :math:`\theta_t` are still the loss's; over unconstrained targets
+    its minimizer is Adagrad's step :math:`z_{t,i} - \eta_t g_{t,i} / D_{t,i}`, and with
+    exact inner minimization :math:`z_{t+1}` is that step's projection onto the realizable
+    targets in the :math:`D_t`-weighted norm. (The authors clamp :math:`G` to
+    :math:`[10^{-5}, 10^5]` after each update; here it starts at :math:`10^{-5}` and is not
+    capped.) There is no Adam: its step :math:`\hat m / \sqrt{\hat v}` is not a positive
+    rescaling of :math:`g_t` (the momentum can point against it), so no quadratic with a
+    positive diagonal metric has it as minimizer.
+
     The surrogate follows the paper. The authors' code minimizes
     :math:`\operatorname{mean}(g_t f(\theta)/\eta' + (f(\theta) - z_t)^2)` with
     :math:`\eta'` an inverse step: a rescaling (by :math:`2\eta_t/(np)` with
@@ -157,7 +190,9 @@ class SSO(KernelOptimizer):
     :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). Each param group holds it
     as ``"lr"``, so ``torch.optim.lr_scheduler`` schedulers drive it (times ``schedule``'s
     factor); a 1-element tensor is accepted, as torch does. Every group must hold the same
-    value (a scheduler scales them alike), checked again at every step.
+    value (a scheduler scales them alike), checked again at every step. At ``lr = 0`` (where
+    e.g. ``CosineAnnealingLR`` ends) a step calls ``target_loss`` and moves nothing: as
+    :math:`\eta_t \to 0` the surrogate pins :math:`f(\theta)` to :math:`z_t`.
 
     Gradients are taken with ``torch.autograd.grad``: ``.grad`` is never read or written, and
     a parameter the targets do not depend on is not moved. Float16/bfloat16 targets and
@@ -173,6 +208,10 @@ class SSO(KernelOptimizer):
         schedule: ``"constant"`` (default), ``"inverse_sqrt"`` or ``"exponential"``: what
             multiplies ``target_lr`` at outer step :math:`t`.
         total_steps: :math:`T`, required by (and only accepted with) ``"exponential"``.
+        target_optimizer: ``"sgd"`` (default, the paper's SSO) or ``"adagrad"`` (diagonal
+            Adagrad in target space, state per example).
+        n_examples: :math:`n`, the number of examples ``example_ids`` index; required by (and
+            only accepted with) ``"adagrad"``.
         check_finite: raise ``FloatingPointError`` naming the parameter and step if a
             parameter becomes NaN or infinite.
 
@@ -194,8 +233,25 @@ class SSO(KernelOptimizer):
 
     def __init__(self, params, target_lr: float, *, inner_steps: int = 10,
                  inner_lr: float | None = None, schedule: str = "constant",
-                 total_steps: int | None = None, check_finite: bool = False):
+                 total_steps: int | None = None, target_optimizer: str = "sgd",
+                 n_examples: int | None = None, check_finite: bool = False):
         _check_target_lr("target_lr", target_lr, check_positive)
+        if target_optimizer not in TARGET_OPTIMIZERS:
+            raise ValueError(f"target_optimizer must be one of {TARGET_OPTIMIZERS}, got "
+                             f"{target_optimizer!r}")
+        if target_optimizer == "adagrad":
+            if n_examples is None:
+                raise ValueError("target_optimizer='adagrad' keeps state per example: it "
+                                 "needs n_examples (an integer >= 1), got None")
+            n_examples = check_int("n_examples", n_examples, 1)
+        elif n_examples is not None:
+            raise ValueError("n_examples is only used by target_optimizer='adagrad', got "
+                             f"n_examples={n_examples!r} with target_optimizer="
+                             f"{target_optimizer!r}")
+        self.target_optimizer, self.n_examples = target_optimizer, n_examples
+        # Adagrad's G, one row per example (created at the first step, when the targets'
+        # shape is known); it belongs to no parameter, so it rides in the state dict's extras
+        self.target_sq_sum: Tensor | None = None
         defaults = dict(lr=target_lr, inner_steps=inner_steps, inner_lr=inner_lr,
                         schedule=schedule, total_steps=total_steps)
         super().__init__(params, defaults, check_finite=check_finite)
@@ -214,6 +270,23 @@ class SSO(KernelOptimizer):
             if "target_lr" in group:
                 group.setdefault("lr", group.pop("target_lr"))
         super().__setstate__(state)
+
+    def _extra_state(self) -> dict:
+        extra = super()._extra_state()
+        if self.target_sq_sum is not None:
+            extra["target_sq_sum"] = self.target_sq_sum
+        return extra
+
+    def _load_extra_state(self, extra: dict) -> None:
+        saved = extra.get("target_sq_sum")
+        if saved is not None and (self.target_optimizer != "adagrad" or saved.dim() < 1
+                                  or saved.shape[0] != self.n_examples):
+            raise ValueError(f"the state dict holds Adagrad target sums of shape "
+                             f"{tuple(saved.shape)}; this SSO has target_optimizer="
+                             f"{self.target_optimizer!r} and n_examples={self.n_examples!r}")
+        super()._load_extra_state(extra)
+        if saved is not None:
+            self.target_sq_sum = saved.clone()
 
     def _check_group(self, group):
         # >= 0, as torch's lr: schedulers such as CosineAnnealingLR end at 0 (no move); the
@@ -255,8 +328,11 @@ class SSO(KernelOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None,
-             target_loss: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """One outer step (see the class docstring); returns :math:`\\ell(z_t)` (detached)."""
+             target_loss: Callable[[Tensor], Tensor] | None = None,
+             example_ids: Tensor | None = None) -> Tensor:
+        """One outer step (see the class docstring); returns :math:`\\ell(z_t)` (detached).
+        ``example_ids``: with ``target_optimizer="adagrad"``, which examples the targets'
+        rows are (an integer tensor, one distinct id per row)."""
         if closure is None or not callable(closure):
             raise ValueError("SSO.step needs closure, a callable returning the targets "
                              f"f(theta) on the current batch with their graph, got {closure!r}")
@@ -292,11 +368,13 @@ class SSO(KernelOptimizer):
             (anchor_grad,) = torch.autograd.grad(loss.reshape(()), anchor)
         anchor = anchor.detach()
         anchor_loss = loss.detach().reshape(()).to(work)
+        metric = self._adagrad_metric(example_ids, anchor, anchor_grad)
 
         def surrogate(with_grad: bool):
             with torch.enable_grad() if with_grad else torch.no_grad():
                 f = _check_targets("closure", closure(), anchor.shape, graph=with_grad)
-                value = target_surrogate(f.to(work), anchor, anchor_grad, eta, anchor_loss)
+                value = target_surrogate(f.to(work), anchor, anchor_grad, eta, anchor_loss,
+                                         metric)
                 if not with_grad:
                     return value, None
                 grads = torch.autograd.grad(value, params, allow_unused=True)
@@ -309,6 +387,48 @@ class SSO(KernelOptimizer):
         if self.check_finite:
             self._assert_finite()
         return loss.detach().reshape(())
+
+    def _adagrad_metric(self, example_ids, anchor: Tensor, anchor_grad: Tensor):
+        """Adagrad's D_t for the batch's rows (None for SGD), after adding g_t^2 to their
+        sums; everything is checked before the sums change."""
+        if self.target_optimizer == "sgd":
+            if example_ids is not None:
+                raise ValueError("example_ids is only used by target_optimizer='adagrad' "
+                                 "(this SSO has 'sgd', which keeps no state per example)")
+            return None
+        if example_ids is None:
+            raise ValueError("target_optimizer='adagrad' keeps state per example: step needs "
+                             "example_ids, an integer tensor with the id (0 to n_examples - 1)"
+                             " of each row of the targets")
+        rows = anchor.shape[0] if anchor.dim() else None
+        if not isinstance(example_ids, Tensor) or example_ids.dtype.is_floating_point \
+                or example_ids.dtype.is_complex or example_ids.dtype == torch.bool \
+                or example_ids.shape != (rows,):
+            shape = tuple(example_ids.shape) if isinstance(example_ids, Tensor) else \
+                type(example_ids).__name__
+            raise ValueError(f"example_ids must be a 1-D integer tensor with one id per row of "
+                             f"the targets ({rows} rows), got {shape}"
+                             + (f" of {example_ids.dtype}" if isinstance(example_ids, Tensor)
+                                else ""))
+        ids = example_ids.to(device=anchor.device, dtype=torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.n_examples):
+            raise ValueError(f"example_ids must lie in 0..{self.n_examples - 1} (n_examples="
+                             f"{self.n_examples}), got ids from {int(ids.min())} to "
+                             f"{int(ids.max())}")
+        if ids.unique().numel() != ids.numel():
+            raise ValueError("example_ids must be distinct: each example is one row of the "
+                             "batch's targets")
+        sums = self.target_sq_sum
+        if sums is None:
+            sums = torch.full((self.n_examples, *anchor.shape[1:]), ADAGRAD_INITIAL,
+                              dtype=anchor.dtype, device=anchor.device)
+        elif sums.shape[1:] != anchor.shape[1:]:
+            raise ValueError(f"the targets' rows have shape {tuple(anchor.shape[1:])}, but the "
+                             f"Adagrad sums were kept for rows of shape {tuple(sums.shape[1:])}")
+        sums = sums.to(device=anchor.device)
+        sums[ids] += anchor_grad.to(sums.dtype).square()
+        self.target_sq_sum = sums
+        return sums[ids].sqrt().to(anchor.dtype)
 
     @staticmethod
     def _inner_loop(params: list[Tensor], rates: list, inner_steps: int,
@@ -410,6 +530,9 @@ register(AlgorithmInfo(
         (dict(schedule="exponential"), ValueError, "schedule"),
         (dict(total_steps=10), ValueError, "total_steps"),
         (dict(target_lr=torch.tensor([1.0, 2.0])), ValueError, "1-element"),
+        (dict(target_optimizer="adam"), ValueError, "target_optimizer"),
+        (dict(target_optimizer="adagrad"), ValueError, "n_examples"),
+        (dict(n_examples=10), ValueError, "n_examples"),
     ),
     reference=_reference,
     reference_kwargs=(
