@@ -265,11 +265,14 @@ class SSO(KernelOptimizer):
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict) -> None:
+        loading = self.__dict__.get("_incoming")   # a load_state_dict's extras, if loading
         # state dicts saved while the groups held "target_lr" load with it as "lr"
         for group in state.get("param_groups", ()):
             if "target_lr" in group:
                 group.setdefault("lr", group.pop("target_lr"))
         super().__setstate__(state)
+        if loading is not None and "target_sq_sum" not in loading:
+            self.target_sq_sum = None   # saved before any Adagrad step
 
     def _extra_state(self) -> dict:
         extra = super()._extra_state()
@@ -349,11 +352,12 @@ class SSO(KernelOptimizer):
                     rates.append(group["inner_lr"])
         states = [self._state_of(p, ()) for p in params]
         t = int(states[0]["step"]) + 1 if states else 1
-        eta = options["lr"] * _schedule_factor(options["schedule"], t,
-                                                      options["total_steps"])
+        eta = options["lr"] * _schedule_factor(options["schedule"], t, options["total_steps"])
 
         with torch.enable_grad():
             z = _check_targets("closure", closure())
+            # the example ids are checked before the expensive call
+            ids = self._checked_example_ids(example_ids, z)
             # float16/bfloat16 targets: the surrogate and its line search in float32
             work = torch.promote_types(z.dtype, torch.float32)
             anchor = z.detach().to(work).requires_grad_()
@@ -368,7 +372,7 @@ class SSO(KernelOptimizer):
             (anchor_grad,) = torch.autograd.grad(loss.reshape(()), anchor)
         anchor = anchor.detach()
         anchor_loss = loss.detach().reshape(()).to(work)
-        metric = self._adagrad_metric(example_ids, anchor, anchor_grad)
+        metric = None if ids is None else self._adagrad_metric(ids, anchor_grad)
 
         def surrogate(with_grad: bool):
             with torch.enable_grad() if with_grad else torch.no_grad():
@@ -388,9 +392,8 @@ class SSO(KernelOptimizer):
             self._assert_finite()
         return loss.detach().reshape(())
 
-    def _adagrad_metric(self, example_ids, anchor: Tensor, anchor_grad: Tensor):
-        """Adagrad's D_t for the batch's rows (None for SGD), after adding g_t^2 to their
-        sums; everything is checked before the sums change."""
+    def _checked_example_ids(self, example_ids, z: Tensor) -> Tensor | None:
+        """The batch's example ids as a long tensor on the targets' device (None for SGD)."""
         if self.target_optimizer == "sgd":
             if example_ids is not None:
                 raise ValueError("example_ids is only used by target_optimizer='adagrad' "
@@ -400,7 +403,7 @@ class SSO(KernelOptimizer):
             raise ValueError("target_optimizer='adagrad' keeps state per example: step needs "
                              "example_ids, an integer tensor with the id (0 to n_examples - 1)"
                              " of each row of the targets")
-        rows = anchor.shape[0] if anchor.dim() else None
+        rows = z.shape[0] if z.dim() else None
         if not isinstance(example_ids, Tensor) or example_ids.dtype.is_floating_point \
                 or example_ids.dtype.is_complex or example_ids.dtype == torch.bool \
                 or example_ids.shape != (rows,):
@@ -410,7 +413,7 @@ class SSO(KernelOptimizer):
                              f"the targets ({rows} rows), got {shape}"
                              + (f" of {example_ids.dtype}" if isinstance(example_ids, Tensor)
                                 else ""))
-        ids = example_ids.to(device=anchor.device, dtype=torch.long)
+        ids = example_ids.to(device=z.device, dtype=torch.long)
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.n_examples):
             raise ValueError(f"example_ids must lie in 0..{self.n_examples - 1} (n_examples="
                              f"{self.n_examples}), got ids from {int(ids.min())} to "
@@ -419,16 +422,21 @@ class SSO(KernelOptimizer):
             raise ValueError("example_ids must be distinct: each example is one row of the "
                              "batch's targets")
         sums = self.target_sq_sum
-        if sums is None:
-            sums = torch.full((self.n_examples, *anchor.shape[1:]), ADAGRAD_INITIAL,
-                              dtype=anchor.dtype, device=anchor.device)
-        elif sums.shape[1:] != anchor.shape[1:]:
-            raise ValueError(f"the targets' rows have shape {tuple(anchor.shape[1:])}, but the "
+        if sums is not None and sums.shape[1:] != z.shape[1:]:
+            raise ValueError(f"the targets' rows have shape {tuple(z.shape[1:])}, but the "
                              f"Adagrad sums were kept for rows of shape {tuple(sums.shape[1:])}")
-        sums = sums.to(device=anchor.device)
+        return ids
+
+    def _adagrad_metric(self, ids: Tensor, anchor_grad: Tensor) -> Tensor:
+        """Adagrad's D_t for the batch's rows, after adding g_t^2 to their sums."""
+        sums = self.target_sq_sum
+        if sums is None:   # the first step: now the rows' shape is known
+            sums = torch.full((self.n_examples, *anchor_grad.shape[1:]), ADAGRAD_INITIAL,
+                              dtype=anchor_grad.dtype, device=anchor_grad.device)
+        sums = sums.to(device=anchor_grad.device)
         sums[ids] += anchor_grad.to(sums.dtype).square()
         self.target_sq_sum = sums
-        return sums[ids].sqrt().to(anchor.dtype)
+        return sums[ids].sqrt().to(anchor_grad.dtype)
 
     @staticmethod
     def _inner_loop(params: list[Tensor], rates: list, inner_steps: int,

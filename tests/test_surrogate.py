@@ -480,6 +480,11 @@ def test_adagrad_bad_input_raises_naming_it_and_changes_nothing():
     adagrad_run(opt, X, Y, W, BATCHES[:1])
     at, sums = W.detach().clone(), opt.target_sq_sum.clone()
     ids = [0, 1, 2]
+    calls = []
+
+    def expensive(z):
+        calls.append(1)
+        return squared(Y[ids])(z)
     for bad, text in [(None, "needs example_ids"),
                       (torch.tensor([0, 1, 6]), r"lie in 0..5 .*got ids from 0 to 6"),
                       (torch.tensor([-1, 1, 2]), "lie in 0..5"),
@@ -488,10 +493,11 @@ def test_adagrad_bad_input_raises_naming_it_and_changes_nothing():
                       ([0, 1, 2], "integer tensor"),
                       (torch.tensor([0, 1, 1]), "distinct")]:
         with pytest.raises(ValueError, match=text):
-            opt.step(lambda: X[ids] @ W, squared(Y[ids]), example_ids=bad)
+            opt.step(lambda: X[ids] @ W, expensive, example_ids=bad)
     with pytest.raises(ValueError, match="rows have shape"):
-        opt.step(lambda: (X[ids] @ W)[:, :1], squared(Y[ids, :1]), example_ids=torch.tensor(ids))
+        opt.step(lambda: (X[ids] @ W)[:, :1], expensive, example_ids=torch.tensor(ids))
     assert torch.equal(W.detach(), at) and torch.equal(opt.target_sq_sum, sums)
+    assert not calls   # refused before the expensive call
 
 
 def test_adagrad_state_dict_resume_is_bit_identical():
@@ -522,3 +528,7 @@ def test_adagrad_state_dict_resume_is_bit_identical():
     assert other.target_sq_sum is None
     with pytest.raises(ValueError, match="target_optimizer='sgd'"):
         SSO([V], target_lr=1.0).load_state_dict(opt.state_dict())
+    # a state dict saved before any step clears the sums
+    blank = SSO([V], target_lr=1.0, target_optimizer="adagrad", n_examples=6).state_dict()
+    opt.load_state_dict(blank)
+    assert opt.target_sq_sum is None
