@@ -16,13 +16,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import check_int, check_positive
-from stochstep.stepping.optimizer import KernelOptimizer
+from stochstep.stepping.checks import check_int, check_nonnegative, check_positive
+from stochstep.stepping.optimizer import KernelOptimizer, check_lr
 from stochstep.stepping.registry import AlgorithmInfo, register
 
-__all__ = ["SSO", "SCHEDULES", "target_surrogate"]
+__all__ = ["SSO", "SCHEDULES", "TARGET_OPTIMIZERS", "target_surrogate"]
 
 SCHEDULES = ("constant", "inverse_sqrt", "exponential")
+TARGET_OPTIMIZERS = ("sgd", "adagrad")
+# Diagonal Adagrad in target space (the authors' Diag_Ada_FMDOpt): every example's squared
+# target gradients are summed from this value. Their code clamps the sums to [1e-5, 1e5] after
+# every update; starting at the floor keeps the metric positive without the clamp's jumps.
+ADAGRAD_INITIAL = 1e-5
 
 # The stochastic Armijo line search of the authors' inner optimizer (``LSOpt`` as
 # ``SGD_FMDOpt`` sets it up in their ICML sweeps): the trial step restarts from 10 at every
@@ -38,20 +43,25 @@ ARMIJO_MIN_STEP = 1e-6
 INNER_GRAD_TOL = 1e-6
 
 # Options every param group must share: the surrogate is one function of all the parameters.
-_SHARED = ("target_lr", "inner_steps", "schedule", "total_steps")
+# target_lr is kept as the groups' "lr", the key torch's lr schedulers drive.
+_SHARED = ("lr", "inner_steps", "schedule", "total_steps")
+TARGET_LR = 'target_lr (param_groups[i]["lr"])'
 
 
 def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, target_lr: float,
-                     anchor_loss: Tensor | float = 0.0) -> Tensor:
+                     anchor_loss: Tensor | float = 0.0, metric: Tensor | None = None) -> Tensor:
     r"""The target-based surrogate of :math:`\ell` around the anchor targets :math:`z_t`.
 
     .. math::
         g_t(z) = \ell(z_t) + \langle \nabla\ell(z_t),\, z - z_t \rangle
-                 + \frac{1}{2\eta_t} \lVert z - z_t \rVert^2
+                 + \frac{1}{2\eta_t} \lVert z - z_t \rVert_D^2, \qquad
+        \lVert v \rVert_D^2 = \textstyle\sum_j D_j v_j^2
 
-    summed over every entry of the targets. With :math:`z = f(\theta)` it is the surrogate of
-    :math:`L(\theta) = \ell(f(\theta))`: equal to it at :math:`\theta_t`, with the same gradient
-    there, and above it everywhere when :math:`\ell` is :math:`1/\eta_t`-smooth.
+    summed over every entry :math:`j` of the targets, with :math:`D = 1` unless a metric is
+    given (:math:`D > 0`, e.g. Adagrad's in target space). With :math:`z = f(\theta)` it is
+    the surrogate of :math:`L(\theta) = \ell(f(\theta))`: equal to it at :math:`\theta_t`,
+    with the same gradient there, and above it everywhere when :math:`\ell` is
+    :math:`(\min_j D_j/\eta_t)`-smooth.
 
     Args:
         targets: :math:`z = f(\theta)`, with its graph when gradients in :math:`\theta` are
@@ -60,6 +70,7 @@ def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, targe
         anchor_grad: :math:`\nabla\ell(z_t)`, the same shape.
         target_lr: :math:`\eta_t > 0`.
         anchor_loss: :math:`\ell(z_t)` (default 0: the constant changes no step).
+        metric: :math:`D`, the targets' shape (default None: :math:`D = 1`).
 
     References:
         Lavington, Vaswani, Babanezhad, Schmidt, Le Roux, "Target-based Surrogates for
@@ -71,7 +82,8 @@ def target_surrogate(targets: Tensor, anchor: Tensor, anchor_grad: Tensor, targe
         tensor(4.5000)
     """
     diff = targets - anchor
-    return anchor_loss + (anchor_grad * diff).sum() + diff.square().sum() / (2 * target_lr)
+    squares = diff.square() if metric is None else metric * diff.square()
+    return anchor_loss + (anchor_grad * diff).sum() + squares.sum() / (2 * target_lr)
 
 
 def _schedule_factor(schedule: str, t: int, total_steps: int | None) -> float:
@@ -81,6 +93,14 @@ def _schedule_factor(schedule: str, t: int, total_steps: int | None) -> float:
     if schedule == "inverse_sqrt":
         return 1.0 / math.sqrt(t)
     return (1.0 / total_steps) ** (t / total_steps)
+
+
+def _check_target_lr(name: str, value, check: Callable) -> None:
+    """``check(name, number)`` on a number or a 1-element tensor (kept as it is, as torch
+    keeps a tensor lr: schedulers change it in place)."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        check_lr(value)   # its error: "Tensor lr must be 1-element", as everywhere
+    check(name, value.item() if isinstance(value, Tensor) else value)
 
 
 def _check_targets(name: str, z, shape=None, graph: bool = True) -> Tensor:
@@ -136,6 +156,29 @@ class SSO(KernelOptimizer):
     minimization, :math:`z_{t+1}` is the projection of :math:`z_t - \eta_t g_t` onto the
     realizable targets: projected SGD in target space.
 
+    ``target_optimizer="adagrad"`` makes that target-space step diagonal Adagrad (the paper's
+    surrogates built from other stochastic optimizers; the authors' ``Diag_Ada_FMDOpt``). The
+    targets' first dimension runs over the batch's examples, ``example_ids`` (distinct, in
+    :math:`0, \dots, n - 1`, :math:`n` = ``n_examples``) says which they are, and each example
+    :math:`i` keeps the sum of its squared target gradients over the steps :math:`s` whose
+    batch :math:`S_s` held it (entrywise over its targets):
+
+    .. math::
+        G_{t,i} &= 10^{-5} + \sum_{s \le t:\ i \in S_s} g_{s,i}^2, \qquad
+            D_{t,i} = \sqrt{G_{t,i}} \\
+        \tilde g_t(\theta) &= \ell(z_t) + \langle g_t,\, f(\theta) - z_t \rangle
+            + \frac{1}{2\eta_t} \sum_{i \in S_t}
+              \big\langle D_{t,i},\, (f(\theta)_i - z_{t,i})^2 \big\rangle
+
+    Its value and gradient at :math:`\theta_t` are still the loss's; over unconstrained targets
+    its minimizer is Adagrad's step :math:`z_{t,i} - \eta_t g_{t,i} / D_{t,i}`, and with
+    exact inner minimization :math:`z_{t+1}` is that step's projection onto the realizable
+    targets in the :math:`D_t`-weighted norm. (The authors clamp :math:`G` to
+    :math:`[10^{-5}, 10^5]` after each update; here it starts at :math:`10^{-5}` and is not
+    capped.) There is no Adam: its step :math:`\hat m / \sqrt{\hat v}` is not a positive
+    rescaling of :math:`g_t` (the momentum can point against it), so no quadratic with a
+    positive diagonal metric has it as minimizer.
+
     The surrogate follows the paper. The authors' code minimizes
     :math:`\operatorname{mean}(g_t f(\theta)/\eta' + (f(\theta) - z_t)^2)` with
     :math:`\eta'` an inverse step: a rescaling (by :math:`2\eta_t/(np)` with
@@ -144,9 +187,12 @@ class SSO(KernelOptimizer):
     epoch}}` per inner step) is left out: it needs the epoch's length, and the inner loop
     stops on a small gradient before its step rather than after it. ``target_lr`` is the
     paper's :math:`\eta`, whose natural scale is :math:`1/L` (for a mean squared error
-    :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). It is not torch's ``lr``,
-    so ``torch.optim.lr_scheduler`` does not drive it: use ``schedule``, or set
-    ``param_groups[i]["target_lr"]`` (checked again at every step).
+    :math:`\frac{1}{2n}\lVert z - y\rVert^2`, :math:`\eta = n`). Each param group holds it
+    as ``"lr"``, so ``torch.optim.lr_scheduler`` schedulers drive it (times ``schedule``'s
+    factor); a 1-element tensor is accepted, as torch does. Every group must hold the same
+    value (a scheduler scales them alike), checked again at every step. At ``lr = 0`` (where
+    e.g. ``CosineAnnealingLR`` ends) a step calls ``target_loss`` and moves nothing: as
+    :math:`\eta_t \to 0` the surrogate pins :math:`f(\theta)` to :math:`z_t`.
 
     Gradients are taken with ``torch.autograd.grad``: ``.grad`` is never read or written, and
     a parameter the targets do not depend on is not moved. Float16/bfloat16 targets and
@@ -154,13 +200,18 @@ class SSO(KernelOptimizer):
 
     Args:
         params: parameters or parameter groups (groups may differ only in ``inner_lr``).
-        target_lr: the target-space step :math:`\eta > 0`.
+        target_lr: the target-space step :math:`\eta > 0` (a number or a 1-element tensor),
+            kept as ``param_groups[i]["lr"]``.
         inner_steps: :math:`m \ge 1`, surrogate steps per outer step (default 10).
         inner_lr: :math:`\gamma > 0` for plain gradient steps on the surrogate, or None
             (default) for the Armijo line search.
         schedule: ``"constant"`` (default), ``"inverse_sqrt"`` or ``"exponential"``: what
             multiplies ``target_lr`` at outer step :math:`t`.
         total_steps: :math:`T`, required by (and only accepted with) ``"exponential"``.
+        target_optimizer: ``"sgd"`` (default, the paper's SSO) or ``"adagrad"`` (diagonal
+            Adagrad in target space, state per example).
+        n_examples: :math:`n`, the number of examples ``example_ids`` index; required by (and
+            only accepted with) ``"adagrad"``.
         check_finite: raise ``FloatingPointError`` naming the parameter and step if a
             parameter becomes NaN or infinite.
 
@@ -182,13 +233,70 @@ class SSO(KernelOptimizer):
 
     def __init__(self, params, target_lr: float, *, inner_steps: int = 10,
                  inner_lr: float | None = None, schedule: str = "constant",
-                 total_steps: int | None = None, check_finite: bool = False):
-        defaults = dict(target_lr=target_lr, inner_steps=inner_steps, inner_lr=inner_lr,
+                 total_steps: int | None = None, target_optimizer: str = "sgd",
+                 n_examples: int | None = None, check_finite: bool = False):
+        _check_target_lr("target_lr", target_lr, check_positive)
+        if target_optimizer not in TARGET_OPTIMIZERS:
+            raise ValueError(f"target_optimizer must be one of {TARGET_OPTIMIZERS}, got "
+                             f"{target_optimizer!r}")
+        if target_optimizer == "adagrad":
+            if n_examples is None:
+                raise ValueError("target_optimizer='adagrad' keeps state per example: it "
+                                 "needs n_examples (an integer >= 1), got None")
+            n_examples = check_int("n_examples", n_examples, 1)
+        elif n_examples is not None:
+            raise ValueError("n_examples is only used by target_optimizer='adagrad', got "
+                             f"n_examples={n_examples!r} with target_optimizer="
+                             f"{target_optimizer!r}")
+        self.target_optimizer, self.n_examples = target_optimizer, n_examples
+        # Adagrad's G, one row per example (created at the first step, when the targets'
+        # shape is known); it belongs to no parameter, so it rides in the state dict's extras
+        self.target_sq_sum: Tensor | None = None
+        defaults = dict(lr=target_lr, inner_steps=inner_steps, inner_lr=inner_lr,
                         schedule=schedule, total_steps=total_steps)
         super().__init__(params, defaults, check_finite=check_finite)
 
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group; its target step is its ``"lr"`` (as torch's schedulers expect)."""
+        if "target_lr" in param_group:
+            raise TypeError('SSO param groups hold target_lr as "lr" (the key torch\'s lr '
+                            'schedulers drive): write {"params": ..., "lr": ...}, got a group '
+                            f"with target_lr={param_group['target_lr']!r}")
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state: dict) -> None:
+        loading = self.__dict__.get("_incoming")   # a load_state_dict's extras, if loading
+        # state dicts saved while the groups held "target_lr" load with it as "lr"
+        for group in state.get("param_groups", ()):
+            if "target_lr" in group:
+                group.setdefault("lr", group.pop("target_lr"))
+        super().__setstate__(state)
+        if loading is not None and "target_sq_sum" not in loading:
+            self.target_sq_sum = None   # saved before any Adagrad step
+
+    def _extra_state(self) -> dict:
+        extra = super()._extra_state()
+        if self.target_sq_sum is not None:
+            extra["target_sq_sum"] = self.target_sq_sum
+        return extra
+
+    def _load_extra_state(self, extra: dict) -> None:
+        saved = extra.get("target_sq_sum")
+        if saved is not None and (self.target_optimizer != "adagrad" or saved.dim() < 1
+                                  or saved.shape[0] != self.n_examples):
+            raise ValueError(f"the state dict holds Adagrad target sums of shape "
+                             f"{tuple(saved.shape)}; this SSO has target_optimizer="
+                             f"{self.target_optimizer!r} and n_examples={self.n_examples!r}")
+        super()._load_extra_state(extra)
+        if saved is not None:
+            self.target_sq_sum = saved.clone()
+
     def _check_group(self, group):
-        group["target_lr"] = check_positive("target_lr", group["target_lr"])
+        # >= 0, as torch's lr: schedulers such as CosineAnnealingLR end at 0 (no move); the
+        # constructor asks for > 0
+        _check_target_lr(TARGET_LR, group["lr"], check_nonnegative)
+        if not isinstance(group["lr"], Tensor):
+            group["lr"] = float(group["lr"])
         group["inner_steps"] = check_int("inner_steps", group["inner_steps"], 1)
         if group["inner_lr"] is not None:
             group["inner_lr"] = check_positive("inner_lr", group["inner_lr"])
@@ -210,9 +318,11 @@ class SSO(KernelOptimizer):
         for i, group in enumerate(groups[1:], 1):
             for key in _SHARED:
                 if group[key] != first[key]:
-                    raise ValueError(f"SSO: param group {i} has {key}={group[key]!r} but group 0 "
-                                     f"has {first[key]!r}: the surrogate is one function of "
-                                     f"all parameters, so {', '.join(_SHARED)} are shared")
+                    name = TARGET_LR if key == "lr" else key
+                    raise ValueError(f"SSO: param group {i} has {name}={group[key]!r} but group "
+                                     f"0 has {first[key]!r}: the surrogate is one function of "
+                                     "all parameters, so target_lr, inner_steps, schedule and "
+                                     "total_steps are shared")
             if (group["inner_lr"] is None) != (first["inner_lr"] is None):
                 raise ValueError("SSO: inner_lr must be None (the line search) in every param "
                                  f"group or in none; group 0 has {first['inner_lr']!r}, group "
@@ -221,8 +331,11 @@ class SSO(KernelOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None,
-             target_loss: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """One outer step (see the class docstring); returns :math:`\\ell(z_t)` (detached)."""
+             target_loss: Callable[[Tensor], Tensor] | None = None,
+             example_ids: Tensor | None = None) -> Tensor:
+        """One outer step (see the class docstring); returns :math:`\\ell(z_t)` (detached).
+        ``example_ids``: with ``target_optimizer="adagrad"``, which examples the targets'
+        rows are (an integer tensor, one distinct id per row)."""
         if closure is None or not callable(closure):
             raise ValueError("SSO.step needs closure, a callable returning the targets "
                              f"f(theta) on the current batch with their graph, got {closure!r}")
@@ -239,11 +352,12 @@ class SSO(KernelOptimizer):
                     rates.append(group["inner_lr"])
         states = [self._state_of(p, ()) for p in params]
         t = int(states[0]["step"]) + 1 if states else 1
-        eta = options["target_lr"] * _schedule_factor(options["schedule"], t,
-                                                      options["total_steps"])
+        eta = options["lr"] * _schedule_factor(options["schedule"], t, options["total_steps"])
 
         with torch.enable_grad():
             z = _check_targets("closure", closure())
+            # the example ids are checked before the expensive call
+            ids = self._checked_example_ids(example_ids, z)
             # float16/bfloat16 targets: the surrogate and its line search in float32
             work = torch.promote_types(z.dtype, torch.float32)
             anchor = z.detach().to(work).requires_grad_()
@@ -258,22 +372,71 @@ class SSO(KernelOptimizer):
             (anchor_grad,) = torch.autograd.grad(loss.reshape(()), anchor)
         anchor = anchor.detach()
         anchor_loss = loss.detach().reshape(()).to(work)
+        metric = None if ids is None else self._adagrad_metric(ids, anchor_grad)
 
         def surrogate(with_grad: bool):
             with torch.enable_grad() if with_grad else torch.no_grad():
                 f = _check_targets("closure", closure(), anchor.shape, graph=with_grad)
-                value = target_surrogate(f.to(work), anchor, anchor_grad, eta, anchor_loss)
+                value = target_surrogate(f.to(work), anchor, anchor_grad, eta, anchor_loss,
+                                         metric)
                 if not with_grad:
                     return value, None
                 grads = torch.autograd.grad(value, params, allow_unused=True)
             return value.detach(), grads
 
-        self._inner_loop(params, rates, options["inner_steps"], surrogate)
+        if eta > 0:   # eta = 0 (a scheduler's end): f(theta) must stay z_t, theta_t is optimal
+            self._inner_loop(params, rates, options["inner_steps"], surrogate)
         for state in states:
             state["step"] += 1
         if self.check_finite:
             self._assert_finite()
         return loss.detach().reshape(())
+
+    def _checked_example_ids(self, example_ids, z: Tensor) -> Tensor | None:
+        """The batch's example ids as a long tensor on the targets' device (None for SGD)."""
+        if self.target_optimizer == "sgd":
+            if example_ids is not None:
+                raise ValueError("example_ids is only used by target_optimizer='adagrad' "
+                                 "(this SSO has 'sgd', which keeps no state per example)")
+            return None
+        if example_ids is None:
+            raise ValueError("target_optimizer='adagrad' keeps state per example: step needs "
+                             "example_ids, an integer tensor with the id (0 to n_examples - 1)"
+                             " of each row of the targets")
+        rows = z.shape[0] if z.dim() else None
+        if not isinstance(example_ids, Tensor) or example_ids.dtype.is_floating_point \
+                or example_ids.dtype.is_complex or example_ids.dtype == torch.bool \
+                or example_ids.shape != (rows,):
+            shape = tuple(example_ids.shape) if isinstance(example_ids, Tensor) else \
+                type(example_ids).__name__
+            raise ValueError(f"example_ids must be a 1-D integer tensor with one id per row of "
+                             f"the targets ({rows} rows), got {shape}"
+                             + (f" of {example_ids.dtype}" if isinstance(example_ids, Tensor)
+                                else ""))
+        ids = example_ids.to(device=z.device, dtype=torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.n_examples):
+            raise ValueError(f"example_ids must lie in 0..{self.n_examples - 1} (n_examples="
+                             f"{self.n_examples}), got ids from {int(ids.min())} to "
+                             f"{int(ids.max())}")
+        if ids.unique().numel() != ids.numel():
+            raise ValueError("example_ids must be distinct: each example is one row of the "
+                             "batch's targets")
+        sums = self.target_sq_sum
+        if sums is not None and sums.shape[1:] != z.shape[1:]:
+            raise ValueError(f"the targets' rows have shape {tuple(z.shape[1:])}, but the "
+                             f"Adagrad sums were kept for rows of shape {tuple(sums.shape[1:])}")
+        return ids
+
+    def _adagrad_metric(self, ids: Tensor, anchor_grad: Tensor) -> Tensor:
+        """Adagrad's D_t for the batch's rows, after adding g_t^2 to their sums."""
+        sums = self.target_sq_sum
+        if sums is None:   # the first step: now the rows' shape is known
+            sums = torch.full((self.n_examples, *anchor_grad.shape[1:]), ADAGRAD_INITIAL,
+                              dtype=anchor_grad.dtype, device=anchor_grad.device)
+        sums = sums.to(device=anchor_grad.device)
+        sums[ids] += anchor_grad.to(sums.dtype).square()
+        self.target_sq_sum = sums
+        return sums[ids].sqrt().to(anchor_grad.dtype)
 
     @staticmethod
     def _inner_loop(params: list[Tensor], rates: list, inner_steps: int,
@@ -363,6 +526,8 @@ register(AlgorithmInfo(
     paper="Lavington, Vaswani, Babanezhad, Schmidt & Le Roux, ICML 2023, arXiv:2302.02607",
     default_kwargs=dict(target_lr=1.0, inner_steps=5),
     requires=frozenset({"closure", "target_loss"}),
+    supports=frozenset({"shared_lr"}),
+    lr_argument="target_lr",
     invalid_kwargs=(
         (dict(target_lr=0.0), ValueError, "target_lr"),
         (dict(target_lr=float("nan")), ValueError, "target_lr"),
@@ -372,7 +537,10 @@ register(AlgorithmInfo(
         (dict(schedule="cosine"), ValueError, "schedule"),
         (dict(schedule="exponential"), ValueError, "schedule"),
         (dict(total_steps=10), ValueError, "total_steps"),
-        (dict(lr=0.1), TypeError, "lr"),
+        (dict(target_lr=torch.tensor([1.0, 2.0])), ValueError, "1-element"),
+        (dict(target_optimizer="adam"), ValueError, "target_optimizer"),
+        (dict(target_optimizer="adagrad"), ValueError, "n_examples"),
+        (dict(n_examples=10), ValueError, "n_examples"),
     ),
     reference=_reference,
     reference_kwargs=(

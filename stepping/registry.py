@@ -35,7 +35,11 @@ class AlgorithmInfo:
             Also ``"compile"`` (a compiled ``opt.step()`` has no graph break, one for a
             stochastic record, and a tensor lr recompiles nothing: tests/test_compile.py) and
             ``"global_norm"`` (the update normalizes by a norm over all parameters, so
-            parameters and param groups do not step independently of each other).
+            parameters and param groups do not step independently of each other), and
+            ``"shared_lr"`` (every param group must hold the same ``lr``: one step over all
+            parameters; a scheduler scales the groups alike, so they stay equal).
+        lr_argument: the constructor's name for the value its param groups hold as ``lr``
+            (the key torch's lr schedulers drive): ``"lr"``, or e.g. SSO's ``"target_lr"``.
         fused_min_numel: with ``"fused"`` in ``supports``, the size from which a tensor takes
             the fused (compiled) kernel rather than the eager one; the conformance suite's
             fused reference cases add a tensor of this size, so that both kernels are checked.
@@ -65,6 +69,7 @@ class AlgorithmInfo:
     requires: frozenset[str] = frozenset({"grad"})
     stochastic: bool = False
     supports: frozenset[str] = frozenset()
+    lr_argument: str = "lr"
     fused_min_numel: int = 0
     invalid_kwargs: tuple[tuple[dict[str, Any], type, str], ...] = ()
     reference: Callable | None = None

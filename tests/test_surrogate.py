@@ -254,14 +254,80 @@ def test_bad_input_raises_naming_it():
         SSO([W], target_lr=0.5, momentum=0.9)
     with pytest.raises(TypeError, match="lr"):
         SSO([W], lr=0.5)
+    with pytest.raises(ValueError, match="target_lr must be a finite number > 0"):
+        SSO([W], target_lr=torch.tensor(0.0))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        SSO([W], target_lr=torch.tensor([0.5, 0.5]))
+    opt = SSO([W], target_lr=0.5)
+    opt.param_groups[0]["lr"] = -0.5
+    with pytest.raises(ValueError, match=r'group 0: target_lr \(param_groups\[i\]\["lr"\]\) '
+                                         r"must be a finite number >= 0, got -0.5"):
+        opt.step(lambda: X @ W, squared(Y))
+
+
+# -- torch's lr schedulers drive target_lr ------------------------------------------------------
+def test_an_lr_scheduler_drives_the_target_step():
+    """ExponentialLR halves target_lr after each step: the second step is the hand-computed
+    step at target_lr / 2 from where the first left off."""
+    X, Y, W = linear_problem()
+    W0 = W.detach().clone()
+    opt = SSO([W], target_lr=torch.tensor(0.8, dtype=torch.float64), inner_steps=4)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    for _ in range(2):
+        opt.step(lambda: X @ W, squared(Y))
+        scheduler.step()
+    W1 = hand_steps(X, Y, W0, 1, target_lr=0.8, inner_steps=4)
+    W2 = hand_steps(X, Y, W1, 1, target_lr=0.4, inner_steps=4)
+    torch.testing.assert_close(W.detach(), W2, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(W2, hand_steps(X, Y, W1, 1, target_lr=0.8, inner_steps=4))
+    assert opt.param_groups[0]["lr"].item() == 0.2 and "target_lr" not in opt.param_groups[0]
+
+
+def test_a_scheduler_keeps_the_groups_equal_and_zero_lr_leaves_the_parameters():
+    """Two groups under CosineAnnealingLR stay equal (the shared-step rule holds), and at its
+    end, lr = 0, the step still queries target_loss once and moves nothing."""
+    X, Y, W = linear_problem()
+    b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = SSO([{"params": [W]}, {"params": [b], "inner_lr": 0.01}], target_lr=0.5,
+              inner_lr=0.02, inner_steps=3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    calls = []
+    for _ in range(2):
+        opt.step(lambda: X @ W + b, lambda z: calls.append(1) or squared(Y)(z))
+        scheduler.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
+    before = [W.detach().clone(), b.detach().clone()]
+    loss = opt.step(lambda: X @ W + b, lambda z: calls.append(1) or squared(Y)(z))
+    assert len(calls) == 3 and loss.item() == squared(Y)(X @ W + b).item()
+    assert torch.equal(W.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    assert int(opt.state[W]["step"]) == 3
+
+
+def test_a_state_dict_that_held_target_lr_loads_it_as_lr():
+    X, Y, W = linear_problem()
+    opt = SSO([W], target_lr=0.5, inner_steps=2)
+    opt.step(lambda: X @ W, squared(Y))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["lr"] == 0.5
+    sd["param_groups"][0]["target_lr"] = sd["param_groups"][0].pop("lr")   # the old layout
+    V = torch.nn.Parameter(W.detach().clone())
+    resumed = SSO([V], target_lr=3.0, inner_steps=2)
+    resumed.load_state_dict(sd)
+    assert resumed.param_groups[0]["lr"] == 0.5 and "target_lr" not in resumed.param_groups[0]
+    opt.step(lambda: X @ W, squared(Y))
+    resumed.step(lambda: X @ V, squared(Y))
+    assert torch.equal(V.detach(), W.detach())
 
 
 def test_param_groups_must_share_the_surrogates_options():
     X, Y, W = linear_problem()
     b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = SSO([{"params": [W]}, {"params": [b], "target_lr": 2.0}], target_lr=0.5)
-    with pytest.raises(ValueError, match="target_lr"):
+    opt = SSO([{"params": [W]}, {"params": [b], "lr": 2.0}], target_lr=0.5)
+    with pytest.raises(ValueError, match=r'group 1 has target_lr \(param_groups\[i\]\["lr"\]\)'
+                       r"=2.0 but group 0 has 0.5"):
         opt.step(lambda: X @ W + b, squared(Y))
+    with pytest.raises(TypeError, match='target_lr as "lr"'):
+        SSO([{"params": [W]}, {"params": [b], "target_lr": 2.0}], target_lr=0.5)
     opt = SSO([{"params": [W]}, {"params": [b], "inner_lr": 0.1}], target_lr=0.5)
     with pytest.raises(ValueError, match="inner_lr"):
         opt.step(lambda: X @ W + b, squared(Y))
@@ -313,3 +379,156 @@ def test_half_precision_targets_and_parameters_stay_finite_and_descend():
     for _ in range(5):
         last = opt.step(lambda: Xh @ Wh, squared(Yh)).item()
     assert Wh.dtype == torch.bfloat16 and np.isfinite(last) and last < first
+
+
+# -- diagonal Adagrad in target space ----------------------------------------------------------
+def hand_adagrad_steps(X, Y, W0, batches, n_examples, target_lr, inner_steps, inner_lr=None):
+    """For f(W) = X_S W and ell(z) = ||z - Y_S||^2 / 2 on each batch S: g_t = z_t - Y_S,
+    G[S] += g_t^2 (G starts at 1e-5), D = sqrt(G[S]), and
+    grad g~_t(W) = X_S^T (g_t + D (X_S W - z_t) / eta)."""
+    X, Y, W = X.numpy(), Y.numpy(), W0.detach().numpy().copy()
+    G = np.full((n_examples, Y.shape[1]), 1e-5)
+    for ids in batches:
+        Xb, Yb = X[ids], Y[ids]
+        z_t = Xb @ W
+        g_t = z_t - Yb
+        G[ids] += g_t ** 2
+        D = np.sqrt(G[ids])
+
+        def surrogate(V):
+            diff = Xb @ V - z_t
+            return 0.5 * (g_t ** 2).sum() + (g_t * diff).sum() + (D * diff ** 2).sum() / (
+                2 * target_lr)
+
+        gamma = 10.0
+        for _ in range(inner_steps):
+            grad = Xb.T @ (g_t + D * (Xb @ W - z_t) / target_lr)
+            if inner_lr is not None:
+                W = W - inner_lr * grad
+                continue
+            norm_sq = (grad ** 2).sum()
+            if math.sqrt(norm_sq) <= 1e-6:
+                break
+            for _ in range(100):
+                if surrogate(W - gamma * grad) <= surrogate(W) - 0.1 * gamma * norm_sq:
+                    break
+                gamma *= 0.9
+            W = W - gamma * grad
+    return torch.from_numpy(W)
+
+
+BATCHES = [[0, 2, 4], [4, 1, 5]]     # example 4 is in both: its sum carries over
+
+
+def adagrad_run(opt, X, Y, W, batches=BATCHES):
+    for ids in batches:
+        opt.step(lambda: X[ids] @ W, squared(Y[ids]), example_ids=torch.tensor(ids))
+
+
+@pytest.mark.parametrize("kwargs", [dict(target_lr=0.5, inner_steps=3, inner_lr=0.05),
+                                    dict(target_lr=0.8, inner_steps=4)])
+def test_adagrad_two_steps_match_the_docstring_math_by_hand(kwargs):
+    X, Y, W = linear_problem()
+    expected = hand_adagrad_steps(X, Y, W, BATCHES, 6, **kwargs)
+    opt = SSO([W], target_optimizer="adagrad", n_examples=6, **kwargs)
+    adagrad_run(opt, X, Y, W)
+    torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
+    # the metric matters: SGD in target space from the same point goes elsewhere
+    X, Y, V = linear_problem()
+    sgd = SSO([V], **kwargs)
+    for ids in BATCHES:
+        sgd.step(lambda: X[ids] @ V, squared(Y[ids]))
+    assert (V.detach() - expected).abs().max() > 1e-3
+    assert opt.target_sq_sum.shape == (6, 2) and opt.target_sq_sum[3].tolist() == [1e-5] * 2
+    assert torch.all(opt.target_sq_sum[[0, 1, 2, 4, 5]] > 1e-5)   # example 3 was never seen
+
+
+def test_adagrad_exact_inner_minimization_is_the_weighted_projection_of_adagrads_step():
+    """z_{t+1} = argmin over realizable z of ||z - (z_t - eta g_t / D)||_D^2, computed
+    independently column by column by weighted least squares."""
+    X, Y, W = linear_problem(n=8, d=3, p=2)
+    ids, eta = [0, 1, 3, 4, 6, 7], 0.7
+    z_t = (X[ids] @ W).detach()
+    g_t = z_t - Y[ids]
+    D = (1e-5 + g_t ** 2).sqrt()
+    wanted = z_t - eta * g_t / D
+    projection = torch.stack([X[ids] @ torch.linalg.lstsq(D[:, j, None].sqrt() * X[ids],
+                                                          D[:, j].sqrt() * wanted[:, j]).solution
+                              for j in range(2)], dim=1)
+    curvature = max(torch.linalg.eigvalsh(X[ids].T @ (D[:, j, None] * X[ids])).max().item()
+                    for j in range(2)) / eta
+    opt = SSO([W], target_lr=eta, inner_steps=3000, inner_lr=1 / curvature,
+              target_optimizer="adagrad", n_examples=8)
+    opt.step(lambda: X[ids] @ W, squared(Y[ids]), example_ids=torch.tensor(ids))
+    torch.testing.assert_close((X[ids] @ W).detach(), projection, rtol=1e-10, atol=1e-10)
+    assert (projection - wanted).abs().max() > 0.1
+
+
+def test_adagrad_bad_input_raises_naming_it_and_changes_nothing():
+    X, Y, W = linear_problem()
+    with pytest.raises(ValueError, match="n_examples"):
+        SSO([W], target_lr=0.5, target_optimizer="adagrad")
+    with pytest.raises(ValueError, match="n_examples is only used"):
+        SSO([W], target_lr=0.5, n_examples=6)
+    with pytest.raises(ValueError, match="n_examples"):
+        SSO([W], target_lr=0.5, target_optimizer="adagrad", n_examples=0)
+    with pytest.raises(ValueError, match="target_optimizer must be one of"):
+        SSO([W], target_lr=0.5, target_optimizer="adam")
+    with pytest.raises(ValueError, match="example_ids is only used"):
+        SSO([W], target_lr=0.5).step(lambda: X @ W, squared(Y), example_ids=torch.arange(6))
+    opt = SSO([W], target_lr=0.5, target_optimizer="adagrad", n_examples=6)
+    adagrad_run(opt, X, Y, W, BATCHES[:1])
+    at, sums = W.detach().clone(), opt.target_sq_sum.clone()
+    ids = [0, 1, 2]
+    calls = []
+
+    def expensive(z):
+        calls.append(1)
+        return squared(Y[ids])(z)
+    for bad, text in [(None, "needs example_ids"),
+                      (torch.tensor([0, 1, 6]), r"lie in 0..5 .*got ids from 0 to 6"),
+                      (torch.tensor([-1, 1, 2]), "lie in 0..5"),
+                      (torch.tensor([0, 1]), r"one id per row .*\(3 rows\), got \(2,\)"),
+                      (torch.tensor([0.0, 1.0, 2.0]), "integer tensor"),
+                      ([0, 1, 2], "integer tensor"),
+                      (torch.tensor([0, 1, 1]), "distinct")]:
+        with pytest.raises(ValueError, match=text):
+            opt.step(lambda: X[ids] @ W, expensive, example_ids=bad)
+    with pytest.raises(ValueError, match="rows have shape"):
+        opt.step(lambda: (X[ids] @ W)[:, :1], expensive, example_ids=torch.tensor(ids))
+    assert torch.equal(W.detach(), at) and torch.equal(opt.target_sq_sum, sums)
+    assert not calls   # refused before the expensive call
+
+
+def test_adagrad_state_dict_resume_is_bit_identical():
+    X, Y, W = linear_problem()
+    opt = SSO([W], target_lr=1.0, inner_steps=4, target_optimizer="adagrad", n_examples=6)
+    adagrad_run(opt, X, Y, W)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    at_save = W.detach().clone()
+    later = [[1, 3, 0], [5, 2]]
+    adagrad_run(opt, X, Y, W, later)
+    V = torch.nn.Parameter(at_save)
+    resumed = SSO([V], target_lr=1.0, inner_steps=4, target_optimizer="adagrad", n_examples=6)
+    buf.seek(0)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    adagrad_run(resumed, X, Y, V, later)
+    assert torch.equal(V.detach(), W.detach())
+    # the sums mattered: a fresh optimizer from the same point goes elsewhere
+    fresh_point = torch.nn.Parameter(at_save.clone())
+    fresh = SSO([fresh_point], target_lr=1.0, inner_steps=4, target_optimizer="adagrad",
+                n_examples=6)
+    adagrad_run(fresh, X, Y, fresh_point, later)
+    assert not torch.equal(fresh_point.detach(), W.detach())
+    # and a state dict of another size or optimizer is refused before anything changes
+    other = SSO([V], target_lr=1.0, target_optimizer="adagrad", n_examples=5)
+    with pytest.raises(ValueError, match="n_examples"):
+        other.load_state_dict(opt.state_dict())
+    assert other.target_sq_sum is None
+    with pytest.raises(ValueError, match="target_optimizer='sgd'"):
+        SSO([V], target_lr=1.0).load_state_dict(opt.state_dict())
+    # a state dict saved before any step clears the sums
+    blank = SSO([V], target_lr=1.0, target_optimizer="adagrad", n_examples=6).state_dict()
+    opt.load_state_dict(blank)
+    assert opt.target_sq_sum is None

@@ -30,6 +30,8 @@ GRAD = [r for r in RECORDS if "grad" in r.requires]
 
 
 def make(info, params, **overrides):
+    if "lr" in overrides:   # the constructor's name for the groups' lr (SSO: target_lr)
+        overrides[info.lr_argument] = overrides.pop("lr")
     kwargs = {**info.default_kwargs, **overrides}
     if info.stochastic and "generator" not in kwargs:
         kwargs["generator"] = torch.Generator().manual_seed(1234)
@@ -59,9 +61,14 @@ def quadratic_loss(ps):
 
 
 def has_lr(info) -> bool:
-    """Whether the record's param groups hold torch's ``lr``, which schedulers drive (SSO's
-    steps are ``target_lr`` and ``inner_lr``, one surrogate over every group: it has none)."""
+    """Whether the record's param groups hold torch's ``lr``, which schedulers drive."""
     return "lr" in make(info, [torch.nn.Parameter(torch.zeros(2))]).defaults
+
+
+def per_group_lr(info) -> bool:
+    """Whether its param groups may hold different lrs ("shared_lr": one step over every
+    parameter, as SSO's target step, where they must be equal)."""
+    return has_lr(info) and "shared_lr" not in info.supports
 
 
 def needs_grad(opt) -> bool:
@@ -530,7 +537,7 @@ def test_state_dict_with_number_steps_loads_and_continues(info):
     assert steps and all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in steps)
 
 
-@pytest.mark.parametrize("info", [r for r in RECORDS if has_lr(r)], ids=lambda r: r.name)
+@pytest.mark.parametrize("info", [r for r in RECORDS if per_group_lr(r)], ids=lambda r: r.name)
 def test_param_group_added_later_round_trips(info):
     a, b = fresh_params()
     opt = make(info, [a])
@@ -722,19 +729,25 @@ def _lr(info):
 @pytest.mark.parametrize("shape", [(), (1,)])
 def test_tensor_lr_steps_like_its_value(info, shape):
     """A 1-element tensor lr, accepted as in torch, gives the same steps as the float, also
-    per group and changed in place."""
+    per group and changed in place. (Groups that must share their lr share one tensor.)"""
     lr = torch.full(shape, _lr(info), dtype=torch.float64)
     floats, tensors = fresh_params(), fresh_params()
-    a = make(info, [{"params": [floats[0]]}, {"params": [floats[1]], "lr": 0.5 * _lr(info)}])
-    b = make(info, [{"params": [tensors[0]]}, {"params": [tensors[1]], "lr": 0.5 * lr}], lr=lr)
+    second = 0.5 if per_group_lr(info) else 1.0
+    a = make(info, [{"params": [floats[0]]}, {"params": [floats[1]], "lr": second * _lr(info)}])
+    b = make(info, [{"params": [tensors[0]]},
+                    {"params": [tensors[1]], **({"lr": 0.5 * lr} if per_group_lr(info) else {})}],
+             lr=lr)
+    changed = a.param_groups[:1] if per_group_lr(info) else a.param_groups
     for k in range(4):
         if k == 2:
-            a.param_groups[0]["lr"] = 0.25 * _lr(info)
+            for group in changed:
+                group["lr"] = 0.25 * _lr(info)
             lr.mul_(0.25)
         run(a, floats, 1)
         run(b, tensors, 1)
     assert_same(floats, tensors)
     assert b.param_groups[0]["lr"] is lr
+    assert per_group_lr(info) or b.param_groups[1]["lr"] is lr
     sd, at_save = saved(b.state_dict()), [p.detach().clone() for p in tensors]  # tensor lrs
     run(b, tensors, 1)
     resumed = [torch.nn.Parameter(t) for t in at_save]
