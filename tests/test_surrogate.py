@@ -42,26 +42,34 @@ def hand_steps(X, Y, W0, steps, target_lr, inner_steps, inner_lr=None, schedule=
                            }[schedule]
         z_t = X @ W
         g_t = z_t - Y
-
-        def surrogate(V):
-            diff = X @ V - z_t
-            return 0.5 * (g_t ** 2).sum() + (g_t * diff).sum() + (diff ** 2).sum() / (2 * eta)
-
-        gamma = 10.0
-        for _ in range(inner_steps):
-            grad = X.T @ (g_t + (X @ W - z_t) / eta)
-            if inner_lr is not None:
-                W = W - inner_lr * grad
-                continue
-            norm_sq = (grad ** 2).sum()
-            if math.sqrt(norm_sq) <= 1e-6:
-                break
-            for _ in range(100):
-                if surrogate(W - gamma * grad) <= surrogate(W) - 0.1 * gamma * norm_sq:
-                    break
-                gamma *= 0.9
-            W = W - gamma * grad
+        W = hand_inner_loop(X, W, z_t, g_t, 1.0, eta, inner_steps, inner_lr)
     return torch.from_numpy(W)
+
+
+def hand_inner_loop(X, W, z_t, g_t, D, eta, inner_steps, inner_lr):
+    """The inner loop on g~_t(W) = ||g_t||^2 / 2 + <g_t, X W - z_t> + <D, (X W - z_t)^2> / (2 eta)
+    (metric D = 1: the SGD form): plain steps of inner_lr, or the Armijo search (trial 10,
+    shrink 0.9, c = 0.1, at most 100 tries, stop at a gradient norm <= 1e-6)."""
+
+    def surrogate(V):
+        diff = X @ V - z_t
+        return 0.5 * (g_t ** 2).sum() + (g_t * diff).sum() + (D * diff ** 2).sum() / (2 * eta)
+
+    gamma = 10.0
+    for _ in range(inner_steps):
+        grad = X.T @ (g_t + D * (X @ W - z_t) / eta)
+        if inner_lr is not None:
+            W = W - inner_lr * grad
+            continue
+        norm_sq = (grad ** 2).sum()
+        if math.sqrt(norm_sq) <= 1e-6:
+            break
+        for _ in range(100):
+            if surrogate(W - gamma * grad) <= surrogate(W) - 0.1 * gamma * norm_sq:
+                break
+            gamma *= 0.9
+        W = W - gamma * grad
+    return W
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -393,27 +401,7 @@ def hand_adagrad_steps(X, Y, W0, batches, n_examples, target_lr, inner_steps, in
         z_t = Xb @ W
         g_t = z_t - Yb
         G[ids] += g_t ** 2
-        D = np.sqrt(G[ids])
-
-        def surrogate(V):
-            diff = Xb @ V - z_t
-            return 0.5 * (g_t ** 2).sum() + (g_t * diff).sum() + (D * diff ** 2).sum() / (
-                2 * target_lr)
-
-        gamma = 10.0
-        for _ in range(inner_steps):
-            grad = Xb.T @ (g_t + D * (Xb @ W - z_t) / target_lr)
-            if inner_lr is not None:
-                W = W - inner_lr * grad
-                continue
-            norm_sq = (grad ** 2).sum()
-            if math.sqrt(norm_sq) <= 1e-6:
-                break
-            for _ in range(100):
-                if surrogate(W - gamma * grad) <= surrogate(W) - 0.1 * gamma * norm_sq:
-                    break
-                gamma *= 0.9
-            W = W - gamma * grad
+        W = hand_inner_loop(Xb, W, z_t, g_t, np.sqrt(G[ids]), target_lr, inner_steps, inner_lr)
     return torch.from_numpy(W)
 
 
