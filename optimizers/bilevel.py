@@ -23,20 +23,13 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import _is_real, check_int, check_positive
+from stochstep.stepping.checks import _is_real, check_int, check_positive, check_unit_interval
 from stochstep.stepping.optimizer import KernelOptimizer
 from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["BSVRB", "BlockOracles", "block_oracles", "VERSIONS"]
 
 VERSIONS = ("v1", "v2", "rsvrb")
-
-
-def _check_rate(name: str, value) -> float:
-    """A weight of the newest sample in a moving average: a number in (0, 1]."""
-    if not _is_real(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 def _check_bound(name: str, value) -> float | None:
@@ -345,8 +338,8 @@ class BSVRB(KernelOptimizer):
         group["lower_lr"] = check_positive("lower_lr", group["lower_lr"])
         if group["v_lr"] is not None:
             group["v_lr"] = check_positive("v_lr", group["v_lr"])
-        group["alpha"] = _check_rate("alpha", group["alpha"])
-        group["beta"] = _check_rate("beta", group["beta"])
+        group["alpha"] = check_unit_interval("alpha", group["alpha"], include_zero=False)
+        group["beta"] = check_unit_interval("beta", group["beta"], include_zero=False)
         if group["gamma"] != "auto":
             if not _is_real(group["gamma"]) or not math.isfinite(group["gamma"]) \
                     or group["gamma"] < 0:

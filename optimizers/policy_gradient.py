@@ -25,7 +25,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from stochstep.stepping.checks import (_is_real, check_flag, check_int, check_positive,
+from stochstep.stepping.checks import (check_flag, check_int, check_positive,
                                        check_unit_interval)
 from stochstep.stepping.noise import make_generator, standard_normal_like
 from stochstep.stepping.optimizer import KernelOptimizer, check_lr
@@ -37,12 +37,6 @@ __all__ = ["NPGIGT", "HARPG", "NSGDM", "VanillaPG", "hessian_vector_estimate",
            "rollout", "sample_action"]
 
 SCHEDULES = ("decay", "constant")
-
-
-def _check_momentum(value) -> float:
-    if not _is_real(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"momentum must be a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 def _check_schedule(value) -> str:
@@ -59,7 +53,8 @@ class _SegmentOptimizer(KernelOptimizer):
 
     def _check_group(self, group):
         group["lr"] = check_lr(group["lr"])
-        group["momentum"] = _check_momentum(group["momentum"])
+        group["momentum"] = check_unit_interval("momentum", group["momentum"],
+                                                include_zero=False)
         group["schedule"] = _check_schedule(group["schedule"])
 
     def _schedule(self, group: dict, t: int) -> tuple[float, float]:

@@ -39,11 +39,13 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
-def check_unit_interval(name: str, value) -> float:
+def check_unit_interval(name: str, value, *, include_zero: bool = True) -> float:
     """Return ``value`` as a float, or raise ValueError naming ``name`` unless a number in
-    [0, 1] (a discount factor, a probability)."""
-    if not _is_real(value) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    [0, 1] (a discount factor, a probability), or in (0, 1] without ``include_zero`` (the
+    weight of the newest sample in a moving average)."""
+    if not _is_real(value) or not (0 <= value if include_zero else 0 < value) or value > 1:
+        raise ValueError(f"{name} must be a number in {'[' if include_zero else '('}0, 1], "
+                         f"got {value!r}")
     return float(value)
 
 
