@@ -23,18 +23,14 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import _is_real, check_int, check_positive, check_unit_interval
+from stochstep.stepping.checks import (_is_real, check_int, check_optional_positive,
+                                       check_positive, check_unit_interval)
 from stochstep.stepping.optimizer import KernelOptimizer
 from stochstep.stepping.registry import AlgorithmInfo, register
 
 __all__ = ["BSVRB", "BlockOracles", "block_oracles", "VERSIONS"]
 
 VERSIONS = ("v1", "v2", "rsvrb")
-
-
-def _check_bound(name: str, value) -> float | None:
-    """A projection radius: a number > 0, or None for no projection."""
-    return None if value is None else check_positive(name, value)
 
 
 def _check_values(name: str, value, blocks: int) -> Tensor:
@@ -350,8 +346,9 @@ class BSVRB(KernelOptimizer):
         if group["blocks_per_step"] > m:
             raise ValueError(f"blocks_per_step must be an integer in 1..m = 1..{m}, "
                              f"got {group['blocks_per_step']!r}")
-        group["v_bound"] = _check_bound("v_bound", group["v_bound"])
-        group["hessian_bound"] = _check_bound("hessian_bound", group["hessian_bound"])
+        group["v_bound"] = check_optional_positive("v_bound", group["v_bound"])
+        group["hessian_bound"] = check_optional_positive("hessian_bound",
+                                                         group["hessian_bound"])
 
     @staticmethod
     def msvr_gamma(alpha: float, blocks_per_step: int, m: int) -> float:

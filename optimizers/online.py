@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stochstep.optimizers.domains import Ball, Domain, check_domain, get_mirror
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_int, check_optional_positive
 from stochstep.stepping.kernels import _mul_, blocks
 from stochstep.stepping.optimizer import (KernelOptimizer, check_flag, check_lr,
                                           check_nonnegative, check_positive)
@@ -104,11 +104,6 @@ def _check_choice(name: str, value, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
-
-
-def _check_optional_positive(group: dict, name: str) -> None:
-    if group[name] is not None:
-        group[name] = check_positive(name, group[name])
 
 
 def _sum_of(scalars: list[Tensor]) -> float:
@@ -283,7 +278,7 @@ class OptimisticOMD(_MirrorOptimizer):
     def _check_group(self, group):
         for name in ("diameter", "grad_bound", "strong_convexity", "exp_concavity",
                      "smoothness"):
-            _check_optional_positive(group, name)
+            group[name] = check_optional_positive(name, group[name])
         group["delta"] = check_positive("delta", group["delta"])
         check_flag("maximize", group["maximize"])
         variant = ("strong_convexity" if group["strong_convexity"] is not None else
@@ -520,8 +515,9 @@ class CSMD(_MirrorOptimizer):
         elif schedule in ("constant", "linear_decay"):
             raise ValueError(f"horizon is required with schedule={schedule!r} (an integer >= 1, "
                              "the number of steps), got None")
-        _check_optional_positive(group, "smoothness")
-        _check_optional_positive(group, "strong_convexity")
+        group["smoothness"] = check_optional_positive("smoothness", group["smoothness"])
+        group["strong_convexity"] = check_optional_positive("strong_convexity",
+                                                            group["strong_convexity"])
         if (schedule == "inv_t") != (group["strong_convexity"] is not None):
             raise ValueError("strong_convexity is required by schedule='inv_t' and used by it "
                              f"only; got strong_convexity={group['strong_convexity']!r} with "

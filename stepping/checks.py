@@ -9,7 +9,7 @@ from numbers import Real
 import torch
 
 __all__ = ["check_finite_state", "check_flag", "check_int", "check_nonnegative",
-           "check_positive", "check_real", "check_unit_interval"]
+           "check_optional_positive", "check_positive", "check_real", "check_unit_interval"]
 
 
 def _is_real(x) -> bool:
@@ -37,6 +37,11 @@ def check_positive(name: str, value) -> float:
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_optional_positive(name: str, value) -> float | None:
+    """None (the option is off), or ``value`` checked by :func:`check_positive`."""
+    return None if value is None else check_positive(name, value)
 
 
 def check_unit_interval(name: str, value, *, include_zero: bool = True) -> float:
