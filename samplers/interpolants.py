@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
+from scipy.interpolate import PchipInterpolator
 from torch import Tensor
 
 from stochstep.stepping.integrate import integrate
@@ -28,12 +30,18 @@ __all__ = ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSDE
 Field = Callable[[Tensor, Tensor], Tensor]
 
 PATHS = ("linear", "trig", "encoder-decoder", "one-sided-linear", "one-sided-trig", "mirror")
+# Gaussian paths that miss the interpolant's exact ends: VP starts at alpha_0 = 6.6e-3, not 0
+_INEXACT_PATHS = ("one-sided-vp",)
 GAMMAS = ("brownian", "bsquared", "sinesquared", "sigmoid", "zero")
 _DEFAULT_GAMMA = {"linear": "brownian", "trig": "brownian", "encoder-decoder": "sinesquared",
-                  "one-sided-linear": "zero", "one-sided-trig": "zero", "mirror": "brownian"}
+                  "one-sided-linear": "zero", "one-sided-trig": "zero", "one-sided-vp": "zero",
+                  "mirror": "brownian"}
+# the Gaussian-path names of Lipman et al. and Shaul et al. for the one-sided paths
 _PATH_ALIASES = {"one-sided": "one-sided-linear", "encoding-decoding": "encoder-decoder",
-                 "trigonometric": "trig"}
+                 "trigonometric": "trig", "cond-ot": "one-sided-linear",
+                 "cosine": "one-sided-trig", "vp": "one-sided-vp"}
 _SIGMOID_F = 10.0  # steepness of the reference code's sigmoid gamma
+_VP_BETA_MIN, _VP_BETA_MAX = 0.1, 20.0  # the usual VP schedule (Song et al., Lipman et al.)
 
 
 def _described(obj) -> str:
@@ -47,6 +55,44 @@ def _sig(u: Tensor) -> Tensor:
 def _quarter_cos_sin(t: Tensor) -> tuple[Tensor, Tensor]:
     """cos(pi t / 2), sin(pi t / 2), each exactly 0 at its zero (t = 1, t = 0)."""
     return torch.sin(0.5 * math.pi * (1 - t)), torch.sin(0.5 * math.pi * t)
+
+
+def _vp_noise_signal(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """VP path ``(sigma, alpha, sigma', alpha')``: alpha = exp(-T(1 - t)/2), sigma =
+    sqrt(1 - alpha^2), T(u) = beta_min u + (beta_max - beta_min) u^2 / 2."""
+    u = 1 - t
+    big_t = _VP_BETA_MIN * u + 0.5 * (_VP_BETA_MAX - _VP_BETA_MIN) * u**2
+    signal = torch.exp(-0.5 * big_t)
+    dsignal = 0.5 * (_VP_BETA_MIN + (_VP_BETA_MAX - _VP_BETA_MIN) * u) * signal
+    noise = torch.sqrt(-torch.expm1(-big_t))  # exactly 0 at t = 1
+    return noise, signal, -signal * dsignal / noise, dsignal  # sigma' = -inf at t = 1
+
+
+class _PchipCurves:
+    """Curves through ``values`` (k, n) at increasing ``nodes`` (n,): cubic Hermite pieces
+    with the monotone (Fritsch--Carlson) slopes of scipy's PCHIP, evaluated in torch."""
+
+    def __init__(self, nodes: np.ndarray, values: np.ndarray):
+        slopes = PchipInterpolator(nodes, values, axis=1).derivative()(nodes)
+        self.nodes, self.values, self.slopes = (torch.as_tensor(a, dtype=torch.float64)
+                                                for a in (nodes, values, slopes))
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Values and t-derivatives, each of shape ``(k, *t.shape)``."""
+        tt = t.to(torch.float64)
+        nodes = self.nodes.to(tt.device)
+        i = (torch.searchsorted(nodes, tt.detach().contiguous(), right=True) - 1).clamp(
+            0, len(nodes) - 2)
+        h = nodes[i + 1] - nodes[i]
+        u = (tt - nodes[i]) / h
+        y0, y1 = self.values.to(tt.device)[:, i], self.values.to(tt.device)[:, i + 1]
+        m0, m1 = self.slopes.to(tt.device)[:, i] * h, self.slopes.to(tt.device)[:, i + 1] * h
+        u2, u3 = u * u, u * u * u
+        value = ((2 * u3 - 3 * u2 + 1) * y0 + (u3 - 2 * u2 + u) * m0
+                 + (3 * u2 - 2 * u3) * y1 + (u3 - u2) * m1)
+        slope = ((6 * u2 - 6 * u) * (y0 - y1) + (3 * u2 - 4 * u + 1) * m0
+                 + (3 * u2 - 2 * u) * m1) / h
+        return value.to(t.dtype), slope.to(t.dtype)
 
 
 class InterpolantFields(NamedTuple):
@@ -71,7 +117,8 @@ class Interpolant:
         \eta_z = E[z \mid x_t = x],\quad s = \nabla\log\rho_t = -\eta_z / \gamma,\quad
         b = v - \gamma\dot\gamma\, s.
 
-    Paths (``alpha(0) = beta(1) = 1``, ``alpha(1) = beta(0) = gamma(0) = gamma(1) = 0``):
+    Paths (``alpha(0) = beta(1) = 1``, ``alpha(1) = beta(0) = gamma(0) = gamma(1) = 0``, but
+    for ``"vp"``):
 
     - ``"linear"``: :math:`\alpha = 1 - t,\ \beta = t`.
     - ``"trig"``: :math:`\alpha = \sqrt{1-\gamma^2}\cos(\pi t/2),\ \beta = \sqrt{1-\gamma^2}
@@ -82,6 +129,15 @@ class Interpolant:
       :math:`x_0 \sim N(0, I)`, :math:`\gamma = 0`, :math:`(\alpha, \beta) = (1 - t, t)` or
       :math:`(\cos(\pi t/2), \sin(\pi t/2))`; here :math:`x_0` plays the role of the latent,
       :math:`\eta = E[x_0 \mid x_t]` and :math:`s = -\eta/\alpha`.
+    - Gaussian paths :math:`x_t = \sigma_t x_0 + \alpha_t x_1` (Lipman et al.; Shaul et al.,
+      whose :math:`\alpha_t` is this class's :math:`\beta` and :math:`\sigma_t` its
+      :math:`\alpha`) are the one-sided paths: ``"cond-ot"`` is ``"one-sided-linear"``,
+      ``"cosine"`` is ``"one-sided-trig"``, and ``"vp"`` (``"one-sided-vp"``) is
+      :math:`\alpha_t = e^{-T(1-t)/2},\ \sigma_t = \sqrt{1-\alpha_t^2},\ T(u) =
+      \beta_{\min} u + (\beta_{\max} - \beta_{\min}) u^2/2` with the usual
+      :math:`\beta_{\min} = 0.1,\ \beta_{\max} = 20` (so :math:`\alpha_0 = e^{-T(1)/2}
+      \approx 6.6\cdot 10^{-3}`, and :math:`\dot\sigma_1 = -\infty`); :meth:`from_grid`
+      builds one from values on a grid, :meth:`snr` is :math:`\alpha_t/\sigma_t`.
     - ``"mirror"``: :math:`x_0 = x_1`, :math:`x_t = x_1 + \gamma z` (:math:`\alpha = 0,\ \beta =
       1`), so :math:`b = \dot\gamma\,\eta_z = -\gamma\dot\gamma\,s`.
 
@@ -92,15 +148,18 @@ class Interpolant:
     even where :math:`\dot\gamma` is not.
 
     Args:
-        path: one of ``"linear"``, ``"trig"``, ``"encoder-decoder"``, ``"one-sided-linear"``,
-            ``"one-sided-trig"``, ``"mirror"``.
+        path: one of ``"linear"``, ``"trig"``, ``"encoder-decoder"``, ``"one-sided-linear"``
+            (``"cond-ot"``), ``"one-sided-trig"`` (``"cosine"``), ``"one-sided-vp"``
+            (``"vp"``), ``"mirror"``.
         gamma: a gamma name, or None for the path's default (``"brownian"``; ``"sinesquared"``
             for encoder-decoder; ``"zero"`` for one-sided paths).
         gamma_scale: :math:`a > 0` of the ``"brownian"`` gamma (default 1).
 
     References:
         M. S. Albergo, N. M. Boffi, E. Vanden-Eijnden, "Stochastic Interpolants: A Unifying
-        Framework for Flows and Diffusions", arXiv 2303.08797.
+        Framework for Flows and Diffusions", arXiv 2303.08797. Gaussian paths: N. Shaul,
+        R. T. Q. Chen, M. Nickel, M. Le, Y. Lipman, "On Kinetic Optimal Probability Paths for
+        Generative Models", arXiv 2306.06626.
 
     Example:
         >>> import torch
@@ -110,12 +169,16 @@ class Interpolant:
         tensor([1., 1.])
         >>> it.gamma_dgamma(torch.tensor([0.0, 1.0]))  # finite where gamma' is not
         tensor([ 0.5000, -0.5000])
+        >>> Interpolant("cosine").snr(torch.tensor([0.0, 0.5]))  # tan(pi t / 2)
+        tensor([0., 1.])
     """
 
     def __init__(self, path: str = "linear", gamma: str | None = None, *,
                  gamma_scale: float = 1.0):
-        if not isinstance(path, str) or _PATH_ALIASES.get(path, path) not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if (not isinstance(path, str)
+                or _PATH_ALIASES.get(path, path) not in PATHS + _INEXACT_PATHS):
+            raise ValueError(f"path must be one of {PATHS + _INEXACT_PATHS} or an alias "
+                             f"{tuple(_PATH_ALIASES)}, got {path!r}")
         path = _PATH_ALIASES.get(path, path)
         if gamma is None:
             gamma = _DEFAULT_GAMMA[path]
@@ -138,7 +201,76 @@ class Interpolant:
                 raise ValueError(f"gamma={gamma!r} reaches 1, where the trig path's "
                                  f"sqrt(1 - gamma^2) vanishes; pick a gamma below 1")
 
+    @classmethod
+    def from_grid(cls, t, signal, noise) -> "Interpolant":
+        r"""The Gaussian path :math:`x_t = \sigma_t x_0 + \alpha_t x_1` through values on a grid.
+
+        With :math:`\vartheta = \tfrac2\pi \arctan(\alpha/\sigma)` (the snr's angle) and
+        :math:`r = \sqrt{\alpha^2 + \sigma^2}` interpolated by monotone cubic (PCHIP) pieces,
+
+        .. math::
+            \alpha_t = r(t) \sin(\pi\vartheta(t)/2), \qquad
+            \sigma_t = r(t) \cos(\pi\vartheta(t)/2),
+
+        so the snr :math:`\alpha/\sigma = \tan(\pi\vartheta/2)` increases between the nodes
+        too, and the path ends exactly at :math:`(\alpha, \sigma) = (0, 1)` and :math:`(1, 0)`.
+
+        Args:
+            t: increasing times, from exactly 0 to exactly 1 (at least 2).
+            signal: :math:`\alpha_t` at ``t`` (the weight of the data :math:`x_1`), from 0 to 1.
+            noise: :math:`\sigma_t` at ``t`` (the weight of the latent :math:`x_0`), from 1 to 0,
+                positive before ``t = 1``; the snr ``signal / noise`` must increase strictly.
+
+        Example:
+            >>> import torch
+            >>> t = torch.linspace(0, 1, 5, dtype=torch.float64)
+            >>> path = Interpolant.from_grid(t, t, 1 - t)  # Cond-OT on a grid
+            >>> path.beta(torch.tensor(0.6, dtype=torch.float64)).item()  # close to 0.6
+            0.6016...
+        """
+        arrays = []
+        for name, value in (("t", t), ("signal", signal), ("noise", noise)):
+            a = torch.as_tensor(value, dtype=torch.float64).detach().cpu().numpy()
+            if a.ndim != 1 or not np.isfinite(a).all():
+                raise ValueError(f"{name} must be a 1-D array of finite numbers, got shape "
+                                 f"{a.shape}")
+            arrays.append(a)
+        t, signal, noise = arrays
+        if len(t) < 2 or signal.shape != t.shape or noise.shape != t.shape:
+            raise ValueError(f"t, signal and noise must have one shape with at least 2 entries, "
+                             f"got {t.shape}, {signal.shape}, {noise.shape}")
+        if t[0] != 0 or t[-1] != 1 or not (np.diff(t) > 0).all():
+            raise ValueError(f"t must increase strictly from 0 to 1, got {t[0]} ... {t[-1]}")
+        ends = (signal[0], noise[0], signal[-1], noise[-1])
+        if not np.allclose(ends, (0, 1, 1, 0), rtol=0, atol=1e-9):
+            raise ValueError(f"the path must go from (signal, noise) = (0, 1) at t = 0 to (1, 0) "
+                             f"at t = 1, got ({ends[0]}, {ends[1]}) and ({ends[2]}, {ends[3]})")
+        if (signal[:-1] < 0).any() or (noise[:-1] <= 0).any():
+            raise ValueError("signal must be >= 0 and noise > 0 before t = 1")
+        theta = np.arctan2(signal, noise) * (2 / math.pi)
+        theta[0], theta[-1] = 0.0, 1.0
+        if not (np.diff(theta) > 0).all():
+            i = int(np.argmin(np.diff(theta)))
+            raise ValueError(f"the snr signal / noise must increase strictly along t; it does "
+                             f"not between t = {t[i]} and t = {t[i + 1]}")
+        radius = np.hypot(signal, noise)
+        radius[0] = radius[-1] = 1.0
+        path = cls("one-sided-linear")
+        path.path, path._spline = "one-sided-spline", _PchipCurves(t, np.stack([theta, radius]))
+        return path
+
+    def snr(self, t) -> Tensor:
+        r"""Signal-to-noise ratio :math:`\beta(t)/\alpha(t)` of a one-sided path (the Gaussian
+        path's :math:`\alpha_t/\sigma_t`; infinite at t = 1)."""
+        if not self.one_sided:
+            raise ValueError(f"snr is defined for the one-sided (Gaussian) paths, not "
+                             f"{self.path!r}")
+        noise, signal, _, _ = self._alpha_beta(self._time(t))
+        return signal / noise
+
     def __repr__(self) -> str:
+        if self.path == "one-sided-spline":
+            return f"Interpolant.from_grid(<{len(self._spline.nodes)} nodes>)"
         scale = f", gamma_scale={self.gamma_scale}" if self.gamma_scale != 1 else ""
         return f"Interpolant({self.path!r}, {self.gamma_name!r}{scale})"
 
@@ -219,6 +351,13 @@ class Interpolant:
         if p == "one-sided-trig":
             c, s = _quarter_cos_sin(t)
             return c, s, -0.5 * math.pi * s, 0.5 * math.pi * c
+        if p == "one-sided-vp":
+            return _vp_noise_signal(t)
+        if p == "one-sided-spline":  # angle theta = (2/pi) atan(snr) and radius, by PCHIP
+            (theta, radius), (dtheta, dradius) = self._spline(t)
+            c, s = _quarter_cos_sin(theta)
+            w = 0.5 * math.pi * dtheta * radius
+            return radius * c, radius * s, dradius * c - w * s, dradius * s + w * c
         if p == "trig":
             r = torch.sqrt(1 - self.gamma(t) ** 2)
             dr = -self.gamma_dgamma(t) / r
