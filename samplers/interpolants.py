@@ -22,10 +22,11 @@ from torch import Tensor
 from stochstep.stepping.integrate import integrate
 from stochstep.stepping.noise import make_generator, require_noise
 from stochstep.stepping.registry import AlgorithmInfo, register
-from stochstep.stepping.checks import check_int
+from stochstep.stepping.checks import check_int, check_positive, check_unit_interval
 
-__all__ = ["Interpolant", "InterpolantFields", "InterpolantODE", "InterpolantSDE",
-           "interpolant_log_likelihood"]
+__all__ = ["DataSeparation", "Interpolant", "InterpolantFields", "InterpolantODE",
+           "InterpolantSDE", "estimate_data_separation", "interpolant_log_likelihood",
+           "kinetic_energy", "kinetic_optimal_path"]
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -860,6 +861,346 @@ def interpolant_log_likelihood(velocity: Field, x: Tensor, grid, *, base_log_pro
         raise ValueError(f"base_log_prob must map (..., d) to (...), got "
                          f"{_described(base)}")
     return base.to(x.dtype) + y[..., -1]
+
+
+# -- kinetic energy of Gaussian paths ---------------------------------------------------------
+_NOISE_ROWS = 1 << 20  # posterior-mean work per chunk: rows x data points
+
+
+def _snr_angle(snr: Tensor) -> Tensor:
+    """(2/pi) atan(s): the snr on [0, 1] (1 at s = inf), the variable lambda is linear in."""
+    return torch.atan(snr) * (2 / math.pi)
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear interpolation of (xp, fp) at x (xp increasing, x within its range)."""
+    i = (torch.searchsorted(xp, x.contiguous(), right=True) - 1).clamp(0, len(xp) - 2)
+    w = (x - xp[i]) / (xp[i + 1] - xp[i])
+    return fp[i] + w * (fp[i + 1] - fp[i])
+
+
+class DataSeparation:
+    r"""The data separation function :math:`\lambda(s)` of a data distribution, tabulated.
+
+    For :math:`x_t = \alpha_t x_1 + \sigma_t \epsilon` with signal-to-noise ratio
+    :math:`s = \alpha_t/\sigma_t`,
+
+    .. math::
+        \lambda(s) = \frac{E\,\|E[x_1 \mid x_t]\|^2}{E\,\|x_1\|^2} \in [0, 1],
+
+    from :math:`\|E x_1\|^2 / E\|x_1\|^2` at :math:`s = 0` up to 1 as :math:`s \to \infty`. It is
+    interpolated linearly in :math:`\vartheta = \tfrac2\pi\arctan s` between the grid points and
+    beyond the last one, :math:`s_m`, continued by the tail of a distribution with a density,
+    :math:`1 - \lambda(s) = (1 - \lambda(s_m))\,s_m^2/s^2` (exactly 1 when
+    :math:`\lambda(s_m) = 1`, as for well-separated samples).
+
+    Args:
+        snr: increasing grid of signal-to-noise ratios, from 0.
+        lam: :math:`\lambda` on ``snr`` (a tensor shaped like it, or one number), in [0, 1].
+        dim: the data dimension :math:`d`.
+        second_moment: :math:`D = E\|x_1\|^2` (default ``dim``: normalised data).
+
+    References:
+        N. Shaul, R. T. Q. Chen, M. Nickel, M. Le, Y. Lipman, "On Kinetic Optimal Probability
+        Paths for Generative Models", arXiv 2306.06626.
+
+    Example:
+        >>> import torch
+        >>> sep = DataSeparation(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.5]), dim=2)
+        >>> sep(torch.tensor([0.5, 2.0]))  # halfway in (2/pi) atan s; then the 1/s^2 tail
+        tensor([0.2952, 0.8750], dtype=torch.float64)
+    """
+
+    def __init__(self, snr, lam, *, dim: int, second_moment: float | None = None):
+        snr = torch.as_tensor(snr, dtype=torch.float64).detach().cpu()
+        if (snr.ndim != 1 or len(snr) < 2 or not torch.isfinite(snr).all() or snr[0] != 0
+                or not (snr.diff() > 0).all()):
+            raise ValueError(f"snr must be a 1-D grid of finite numbers increasing strictly from "
+                             f"0, with at least 2 points, got {snr.tolist()[:6]}")
+        lam = torch.as_tensor(lam, dtype=torch.float64).detach().cpu()
+        if lam.ndim == 0:
+            lam = lam.expand(snr.shape).clone()
+        if lam.shape != snr.shape:
+            raise ValueError(f"lam must be a number or shaped like snr {tuple(snr.shape)}, got "
+                             f"{tuple(lam.shape)}")
+        if torch.isnan(lam).any() or (lam < 0).any() or (lam > 1).any():
+            raise ValueError(f"lam must lie in [0, 1], got values in [{lam.min().item()}, "
+                             f"{lam.max().item()}]")
+        self.snr, self.lam = snr, lam
+        self.dim = check_int("dim", dim)
+        self.second_moment = (float(dim) if second_moment is None
+                              else check_positive("second_moment", second_moment))
+        self._angle = _snr_angle(snr)
+
+    def __repr__(self) -> str:
+        return (f"DataSeparation(<{len(self.snr)} snr values>, dim={self.dim}, "
+                f"second_moment={self.second_moment:.6g})")
+
+    def __call__(self, snr) -> Tensor:
+        r""":math:`\lambda(s)` at ``snr`` (float64; ``inf`` allowed)."""
+        s, inside, within = self._interpolate(snr)
+        return torch.where(within, inside, 1 - (1 - self.lam[-1].item()) * self.snr[-1]**2 / s**2)
+
+    def _snr_sq_gap(self, snr) -> Tensor:
+        r""":math:`s^2 (1 - \lambda(s))`, finite at :math:`s = \infty` (the tail's constant)."""
+        s, inside, within = self._interpolate(snr)
+        return torch.where(within, s**2 * (1 - inside),
+                           (1 - self.lam[-1].item()) * self.snr[-1].item() ** 2)
+
+    def _interpolate(self, snr) -> tuple[Tensor, Tensor, Tensor]:
+        s = torch.as_tensor(snr, dtype=torch.float64)
+        if torch.isnan(s).any() or (s < 0).any():
+            raise ValueError("snr must be >= 0")
+        angle = self._angle.to(s.device)
+        inside = _interp(_snr_angle(s).clamp(max=angle[-1].item()), angle,
+                         self.lam.to(s.device))
+        return s, inside, s <= self.snr[-1].item()
+
+
+def estimate_data_separation(data: Tensor, snr_grid=None, *, n_noise: int = 32,
+                             generator: torch.Generator | None = None) -> DataSeparation:
+    r"""The data separation function of the empirical distribution of ``data``.
+
+    With :math:`x_1` uniform on the samples :math:`y_1..y_n` and :math:`z = x_t/\sigma_t = s x_1
+    + \epsilon`, the posterior mean is a softmax-weighted average of the samples,
+
+    .. math::
+        E[x_1 \mid z] = \sum_j w_j(z)\, y_j, \qquad
+        w(z) = \mathrm{softmax}_j\big(s\, z\cdot y_j - \tfrac{s^2}{2}\|y_j\|^2\big), \qquad
+        \lambda(s) \approx \frac{1}{n K D}\sum_{i=1}^n \sum_{k=1}^K
+        \big\|E[x_1 \mid s y_i + \epsilon_{ik}]\big\|^2,
+
+    exact for the empirical measure (no learned denoiser); only the average over the noise is
+    Monte Carlo, with the same :math:`\epsilon_{ik}` at every :math:`s` so the estimate is smooth
+    in :math:`s`. :math:`D = \frac1n\sum_j\|y_j\|^2` exactly. The Monte Carlo error is
+    reduced with the control variate :math:`b = E[\|x_1\|^2 \mid z] = \sum_j w_j\|y_j\|^2`,
+    whose mean :math:`D` is known: with :math:`a = \|E[x_1 \mid z]\|^2`,
+    :math:`\hat\lambda = (\bar a - c\,(\bar b - D))/D`, :math:`c = \widehat{\mathrm{Cov}}(a, b)
+    /\widehat{\mathrm{Var}}(b)`. As the posterior concentrates, :math:`c \to 1` and the error
+    is that of the posterior variance :math:`D(1 - \lambda) = E\,\mathrm{tr}\,\mathrm{Cov}(x_1
+    \mid z)` itself, small relative to :math:`1 - \lambda`, which the kinetic energy weighs by
+    :math:`\sigma^2\dot s^2` (large there).
+
+    Args:
+        data: samples of shape ``(n, d)``.
+        snr_grid: increasing snr values from 0 (default 0 and 141 values from 1e-2 to 1e5,
+            log-spaced); it must reach the snr where the samples separate (:math:`\lambda = 1`).
+        n_noise: noise draws :math:`K` per sample.
+        generator: the ``torch.Generator`` of the noise (a seeded one if None).
+
+    Returns:
+        A :class:`DataSeparation` with ``dim = d`` and ``second_moment = D``.
+
+    References:
+        N. Shaul et al., arXiv 2306.06626 (the data separation function).
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([[-3.0], [3.0]], dtype=torch.float64)  # two points, far apart
+        >>> sep = estimate_data_separation(y, torch.tensor([0.0, 10.0]))
+        >>> sep.lam  # the mean (0) at s = 0; the point itself at s = 10
+        tensor([0., 1.], dtype=torch.float64)
+    """
+    if not isinstance(data, Tensor) or data.ndim != 2 or len(data) < 1:
+        raise ValueError(f"data must be a tensor of shape (n, d), got {_described(data)}")
+    if not data.is_floating_point() or not torch.isfinite(data).all():
+        raise ValueError("data must hold finite floating-point numbers")
+    check_int("n_noise", n_noise)
+    y = data.detach().to(torch.float64)
+    if snr_grid is None:
+        snr_grid = torch.cat([torch.zeros(1, dtype=torch.float64),
+                              torch.logspace(-2, 5, 141, dtype=torch.float64)])
+    snr = torch.as_tensor(snr_grid, dtype=torch.float64)
+    DataSeparation(snr, 1.0, dim=y.shape[1])  # checks the grid before the work
+    gen = make_generator(generator)
+    eps = torch.randn((n_noise, *y.shape), generator=gen, device=gen.device,
+                      dtype=torch.float64).to(y.device).reshape(-1, y.shape[1])
+    x1 = y.repeat(n_noise, 1)
+    half_sq = 0.5 * (y**2).sum(-1)
+    second_moment = 2 * half_sq.mean().item()
+    if second_moment == 0:
+        raise ValueError("data must not be all zeros (E||x1||^2 = 0)")
+    rows = max(1, _NOISE_ROWS // len(y))
+    lam = torch.empty_like(snr)
+    for k, s in enumerate(snr.tolist()):
+        mean_sq, posterior_sq = [], []  # ||E[x1 | z]||^2 and E[||x1||^2 | z], per draw
+        for lo in range(0, len(x1), rows):
+            z = s * x1[lo:lo + rows] + eps[lo:lo + rows]
+            w = torch.softmax(s * (z @ y.T) - s * s * half_sq, dim=-1)
+            mean_sq.append(((w @ y) ** 2).sum(-1))
+            posterior_sq.append(w @ (2 * half_sq))
+        a, b = torch.cat(mean_sq), torch.cat(posterior_sq)
+        var_b = b.var(correction=0)
+        coef = ((a - a.mean()) * (b - b.mean())).mean() / var_b if var_b > 0 else 0.0
+        lam[k] = (a.mean() - coef * (b.mean() - second_moment)) / second_moment
+    lam = lam.clamp(0, 1)  # the sampling error can cross an end by a hair
+    return DataSeparation(snr, lam, dim=y.shape[1],
+                          second_moment=second_moment)
+
+
+def _gauss_legendre(t_max: float, n_panels: int, order: int = 8) -> tuple[Tensor, Tensor]:
+    """Nodes and weights of composite Gauss--Legendre on [0, t_max] (interior nodes only)."""
+    x, w = np.polynomial.legendre.leggauss(order)
+    edges = np.linspace(0.0, t_max, n_panels + 1)
+    half = 0.5 * np.diff(edges)[:, None]
+    nodes = (edges[:-1, None] + half * (x + 1)).ravel()
+    return torch.as_tensor(nodes), torch.as_tensor((half * w).ravel())
+
+
+def _check_gaussian_path(path) -> None:
+    if not isinstance(path, Interpolant) or not path.one_sided:
+        raise ValueError(f"path must be a one-sided (Gaussian) Interpolant such as "
+                         f"Interpolant('cond-ot'), got {path!r}")
+
+
+def kinetic_energy(path: Interpolant, separation, *, t_max: float = 1.0, n_panels: int = 256,
+                   generator: torch.Generator | None = None) -> float:
+    r"""Kinetic energy :math:`\int_0^1 E\|u_t(x_t)\|^2 dt` of a Gaussian path, from
+    :math:`\lambda`.
+
+    For :math:`x_t = \alpha_t x_1 + \sigma_t \epsilon` (``path.beta`` is :math:`\alpha_t`,
+    ``path.alpha`` is :math:`\sigma_t`), :math:`s = \alpha/\sigma` and :math:`m = E[x_1 \mid
+    x_t]`, the marginal velocity is :math:`u_t(x) = E[\dot\alpha x_1 + \dot\sigma\epsilon \mid
+    x_t = x] = \tfrac{\dot\sigma}{\sigma} x + \sigma\dot s\, m`. With :math:`E\|x_t\|^2 =
+    \alpha^2 D + \sigma^2 d`, :math:`E[x_t\cdot m] = E[x_t\cdot x_1] = \alpha D`, :math:`E\|m\|^2
+    = \lambda(s) D` and :math:`\dot\alpha = \dot s\sigma + s\dot\sigma`,
+
+    .. math::
+        E\|u_t\|^2 = \frac{\dot\sigma^2}{\sigma^2}(\alpha^2 D + \sigma^2 d)
+        + 2\dot\sigma\dot s\,\alpha D + \sigma^2\dot s^2\lambda D
+        = \dot\alpha^2 D + \dot\sigma^2 d - \sigma^2\dot s^2 D\,(1 - \lambda(s)),
+
+        KE = \int_0^{t_{\max}} \big[\dot\alpha^2 D + \dot\sigma^2 d
+        - \sigma^2\dot s^2 D\,(1 - \lambda(s))\big]\,dt,
+
+    with :math:`D = E\|x_1\|^2`; the data enter only through :math:`\lambda` (Shaul et al.).
+    For :math:`\lambda = 1`, Cond-OT has :math:`KE = D + d` (:math:`2d` for normalised data).
+    The integral is composite Gauss--Legendre (8 nodes on each of ``n_panels`` panels).
+
+    Args:
+        path: a one-sided :class:`Interpolant` (``"cond-ot"``, ``"cosine"``, ``"vp"``,
+            :meth:`Interpolant.from_grid`, :func:`kinetic_optimal_path`).
+        separation: a :class:`DataSeparation`, or samples ``(n, d)`` whose empirical
+            distribution's :math:`\lambda` is estimated (:func:`estimate_data_separation`).
+        t_max: upper end of the time integral, in (0, 1]. The VP path's noise vanishes like
+            :math:`\sqrt{1-t}`, so its energy diverges logarithmically at 1: compare it on
+            :math:`[0, t_{\max}]`, :math:`t_{\max} < 1`.
+        n_panels: Gauss--Legendre panels.
+        generator: the noise of the estimate when ``separation`` is samples.
+
+    References:
+        N. Shaul et al., arXiv 2306.06626.
+
+    Example:
+        >>> import torch
+        >>> separated = DataSeparation(torch.tensor([0.0, 1.0]), 1.0, dim=3)  # lambda = 1
+        >>> round(kinetic_energy(Interpolant("cond-ot"), separated), 10)  # D + d = 2 d
+        6.0
+    """
+    _check_gaussian_path(path)
+    if isinstance(separation, Tensor):
+        separation = estimate_data_separation(separation, generator=generator)
+    elif not isinstance(separation, DataSeparation):
+        raise ValueError(f"separation must be a DataSeparation or a tensor of samples (n, d), "
+                         f"got {type(separation).__name__}")
+    t_max = check_unit_interval("t_max", t_max, include_zero=False)
+    check_int("n_panels", n_panels)
+    if t_max == 1:
+        ends = torch.stack(path._alpha_beta(torch.tensor([0.0, 1.0], dtype=torch.float64))[2:])
+        if not torch.isfinite(ends).all():
+            raise ValueError(f"the kinetic energy of {path!r} is infinite: a coefficient has an "
+                             f"infinite derivative at t = 0 or 1 (the VP path's noise vanishes "
+                             f"like sqrt(1 - t)); pass t_max < 1")
+    t, w = _gauss_legendre(float(t_max), n_panels)
+    noise, signal, dnoise, dsignal = path._alpha_beta(t)
+    noise_dsnr = (dsignal * noise - signal * dnoise) / noise  # sigma s' = alpha' - s sigma'
+    big_d, d = separation.second_moment, separation.dim
+    gap = 1 - separation(signal / noise)
+    integrand = big_d * dsignal**2 + d * dnoise**2 - big_d * noise_dsnr**2 * gap
+    return float((w * integrand).sum())
+
+
+def kinetic_optimal_path(separation: DataSeparation, *, n_nodes: int = 257,
+                         n_angles: int = 4097) -> Interpolant:
+    r"""The Gaussian path of least kinetic energy for a data separation function.
+
+    Write the energy's integrand (see :func:`kinetic_energy`) in :math:`\phi = \sqrt{E\|x_t\|^2}
+    = \sqrt{\alpha^2 D + \sigma^2 d}` and :math:`s`: since :math:`\sigma^2(Ds^2 + d) = \phi^2`,
+    completing the square in :math:`\dot\sigma` gives
+
+    .. math::
+        \dot\alpha^2 D + \dot\sigma^2 d - \sigma^2\dot s^2 D (1 - \lambda)
+        = \dot\phi^2 + \phi^2\,\dot\theta^2, \qquad
+        \frac{d\theta}{ds} = \frac{\sqrt{D\,(d\lambda(s) - D s^2 (1 - \lambda(s)))}}{Ds^2 + d},
+
+    the Euclidean metric in polar coordinates :math:`(\phi, \theta)` (the square root is real
+    for the exact :math:`\lambda`: :math:`E\|u_t\|^2 \ge 0` for every velocity). Kinetic-optimal
+    paths are therefore straight lines, run at constant speed, from :math:`\sqrt d\,(1, 0)`
+    (:math:`t = 0`: :math:`s = 0, \sigma = 1`) to :math:`\sqrt D(\cos\Theta, \sin\Theta)`
+    (:math:`t = 1`: :math:`s = \infty, \alpha = 1`), :math:`\Theta = \int_0^\infty \theta'(s)\,ds
+    \le \pi/2`:
+
+    .. math::
+        KE_{\min} = D + d - 2\sqrt{Dd}\cos\Theta,\qquad
+        \sigma_t = \frac{\phi_t}{\sqrt{D s_t^2 + d}},\quad \alpha_t = s_t\sigma_t,
+
+    with :math:`s_t = \theta^{-1}(\theta_t)`. For :math:`\lambda = 1`, :math:`\theta = \arctan(s
+    \sqrt{D/d})`, :math:`\Theta = \pi/2` and the line is :math:`((1-t)\sqrt d, t\sqrt D)`: Cond-OT,
+    with :math:`KE = D + d`. Where an estimated :math:`\lambda` crosses the bound
+    :math:`D s^2/(D s^2 + d)` by its sampling error the square root is taken as 0.
+    :math:`\theta(s)` is tabulated by the trapezoid rule on ``n_angles`` values of
+    :math:`\vartheta = \tfrac2\pi\arctan s`; the path is sampled at ``n_nodes`` uniform times
+    and interpolated by :meth:`Interpolant.from_grid`.
+
+    Args:
+        separation: the :class:`DataSeparation` (e.g. from :func:`estimate_data_separation`).
+        n_nodes: times at which the path is computed (at least 2).
+        n_angles: points of the :math:`\theta(s)` table (at least 2).
+
+    Returns:
+        A one-sided :class:`Interpolant` (usable by :meth:`Interpolant.exact_fields`,
+        :class:`InterpolantODE` and :class:`InterpolantSDE`).
+
+    References:
+        N. Shaul et al., arXiv 2306.06626 (kinetic-optimal Gaussian paths; their
+        characterization by a 1-D ODE and data-dependent paths by minimizing the energy).
+
+    Example:
+        >>> import torch
+        >>> separated = DataSeparation(torch.tensor([0.0, 1.0]), 1.0, dim=2)  # lambda = 1
+        >>> path = kinetic_optimal_path(separated)
+        >>> t = torch.tensor([0.25, 0.5], dtype=torch.float64)
+        >>> torch.allclose(path.beta(t), t, atol=1e-6)  # Cond-OT: alpha_t = t
+        True
+    """
+    if not isinstance(separation, DataSeparation):
+        raise ValueError(f"separation must be a DataSeparation, got "
+                         f"{type(separation).__name__}")
+    check_int("n_nodes", n_nodes, 2)
+    check_int("n_angles", n_angles, 2)
+    big_d, d = separation.second_moment, float(separation.dim)
+    angle = torch.linspace(0, 1, n_angles, dtype=torch.float64)
+    c, s = _quarter_cos_sin(angle)
+    snr = torch.where(c > 0, s / c, torch.inf)
+    lam = separation(snr)
+    # d lambda - D s^2 (1 - lambda), and d theta / d angle with ds = (pi/2)(1 + s^2) d angle
+    h = (d * lam - big_d * separation._snr_sq_gap(snr)).clamp(min=0)
+    dtheta = 0.5 * math.pi * torch.sqrt(big_d * h) / (big_d * s**2 + d * c**2)
+    theta = torch.cat([torch.zeros(1, dtype=torch.float64),
+                       torch.cumsum(0.5 * (dtheta[1:] + dtheta[:-1]) * angle.diff(), 0)])
+    big_theta = theta[-1].item()
+    if big_theta <= 0:
+        raise ValueError("separation gives Theta = 0 (lambda on or below its lower bound "
+                         "D s^2 / (D s^2 + d) everywhere): the optimum is degenerate")
+    t = torch.linspace(0, 1, n_nodes, dtype=torch.float64)
+    px = (1 - t) * math.sqrt(d) + t * math.sqrt(big_d) * math.cos(big_theta)
+    py = t * math.sqrt(big_d) * math.sin(big_theta)
+    phi, theta_t = torch.hypot(px, py), torch.atan2(py, px).clamp(0, big_theta)
+    a = torch.as_tensor(np.interp(theta_t.numpy(), theta.numpy(), angle.numpy()))
+    a[0], a[-1] = 0.0, 1.0
+    ca, sa = _quarter_cos_sin(a)
+    scale = phi / torch.sqrt(big_d * sa**2 + d * ca**2)
+    return Interpolant.from_grid(t, scale * sa, scale * ca)
 
 
 # -- registry -------------------------------------------------------------------------------
