@@ -81,13 +81,12 @@ class _PchipCurves:
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Values and t-derivatives, each of shape ``(k, *t.shape)``."""
         tt = t.to(torch.float64)
-        nodes = self.nodes.to(tt.device)
+        nodes, values, slopes = (a.to(tt.device) for a in (self.nodes, self.values, self.slopes))
         i = (torch.searchsorted(nodes, tt.detach().contiguous(), right=True) - 1).clamp(
             0, len(nodes) - 2)
         h = nodes[i + 1] - nodes[i]
         u = (tt - nodes[i]) / h
-        y0, y1 = self.values.to(tt.device)[:, i], self.values.to(tt.device)[:, i + 1]
-        m0, m1 = self.slopes.to(tt.device)[:, i] * h, self.slopes.to(tt.device)[:, i + 1] * h
+        y0, y1, m0, m1 = values[:, i], values[:, i + 1], slopes[:, i] * h, slopes[:, i + 1] * h
         u2, u3 = u * u, u * u * u
         value = ((2 * u3 - 3 * u2 + 1) * y0 + (u3 - 2 * u2 + u) * m0
                  + (3 * u2 - 2 * u3) * y1 + (u3 - u2) * m1)
@@ -986,7 +985,8 @@ def estimate_data_separation(data: Tensor, snr_grid=None, *, n_noise: int = 32,
         snr_grid: increasing snr values from 0 (default 0 and 141 values from 1e-2 to 1e5,
             log-spaced); it must reach the snr where the samples separate (:math:`\lambda = 1`).
         n_noise: noise draws :math:`K` per sample.
-        generator: the ``torch.Generator`` of the noise (a seeded one if None).
+        generator: the ``torch.Generator`` of the noise (None: one seeded from torch's global
+            RNG, see :func:`stepping.noise.make_generator`).
 
     Returns:
         A :class:`DataSeparation` with ``dim = d`` and ``second_moment = D``.
