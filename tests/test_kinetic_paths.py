@@ -192,7 +192,7 @@ def test_optimal_path_beats_the_presets_and_reaches_the_closed_form(clusters):
     assert energy < 0.85 * presets["cond-ot"]  # measured 2.72 against 3.42
 
 
-def test_brute_force_minimization_does_not_beat_the_optimal_path(clusters):
+def test_brute_force_minimization_reaches_the_optimal_energy(clusters):
     # minimize the midpoint-rule energy over (alpha_i, sigma_i) at 40 interior times with
     # L-BFGS, from Cond-OT: an independent solver of the same variational problem
     _, sep = clusters
@@ -214,8 +214,9 @@ def test_brute_force_minimization_does_not_beat_the_optimal_path(clusters):
     result = minimize(energy, np.concatenate([t, 1 - t]), jac=True, method="L-BFGS-B",
                       bounds=[(0, 1)] * (n - 1) + [(1e-6, 1)] * (n - 1))
     optimum = kinetic_energy(kinetic_optimal_path(sep), sep)
-    assert result.fun >= optimum * (1 - 0.01)
-    assert result.fun <= kinetic_energy(Interpolant("cond-ot"), sep)
+    # measured 2.5338 (0.12 % below, the midpoint rule's error; 2.5365 with 160 intervals)
+    # against 2.5369 for the closed-form path, and 3.29 for Cond-OT
+    assert result.fun == pytest.approx(optimum, rel=0.005)
 
 
 def test_optimal_path_runs_in_the_interpolant_ode(one_thread):
