@@ -4,9 +4,10 @@ An interpolant ``x_t = alpha(t) x0 + beta(t) x1 + gamma(t) z`` bridges a base ``
 target ``rho1``; its time marginals are transported by the velocity ``b`` (probability-flow
 ODE) and, for any ``epsilon(t) >= 0``, by the SDEs with drift ``b +- epsilon s``. This module
 holds the paths, the quadratic objectives whose minimizers are ``b``, ``v``, ``s`` and
-``eta_z``, the ODE/SDE samplers as steppers for :func:`stepping.integrate`, and the likelihood
-through the ODE. Fields are called as ``field(x, t)`` with ``x`` of shape ``(..., d)`` and
-``t`` of shape ``x.shape[:-1]``.
+``eta_z``, the ODE/SDE samplers as steppers for :func:`stepping.integrate`, the likelihood
+through the ODE, and for the Gaussian (one-sided) paths their kinetic energy and the
+kinetic-optimal path (Shaul et al., arXiv 2306.06626). Fields are called as ``field(x, t)``
+with ``x`` of shape ``(..., d)`` and ``t`` of shape ``x.shape[:-1]``.
 """
 
 from __future__ import annotations
@@ -1183,7 +1184,8 @@ def kinetic_optimal_path(separation: DataSeparation, *, n_nodes: int = 257,
     c, s = _quarter_cos_sin(angle)
     snr = torch.where(c > 0, s / c, torch.inf)
     lam = separation(snr)
-    # d lambda - D s^2 (1 - lambda), and d theta / d angle with ds = (pi/2)(1 + s^2) d angle
+    # h = d lambda - D s^2 (1 - lambda); with ds = (pi/2)(1 + s^2) d angle and (1 + s^2) /
+    # (D s^2 + d) = 1 / (D sin^2 + d cos^2), d theta / d angle stays finite up to s = inf
     h = (d * lam - big_d * separation._snr_sq_gap(snr)).clamp(min=0)
     dtheta = 0.5 * math.pi * torch.sqrt(big_d * h) / (big_d * s**2 + d * c**2)
     theta = torch.cat([torch.zeros(1, dtype=torch.float64),
