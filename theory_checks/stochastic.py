@@ -200,9 +200,9 @@ def stationary_covariance(chain: LinearChain, noise: NoiseCovariance) -> Tensor:
         S = torch.as_tensor(S, dtype=DTYPE)
     else:
         basis = torch.eye(m * m, dtype=DTYPE).reshape(m * m, m, m)
-        cols = [chain.M @ E @ chain.M.T + _forcing(chain, noise, E, chain.G) - base
-                for E in basis]
-        K = torch.stack(cols, 1).reshape(m * m, m * m)
+        # column j of K: the linear part of the map applied to the j-th basis matrix
+        K = torch.stack([(chain.M @ E @ chain.M.T + _forcing(chain, noise, E, chain.G)
+                          - base).reshape(-1) for E in basis], 1)
         S = torch.linalg.solve(torch.eye(m * m, dtype=DTYPE) - K, base.reshape(-1))
         S = S.reshape(m, m)
     S = 0.5 * (S + S.T)
