@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 
 from stochstep.optimizers import SGHMC, SGLD
-from stochstep.theory_checks.stochastic import (assert_noise_ball, expected_second_moments,
+from stochstep.theory_checks.stochastic import (assert_noise_ball, assert_stationary_law,
+                                                expected_second_moments,
                                                 linear_chain, stationary_covariance)
 from stochstep.theory_checks.strategies import (minibatch_least_squares_problem,
                                                 minibatch_logistic_problem,
@@ -274,3 +275,80 @@ def test_a_non_constant_step_is_refused():
         assert_noise_ball(lambda ps: Decaying(ps, lr=0.1), p)
     with pytest.raises(ValueError, match="must return a torch.optim.Optimizer"):
         assert_noise_ball(lambda ps: (torch.optim.SGD(ps, lr=0.1), None), p)
+
+
+# -- the stationary law of SGLD and SGHMC -------------------------------------------------------
+def _sghmc(**kw):
+    return lambda ps: SGHMC(ps, generator=torch.Generator().manual_seed(7), **kw)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: SGLD(ps, lr=0.05, temperature=0.5, generator=torch.Generator().manual_seed(6)),
+    _sghmc(lr=0.1, friction=2.0, temperature=0.5),
+    _sghmc(lr=0.1, friction=2.0, mass=2.0, noise_estimate=0.5, temperature=0.5),
+    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.5, dampening=0.5),
+], ids=["sgld", "sghmc", "sghmc-mass-noise-estimate", "heavy-ball-dampening"])
+def test_samplers_have_the_exact_law(make):
+    p = noisy_quadratic_problem(3, 10.0, noise=0.3, seed=2)
+    res = assert_stationary_law(make, p)
+    assert res.worst_z <= res.threshold
+
+
+def test_sgld_law_against_independent_hand_written_chains():
+    # 20000 SGLD chains written out by hand (exact gradients), 200 steps from x_star (the
+    # transient is 0.81^200 of the start): their covariance against T H^-1 (I - h H / 2)^-1,
+    # which assert_stationary_law's recursion tends to.
+    p = noisy_quadratic_problem(2, 4.0, noise=0.0, seed=3)
+    h, T = 0.1, 0.5
+    gen = torch.Generator().manual_seed(0)
+    e = torch.zeros(20_000, 2, dtype=F64)
+    M = torch.eye(2, dtype=F64) - h * p.H
+    for _ in range(200):
+        e = e @ M.T + math.sqrt(2 * T * h) * torch.randn(e.shape, generator=gen, dtype=F64)
+    exact = T * torch.linalg.inv(p.H) @ torch.linalg.inv(torch.eye(2, dtype=F64) - h * p.H / 2)
+    assert torch.allclose(e.T.cov(), exact, atol=0.03 * float(exact.max()))
+    res = assert_stationary_law(lambda ps: SGLD(ps, lr=h, temperature=T,
+                                                generator=torch.Generator().manual_seed(1)), p)
+    assert torch.allclose(res.stationary_covariance, exact, rtol=1e-10)
+
+
+class BrokenSGHMC(SGHMC):
+    """SGHMC with its friction applied twice per step (the chain cools)."""
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        with torch.no_grad():
+            for q in self.param_groups[0]["params"]:
+                r = self.state[q]["momentum"]
+                r.mul_(1 - self.param_groups[0]["lr"] * self.param_groups[0]["friction"])
+        return out
+
+
+class BiasedSGLD(SGLD):
+    """SGLD that drifts by a constant 0.02 per step on top of the correct update."""
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].add_(0.02)
+        return out
+
+
+@pytest.mark.parametrize("make,claimed,what", [
+    (lambda ps: BrokenSGHMC(ps, lr=0.1, friction=2.0, temperature=0.5,
+                            generator=torch.Generator().manual_seed(0)), None, "second_moment"),
+    (lambda ps: BiasedSGLD(ps, lr=0.05, temperature=0.5,
+                           generator=torch.Generator().manual_seed(0)), None, "mean"),
+    (lambda ps: SGLD(ps, lr=0.05, temperature=0.5, generator=torch.Generator().manual_seed(0)),
+     dict(temperature=0.7), "second_moment"),  # the right sampler, claimed hotter
+], ids=["sghmc-friction-twice", "sgld-drift", "sgld-wrong-temperature"])
+def test_broken_samplers_fail(make, claimed, what):
+    p = noisy_quadratic_problem(3, 10.0, noise=0.3, seed=2)
+    with pytest.raises(AssertionError, match=rf"law of kind=.* {what}"):
+        assert_stationary_law(make, p, hyperparameters=claimed)
+
+
+def test_stationary_law_refuses_state_dependent_noise():
+    p = minibatch_least_squares_problem(20, 2, 4)
+    with pytest.raises(ValueError, match="needs additive gradient noise"):
+        assert_stationary_law(lambda ps: SGLD(ps, lr=0.05), p)
