@@ -62,11 +62,13 @@ import scipy.stats
 import torch
 from torch import Tensor
 
-from stochstep.stepping.checks import check_int, check_unit_interval
+from stochstep.stepping.checks import check_int, check_positive, check_unit_interval
 
 __all__ = ["KINDS", "LinearChain", "NoiseBallResult", "StationaryLawResult", "linear_chain",
            "stationary_covariance", "expected_second_moments", "expected_moments",
-           "assert_noise_ball", "assert_stationary_law", "noise_ball_false_failures"]
+           "assert_noise_ball", "assert_stationary_law", "noise_ball_false_failures",
+           "RATES", "RateInExpectationResult", "assert_rate_in_expectation",
+           "sgd_inverse_time_constant"]
 
 DTYPE = torch.float64
 KINDS = ("sgd", "heavy_ball", "sgld", "sghmc")
@@ -660,6 +662,184 @@ def assert_stationary_law(make_sampler: Callable[..., torch.optim.Optimizer], pr
             f"{float(expected[worst]):.6g} ({res.worst_z:.3g} standard errors off; the "
             f"{100 * confidence:g}% Bonferroni limit over {k} statistics is {threshold:.3g}); "
             f"stationary covariance diagonal {stationary.diagonal().tolist()}")
+    return res
+
+
+# -- rates in expectation -----------------------------------------------------------------------
+RATES = {"1/T": 1.0, "1/sqrt(T)": 0.5}
+
+
+@dataclass
+class RateInExpectationResult:
+    r"""Measured numbers of :func:`assert_rate_in_expectation`: per horizon :math:`T_k`, the
+    mean gap :math:`\bar g_k` over runs, its standard error, the bound :math:`C T_k^{-p}`,
+    and :math:`\bar g_k T_k^p` (``constants``); ``slope``: the fitted log-log slope of
+    :math:`\bar g_k` against :math:`T_k` (for information)."""
+
+    rate: str
+    constant: float
+    horizons: list[int]
+    gaps: Tensor
+    stderrs: Tensor
+    bounds: Tensor
+    constants: Tensor
+    slope: float
+    threshold: float
+    runs: int
+
+
+def sgd_inverse_time_constant(problem, beta: float, gamma: float) -> float:
+    r"""The constant :math:`\nu` of SGD's :math:`O(1/T)` rate in expectation with steps
+    :math:`\alpha_t = \beta / (\gamma + t)` (Bottou, Curtis and Nocedal, Theorem 4.7), for a
+    ``c``-strongly convex, ``L``-smooth problem whose stochastic gradient is unbiased with
+    noise of total variance :math:`M = \operatorname{tr}\Sigma` (additive noise):
+
+    .. math::
+        E f(x_T) - f^\star \le \frac{\nu}{\gamma + T + 1} \le \frac{\nu}{T}, \qquad
+        \nu = \max\Big(\frac{\beta^2 L M}{2 (\beta c - 1)},\;
+                         (\gamma + 1)\,(f(x_0) - f^\star)\Big),
+
+    after ``T`` steps from ``x0``, valid for :math:`\beta > 1/c` and
+    :math:`\beta / (\gamma + 1) \le 1 / L`. As a scheduler: ``torch.optim.SGD(params,
+    lr=beta)`` with ``LambdaLR(opt, lambda t: 1 / (gamma + t + 1))``.
+
+    Args:
+        problem: a quadratic with additive gradient noise (``mu``, ``L``, ``noise_cov``,
+            ``gap``, ``x0``).
+        beta: :math:`\beta > 1 / \mu`.
+        gamma: :math:`\gamma > 0` with :math:`\beta / (\gamma + 1) \le 1 / L`.
+
+    References:
+        Bottou, Curtis, Nocedal. "Optimization Methods for Large-Scale Machine Learning."
+        SIAM Review 2018, arXiv 1606.04838 (Theorem 4.7).
+
+    Example:
+        >>> from stochstep.theory_checks.strategies import noisy_quadratic_problem
+        >>> p = noisy_quadratic_problem(dim=2, condition=1.0, noise=0.5, seed=0)
+        >>> round(sgd_inverse_time_constant(p, beta=2.0, gamma=1.0), 6)  # 4 * 1 * 1 / 2
+        2.0
+    """
+    _require(problem, "noise_cov", "mu", "L")
+    beta, gamma = check_positive("beta", beta), check_positive("gamma", gamma)
+    c, L = problem.mu, problem.L
+    if not beta * c > 1:
+        raise ValueError(f"beta must be > 1/mu = {1 / c:.6g}, got {beta!r}")
+    if beta / (gamma + 1) > 1 / L * (1 + 1e-12):
+        raise ValueError(f"the first step beta / (gamma + 1) = {beta / (gamma + 1):.6g} must be "
+                         f"<= 1/L = {1 / L:.6g}: raise gamma")
+    M = float(torch.trace(problem.noise_cov))
+    return max(beta * beta * L * M / (2 * (beta * c - 1)), (gamma + 1) * problem.gap(problem.x0))
+
+
+def _row_gaps(problem, X: Tensor) -> Tensor:
+    if isinstance(getattr(problem, "A", None), Tensor) and problem.x_star is not None:
+        E = X - problem.x_star  # quadratic: 1/2 e^T A e, no cancellation against f_star
+        return 0.5 * ((E @ problem.A) * E).sum(1)
+    return torch.tensor([problem.gap(row) for row in X], dtype=DTYPE)
+
+
+def assert_rate_in_expectation(make_optimizer: Callable, problem, *, rate: str = "1/T",
+                               constant: float, horizons=(100, 200, 400, 800),
+                               runs: int = 100, confidence: float = 0.99
+                               ) -> RateInExpectationResult:
+    r"""Assert :math:`E f(x_T) - f^\star \le C / T^p` at several horizons, over runs.
+
+    ``runs`` independent runs start at ``problem.x0`` and advance together (as in
+    :func:`assert_noise_ball`), with the step size from a scheduler (``make_optimizer``
+    returns ``(optimizer, scheduler)``; ``scheduler.step()`` follows every
+    ``optimizer.step``) or from the optimizer itself. At each horizon :math:`T_k` the gaps
+    :math:`f(x_{T_k}) - f^\star` of the runs are independent samples of a quantity whose
+    expectation the claim bounds, so the check is one-sided, Bonferroni over the :math:`K`
+    horizons: it fails when
+
+    .. math::
+        \bar g_k - t_{R-1,\,1 - (1-c)/K}\, \frac{s_k}{\sqrt R} > \frac{C}{T_k^{p}}
+
+    for some :math:`k`, with :math:`p = 1` for ``"1/T"`` and :math:`1/2` for
+    ``"1/sqrt(T)"``: an optimizer that meets the bound fails with probability at most
+    :math:`1 - c`. :func:`sgd_inverse_time_constant` gives a proven ``constant`` for SGD with
+    :math:`\beta / (\gamma + t)` steps.
+
+    Args:
+        make_optimizer: ``params -> optimizer`` or ``params -> (optimizer, scheduler)``.
+        problem: a stochastic problem (``x0``, ``closure``, ``gap``).
+        rate: ``"1/T"`` or ``"1/sqrt(T)"``.
+        constant: the claimed ``C > 0``.
+        horizons: increasing step counts ``T_k >= 1`` at which the gap is measured.
+        runs: ``R >= 2``.
+        confidence: ``c`` in ``(0, 1)``.
+
+    Returns:
+        :class:`RateInExpectationResult`.
+
+    Raises:
+        AssertionError: the gap is confidently above the bound at some horizon, or blew up.
+
+    Example:
+        >>> import torch
+        >>> from stochstep.theory_checks.strategies import noisy_quadratic_problem
+        >>> p = noisy_quadratic_problem(dim=2, condition=2.0, noise=0.5, seed=0)
+        >>> def sgd(params):  # lr_t = beta / (gamma + t), beta = 2, gamma = 3
+        ...     opt = torch.optim.SGD(params, lr=2.0)
+        ...     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (4 + t))
+        >>> C = sgd_inverse_time_constant(p, beta=2.0, gamma=3.0)
+        >>> res = assert_rate_in_expectation(sgd, p, rate="1/T", constant=C,
+        ...                                  horizons=(50, 100), runs=20)
+        >>> bool((res.gaps <= res.bounds).all())
+        True
+    """
+    if rate not in RATES:
+        raise ValueError(f"rate must be one of {sorted(RATES)}, got {rate!r}")
+    p = RATES[rate]
+    constant = check_positive("constant", constant)
+    runs = check_int("runs", runs, low=2)
+    confidence = check_unit_interval("confidence", confidence, include_zero=False)
+    if confidence == 1:
+        raise ValueError("confidence must be a number in (0, 1), got 1")
+    horizons = [check_int("horizons", h) for h in horizons]
+    if not horizons or any(a >= b for a, b in zip(horizons, horizons[1:])):
+        raise ValueError(f"horizons must be a non-empty increasing sequence, got {horizons}")
+    if not callable(getattr(problem, "closure", None)):
+        _require(problem, "closure")
+    d = problem.x0.numel()
+    x = torch.nn.Parameter(problem.x0.to(DTYPE).expand(runs, d).clone())
+    made = make_optimizer([x])
+    optimizer, scheduler = made if isinstance(made, tuple) else (made, None)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError("make_optimizer must return an optimizer or (optimizer, scheduler), "
+                         f"got {type(made).__name__}")
+    closure = problem.closure(x, optimizer)
+    gaps = []
+    for t in range(1, horizons[-1] + 1):
+        optimizer.step(closure)
+        if scheduler is not None:
+            scheduler.step()
+        if t in horizons:
+            gaps.append(_row_gaps(problem, x.detach()))
+    G = torch.stack(gaps)  # (K, runs)
+    if not torch.isfinite(G).all():
+        raise AssertionError(f"a run blew up on {problem!r}: non-finite gap")
+    T = torch.tensor(horizons, dtype=DTYPE)
+    mean, stderr = G.mean(1), G.std(1) / math.sqrt(runs)
+    bounds = constant / T ** p
+    threshold = float(scipy.stats.t.ppf(1 - (1 - confidence) / len(horizons), runs - 1))
+    slope = math.nan
+    if len(horizons) > 1 and bool((mean > 0).all()):
+        from stochstep.theory_checks.rates import loglog_slope
+
+        slope = loglog_slope(T, mean).slope
+    res = RateInExpectationResult(rate, constant, horizons, mean, stderr, bounds,
+                                  mean * T ** p, slope, threshold, runs)
+    excess = mean - threshold * stderr - bounds
+    if bool((excess > 0).any()):
+        k = int(excess.argmax())
+        raise AssertionError(
+            f"E f(x_T) - f* is above {constant:.6g} x {rate} on {problem!r}: at T = "
+            f"{horizons[k]} the mean gap over {runs} runs is {float(mean[k]):.6g} +- "
+            f"{float(stderr[k]):.3g}, bound {float(bounds[k]):.6g} ({threshold:.3g} standard "
+            f"errors allowed, {100 * confidence:g}% over {len(horizons)} horizons); gap x "
+            f"T^{p:g} by horizon {[round(float(v), 4) for v in res.constants]}; log-log "
+            f"slope {slope:.3g}")
     return res
 
 
