@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from stochstep.optimizers import SGHMC, SGLD
 from stochstep.theory_checks.stochastic import (assert_noise_ball, assert_rate_in_expectation,
                                                 assert_stationary_law, sgd_inverse_time_constant,
-                                                expected_second_moments,
+                                                expected_moments, expected_second_moments,
                                                 linear_chain, stationary_covariance)
 from stochstep.theory_checks.strategies import (minibatch_least_squares_problem,
                                                 minibatch_logistic_problem,
@@ -432,3 +432,24 @@ def test_rate_bad_input():
         sgd_inverse_time_constant(p, 2.0, 1.0)
     with pytest.raises(ValueError, match="lacks noise_cov"):
         sgd_inverse_time_constant(quadratic_problem(3, 4.0), 2.0, 10.0)
+
+
+@pytest.mark.parametrize("kind,hyper,make", [
+    ("heavy_ball", dict(lr=0.1, momentum=0.7, dampening=0.4, nesterov=False),
+     sgd(lr=0.1, momentum=0.7, dampening=0.4)),
+    ("heavy_ball", dict(lr=0.1, momentum=0.7, dampening=0.0, nesterov=True),
+     sgd(lr=0.1, momentum=0.7, nesterov=True)),
+    ("sghmc", dict(lr=0.1, friction=2.0, mass=1.5, noise_estimate=0.0, temperature=0.0),
+     lambda ps: SGHMC(ps, lr=0.1, friction=2.0, mass=1.5, temperature=0.0)),
+], ids=["dampening", "nesterov", "sghmc"])
+def test_mean_recursion_is_the_deterministic_trajectory(kind, hyper, make):
+    # Without any noise E e_t is the optimizer's own trajectory: M and the first step's
+    # M_first checked against torch's SGD and our SGHMC, step by step, to rounding.
+    p = noisy_quadratic_problem(3, 10.0, noise=0.0, seed=5)
+    chain = linear_chain(kind, hyper, p.H)
+    means, _ = expected_moments(chain, p.noise_cov, p.x0 - p.x_star, 15)
+    x = torch.nn.Parameter(p.x0.clone())
+    opt = make([x])
+    for t in range(1, 16):
+        opt.step(p.closure(x, opt))
+        assert torch.allclose(x.detach() - p.x_star, means[t], rtol=1e-10, atol=1e-13), t
