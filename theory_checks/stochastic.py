@@ -441,7 +441,9 @@ def assert_noise_ball(make_optimizer: Callable[..., torch.optim.Optimizer], prob
     ``torch.optim.SGD(lr=0.05)`` over the seeds 0..199 of ``noisy_quadratic_problem(4, 10.0,
     1.0)``: 3 of 200 (1.5 %) without momentum, 2 of 200 (1.0 %) with momentum 0.9, against
     the nominal 1 % (binomial standard deviation 0.7 %; ``python -m
-    stochstep.theory_checks.stochastic``).
+    stochstep.theory_checks.stochastic``). Inside a hypothesis test of ``n`` examples a
+    correct optimizer fails some example with probability up to ``n (1 - c)``: pass
+    ``confidence = 1 - alpha / n`` there.
 
     Which closed form: ``kind`` (one of :data:`KINDS`; inferred for ``torch.optim.SGD``,
     :class:`~stochstep.optimizers.SGLD` and :class:`~stochstep.optimizers.SGHMC`), with its

@@ -18,6 +18,15 @@ Every problem is float64 and exposes the same small protocol, which the checks i
 - ``mu`` and ``L``: strong-convexity and smoothness constants (exact extreme Hessian
   eigenvalues for quadratics, bounds for logistic regression).
 
+The stochastic problems (:func:`noisy_quadratic_problem`, :func:`minibatch_least_squares_problem`,
+:func:`minibatch_logistic_problem`, the strategy :func:`noisy_quadratics`) add an oracle on
+their own ``torch.Generator``: ``stochastic_loss(x)`` makes a fresh draw (noise or minibatch)
+per row of ``x``, so a ``(runs, dim)`` parameter holds independent runs, and
+``problem.closure(x, optimizer)`` is the closure to pass to ``optimizer.step``, one draw per
+call (an optimizer that calls it several times per step sees a different sample each time).
+They also carry the exact ``H`` and gradient-noise covariance ``noise_cov`` at ``x_star`` that
+:mod:`theory_checks.stochastic` needs.
+
 This module needs ``hypothesis`` (the ``test`` extra); the builders themselves only need torch
 and networkx. Fixed instances are also ``pytest`` fixtures (:mod:`theory_checks.pytest_plugin`);
 ``tests/test_user_example.py`` shows a user's test written with both.
