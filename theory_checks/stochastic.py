@@ -137,8 +137,8 @@ def linear_chain(kind: str, hyperparameters: dict, H: Tensor) -> LinearChain:
     if kind == "heavy_ball":
         mu, tau = hyperparameters["momentum"], hyperparameters["dampening"]
 
-        def rows(damp: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            # b_t = mu b_{t-1} + w g_t, w = 1 - damp; then e_{t+1} from b_t (and g_t)
+        def step(damp: float) -> tuple[Tensor, Tensor]:
+            # b_t = mu b_{t-1} + w g_t with w = 1 - damp, then e_{t+1} from b_t (and g_t)
             w = 1.0 - damp
             if hyperparameters["nesterov"]:
                 ee, eb, ge = eye - lr * (1 + mu * w) * H, -lr * mu * mu * eye, \
@@ -146,13 +146,11 @@ def linear_chain(kind: str, hyperparameters: dict, H: Tensor) -> LinearChain:
             else:
                 ee, eb, ge = eye - lr * w * H, -lr * mu * eye, -lr * w * eye
             return torch.cat([torch.cat([ee, eb], 1), torch.cat([w * H, mu * eye], 1)]), \
-                ge, w * eye, eb
+                torch.cat([ge, w * eye])
 
-        M, ge, gb, _ = rows(tau)
-        M1, ge1, gb1, _ = rows(0.0)
-        P = torch.cat([eye, zero], 1)
-        return LinearChain(M, torch.cat([ge, gb]), torch.zeros(2 * d, 2 * d, dtype=DTYPE), P,
-                           torch.cat([ge1, gb1]), M1)
+        (M, G), (M1, G1) = step(tau), step(0.0)  # torch's buffer starts undamped: b_1 = g_1
+        return LinearChain(M, G, torch.zeros(2 * d, 2 * d, dtype=DTYPE),
+                           torch.cat([eye, zero], 1), G1, M1)
     if kind == "sghmc":
         c, m = hyperparameters["friction"], hyperparameters["mass"]
         b, temperature = hyperparameters["noise_estimate"], hyperparameters["temperature"]
