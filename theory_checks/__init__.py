@@ -22,6 +22,14 @@ from stochstep.theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, Powe
                                            StochasticProblem, TemperatureSweep, l1_problem,
                                            last_iterate_gap, least_squares_problem, loglog_slope,
                                            perceptron_temperature)
+from stochstep.theory_checks.stochastic import (KINDS, RATES, LinearChain, NoiseBallResult,
+                                                RateInExpectationResult, StationaryLawResult,
+                                                assert_noise_ball, assert_rate_in_expectation,
+                                                assert_stationary_law, expected_moments,
+                                                expected_second_moments, linear_chain,
+                                                noise_ball_false_failures,
+                                                sgd_inverse_time_constant,
+                                                stationary_covariance)
 from stochstep.theory_checks.stability import (MinimaComparison, StabilityReport,
                                                diagonal_network_minima, relu_network_minima,
                                                stability_report)
@@ -53,6 +61,10 @@ __all__: list[str] = [
     "STEP_SCHEDULES", "LastIterateGaps", "PowerLawFit", "StochasticProblem", "TemperatureSweep",
     "l1_problem", "last_iterate_gap", "least_squares_problem", "loglog_slope",
     "perceptron_temperature",
+    "KINDS", "LinearChain", "NoiseBallResult", "StationaryLawResult", "assert_noise_ball",
+    "assert_stationary_law", "expected_moments", "expected_second_moments", "linear_chain",
+    "noise_ball_false_failures", "stationary_covariance", "RATES", "RateInExpectationResult",
+    "assert_rate_in_expectation", "sgd_inverse_time_constant",
     "MinimaComparison", "StabilityReport", "diagonal_network_minima", "relu_network_minima",
     "stability_report",
     "VarianceCheck", "base_chain_asymptotic_covariance", "measure_sa_srrw_covariance",
