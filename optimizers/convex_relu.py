@@ -52,7 +52,8 @@ LINEAR_SOLVERS = ("auto", "cholesky", "cg")
 MAX_CHOLESKY_UNKNOWNS = 8192
 RHO_CONE = 0.003
 CG_TOL = 1e-10
-CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8)}
+CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8),
+                        "SCS": dict(eps_abs=1e-6, eps_rel=1e-6)}
 
 
 def _balance(primal: float, dual: float) -> float:
@@ -197,6 +198,9 @@ class ConvexReLU:
             factorized again). On small problems the residual of :math:`u = v` stalls without.
         tol: the ADMM tolerance :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations (reaching it without meeting ``tol`` warns).
+        cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
+            (``None``: MOSEK when installed, else Clarabel); its options are
+            ``CVXPY_SOLVER_OPTIONS[name]`` when present.
         generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
             global RNG).
         progress: print the residuals every 100 ADMM iterations.
@@ -204,7 +208,8 @@ class ConvexReLU:
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
     float64), ``objective_`` (the convex objective at the solution; with ``robust_eps > 0``
     also ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict
-    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual``; cvxpy: the
+    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
+    (seconds since the ADMM began, the factorization included); cvxpy: the
     solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
     ``"cg"``).
 
@@ -229,7 +234,7 @@ class ConvexReLU:
                  solver: str = "admm", robust_eps: float = 0.0, rho: float | None = None,
                  rho_cone: float | None = None, relaxation: float = 1.6,
                  linear_solver: str = "auto", balance: bool = True, tol: float = 1e-6,
-                 max_iter: int = 10_000,
+                 max_iter: int = 10_000, cvxpy_solver: str | None = None,
                  generator: torch.Generator | None = None, progress: bool = False):
         self.n_patterns = check_int("n_patterns", n_patterns)
         self.beta = check_nonnegative("beta", beta)
@@ -256,6 +261,10 @@ class ConvexReLU:
         self.linear_solver = linear_solver
         self.cg_tol = CG_TOL
         self.balance = check_flag("balance", balance)
+        if cvxpy_solver is not None and not isinstance(cvxpy_solver, str):
+            raise ValueError(f"cvxpy_solver must be None or a solver's name (a str), got "
+                             f"{cvxpy_solver!r}")
+        self.cvxpy_solver = None if cvxpy_solver is None else cvxpy_solver.upper()
         self.tol = check_positive("tol", tol)
         self.max_iter = check_int("max_iter", max_iter)
         self.generator = make_generator(generator)
@@ -356,7 +365,8 @@ class ConvexReLU:
                                                                         (1, P), order="C")
             constraints.append(cone >= 0)
         problem = cp.Problem(cp.Minimize(loss + self.beta * penalty), constraints)
-        name = "MOSEK" if "MOSEK" in cp.installed_solvers() else "CLARABEL"
+        name = self.cvxpy_solver or ("MOSEK" if "MOSEK" in cp.installed_solvers()
+                                     else "CLARABEL")
         start = time.perf_counter()
         try:
             problem.solve(solver=name, **CVXPY_SOLVER_OPTIONS.get(name, {}))
@@ -381,6 +391,7 @@ class ConvexReLU:
         y_scale = float(y.pow(2).mean().sqrt()) or 1.0
         X, y = X / x_scale, y / y_scale
         beta, to_original = self.beta / (x_scale * y_scale), y_scale / x_scale
+        start = time.perf_counter()
         rho, rho_cone, alpha = self.rho, self.rho_cone, self.relaxation
         E = torch.cat([2 * D - 1, 2 * D - 1], dim=1)             # (n, 2P): the signs of G
         masks = torch.cat([D, -D], dim=1)                        # (n, 2P): F's masks and signs
@@ -402,12 +413,12 @@ class ConvexReLU:
         solve = (self._cg_solver(X, D, F, F_T, G, G_T) if use_cg
                  else self._cholesky_solver(X, D))
         solve.factor(rho, rho_cone)
-
+        self.n_factorizations_ = 1
         Fty = F_T(y)
         u = torch.zeros(2 * P, d, dtype=X.dtype)
         v, lam = u.clone(), u.clone()
         s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
-        history = {"objective": [], "primal_residual": [], "dual_residual": []}
+        history = {"objective": [], "primal_residual": [], "dual_residual": [], "time": []}
         sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
         for k in range(1, self.max_iter + 1):
             u = solve(Fty / rho + v - lam + (rho_cone / rho) * G_T(s - nu), u)
@@ -432,6 +443,7 @@ class ConvexReLU:
             history["objective"].append(objective * y_scale ** 2)
             history["primal_residual"].append(primal)
             history["dual_residual"].append(dual)
+            history["time"].append(time.perf_counter() - start)
             if self.progress and k % 100 == 0:
                 print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
                       f"primal {primal:.3e}, dual {dual:.3e}")
@@ -452,6 +464,7 @@ class ConvexReLU:
                     rho, rho_cone = rho * factor_u, rho_cone * factor_c
                     lam, nu = lam / factor_u, nu / factor_c
                     solve.factor(rho, rho_cone)
+                    self.n_factorizations_ += 1
         else:
             warnings.warn(f"ConvexReLU: ADMM did not meet tol={self.tol} in max_iter="
                           f"{self.max_iter} iterations (primal residual {primal:.3e}, "

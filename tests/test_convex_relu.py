@@ -101,6 +101,16 @@ def test_label_encodings_give_the_same_program():
     assert a.score(X, y01) > 0.8
 
 
+def test_cvxpy_solvers_agree():
+    X, y = data()
+    clarabel = ConvexReLU(10, beta=0.05, solver="cvxpy",
+                          generator=torch.Generator().manual_seed(3)).fit(X, y)
+    scs = ConvexReLU(10, beta=0.05, solver="cvxpy", cvxpy_solver="scs")
+    scs.fit(X, y, patterns=clarabel.patterns_)
+    assert clarabel.history_["solver"] == "CLARABEL" and scs.history_["solver"] == "SCS"
+    assert scs.objective_ == pytest.approx(clarabel.objective_, rel=1e-4)
+
+
 def test_solver_status_is_reported(monkeypatch):
     monkeypatch.setattr(convex_relu, "CVXPY_SOLVER_OPTIONS", {"CLARABEL": dict(max_iter=1)})
     X, y = data()
@@ -273,6 +283,7 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     (dict(rho_cone=-1.0), "rho_cone"), (dict(relaxation=0.0), "relaxation"),
     (dict(relaxation=2.0), r"relaxation must be a number in \(0, 2\)"),
     (dict(linear_solver="lu"), "linear_solver"), (dict(balance=None), "balance"),
+    (dict(cvxpy_solver=1), "cvxpy_solver"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
