@@ -32,7 +32,6 @@ import time
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor, nn
 
@@ -166,9 +165,10 @@ class ConvexReLU:
     The convergence is slow where the patterns' cones :math:`\{z : (2D_i - I) X z \ge 0\}` are
     thin (many rows in few dimensions): the residual of :math:`Gu = s` then falls roughly
     like :math:`1/k`, and :math:`\rho_c` is the penalty that matters (:math:`\rho` barely
-    does). ``rho_cone`` and ``relaxation``'s defaults cut the iterations to a given objective
-    gap about fourfold against the paper's form on the benchmark problems
-    (``python -m benchmarks convex_relu``), but far from converging geometrically.
+    does). The defaults of ``rho_cone`` and ``relaxation`` and the balancing per constraint
+    reach a given objective gap in about 0.6 times the iterations of the paper's form (n = 500,
+    d = 10, P = 30: a relative gap of 1e-3 for good after 2117 iterations against 3518, 1e-4
+    after 3767 against more than 4000), but the convergence is still far from geometric.
 
     Args:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
@@ -498,13 +498,14 @@ class ConvexReLU:
                 A[:P * d, P * d:] -= K / rho
                 A[P * d:, :P * d] -= K / rho
                 A.diagonal().add_(1.0)
-                # LAPACK through scipy: torch's CPU cholesky_solve took 50x longer here
-                # (0.28 s against 6 ms for 2000 unknowns, one right-hand side)
-                self.L = scipy.linalg.cho_factor(A.numpy(), lower=True)
+                # torch's factorization and two triangular solves: with 2000 unknowns on one
+                # thread, scipy's cho_factor took 9.3 s against 0.35 s, cho_solve 16 ms against
+                # 6 ms, and torch.cholesky_solve 44 ms
+                self.L = torch.linalg.cholesky(A)
 
             def __call__(self, rhs: Tensor, u_prev: Tensor) -> Tensor:
-                return torch.from_numpy(scipy.linalg.cho_solve(self.L, rhs.reshape(-1).numpy())
-                                        ).reshape(rhs.shape)
+                z = torch.linalg.solve_triangular(self.L, rhs.reshape(-1, 1), upper=False)
+                return torch.linalg.solve_triangular(self.L.T, z, upper=True).reshape(rhs.shape)
         return Solver()
 
     def _cg_solver(self, X: Tensor, D: Tensor, F, F_T, G, G_T):
