@@ -1,0 +1,454 @@
+r"""Entropic optimal transport: Sinkhorn scaling and Sinkhorn-Newton-Sparse (SNS).
+
+:func:`entropic_ot` solves, for marginals :math:`a \in \mathbb{R}^n_{\ge 0}`,
+:math:`b \in \mathbb{R}^m_{\ge 0}` of equal mass, a cost :math:`C` and a regularization
+:math:`\varepsilon > 0`,
+
+.. math::
+
+    \min_{P \ge 0,\; P 1 = a,\; P^\top 1 = b}\; \langle C, P\rangle
+        + \varepsilon \sum_{ij} P_{ij} (\log P_{ij} - 1),
+
+through its concave dual in potentials :math:`(f, g)` (in the cost's units)
+
+.. math::
+
+    D(f, g) = \langle a, f\rangle + \langle b, g\rangle - \varepsilon \sum_{ij} P_{ij},
+    \qquad P_{ij} = \exp\big((f_i + g_j - C_{ij}) / \varepsilon\big),
+
+    \nabla D = (a - P 1,\; b - P^\top 1), \qquad
+    \nabla^2 D = -\frac{1}{\varepsilon}
+        \begin{pmatrix} \operatorname{diag}(P 1) & P \\ P^\top & \operatorname{diag}(P^\top 1)
+        \end{pmatrix}.
+
+The optimal plan is :math:`P(f^*, g^*)`; the marginal error of a plan is
+:math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` (the L1 norm of the dual gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+from torch import Tensor
+
+from stochstep.stepping.checks import check_flag, check_int, check_positive
+
+__all__ = ["entropic_ot", "OTResult", "OTLog", "METHODS"]
+
+METHODS = ("auto", "sinkhorn", "sns")
+# Scalings u, v are absorbed into the potentials when they leave [1/_ABSORB, _ABSORB]: far from
+# float64's range (1e308), so products u K v never overflow, and rarely enough (every absorption
+# is one exp of the whole cost matrix) to keep Sinkhorn at two matrix-vector products per step.
+_ABSORB = 1e50
+_MASS_RTOL = 1e-8
+# "auto": the rate is judged from iteration _AUTO_START on, every _AUTO_EVERY iterations; Newton
+# takes over when Sinkhorn's predicted remaining iterations exceed _AUTO_SWITCH (a Newton run is
+# ~10-30 steps, each an exp of C, a top-k and a sparse factorization: hundreds of Sinkhorn steps).
+_AUTO_START, _AUTO_EVERY, _AUTO_SWITCH = 100, 25, 3000
+_LINE_SEARCH_HALVINGS = 30
+_CG_MAX = 50
+_DAMP_START, _DAMP_MIN = 0.1, 1e-6
+_CG_REFACTOR = 10
+
+
+@dataclass
+class OTLog:
+    """What a run did: ``stages`` (iterations per stage: ``{"sinkhorn": n1, "newton": n2}``),
+    ``marginal_error`` (per iteration, the worst problem of a batch, before the iteration's
+    update; the last entry is the returned plan's), ``time`` (seconds since the start at each
+    entry of ``marginal_error``), ``converged`` (every problem within ``tol``), ``topk`` (the
+    entries kept per row and column of the last Newton step's Hessian, 0 without Newton)."""
+
+    stages: dict = field(default_factory=lambda: {"sinkhorn": 0, "newton": 0})
+    marginal_error: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    converged: bool = False
+    topk: int = 0
+
+
+@dataclass
+class OTResult:
+    """The plan (dense, or ``torch.sparse_coo`` with ``sparse=True``), the dual potentials
+    ``f``, ``g`` in the cost's units (``plan = exp((f_i + g_j - C_ij) / reg)``), the final
+    marginal error per problem (``error``, shape of the batch) and the :class:`OTLog`."""
+
+    plan: Tensor
+    f: Tensor
+    g: Tensor
+    error: Tensor
+    log: OTLog
+
+
+def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
+                max_iter: int = 100_000, warm_start: int = 100, topk: int = 10,
+                sparse: bool = False, progress: bool = False) -> OTResult:
+    r"""Solve entropic optimal transport by Sinkhorn, Sinkhorn-Newton-Sparse, or both.
+
+    .. math::
+
+        \text{Sinkhorn (scaling form):}\quad
+        u \leftarrow a \oslash (K v),\quad v \leftarrow b \oslash (K^\top u),\quad
+        K = e^{(f 1^\top + 1 g^\top - C)/\varepsilon},\quad P = \operatorname{diag}(u) K
+        \operatorname{diag}(v),
+
+        \text{Newton:}\quad
+        \begin{pmatrix} \operatorname{diag}(r) & \tilde P \\ \tilde P^\top &
+        \operatorname{diag}(c) \end{pmatrix}
+        \begin{pmatrix} \delta f \\ \delta g \end{pmatrix}
+        = \varepsilon \begin{pmatrix} a - r \\ b - c \end{pmatrix},\quad r = P1,\; c = P^\top 1,
+
+    with :math:`\tilde P` the entries of :math:`P` among the ``topk`` largest of their row or
+    of their column (the Hessian sparsified), then :math:`(f, g) \mathrel{+}= t\,(\delta f,
+    \delta g)` by backtracking on :math:`D` (a step is also taken when it lowers the marginal
+    error, which stays measurable where rounding hides changes of :math:`D`).
+
+    Sinkhorn's scalings are absorbed into :math:`(f, g)` whenever they leave
+    :math:`[10^{-50}, 10^{50}]` (and :math:`u, v` restart at 1), so nothing over- or underflows
+    at small ``reg``. The Newton system is solved by eliminating :math:`\delta f` (Schur
+    complement :math:`S = \operatorname{diag}(c) - \tilde P^\top \operatorname{diag}(r)^{-1}
+    \tilde P`) and a sparse LU factorization of :math:`S` with :math:`\delta g_m = 0`: the
+    exact Hessian is singular along :math:`(1, -1)` (adding a constant to :math:`f` and
+    removing it from :math:`g` leaves :math:`P` unchanged), and fixing one coordinate removes
+    that direction. ``topk`` doubles whenever a Newton step fails to halve the error.
+
+    Methods: ``"sinkhorn"``; ``"sns"``: ``warm_start`` Sinkhorn iterations, then Newton;
+    ``"auto"``: Sinkhorn, switching to Newton only when, from iteration 100 on, its measured
+    linear rate :math:`\rho` predicts more than 3000 further iterations to ``tol``
+    (:math:`\log(\mathrm{tol}/e_t) / \log \rho`, :math:`e_t` the current error).
+
+    Args:
+        a: source marginal, shape ``(n,)`` or ``(B, n)``, entries >= 0.
+        b: target marginal, shape ``(m,)`` or ``(B, m)``, entries >= 0, the same mass as ``a``
+            (relative 1e-8).
+        C: cost, shape ``(n, m)`` (shared by a batch) or ``(B, n, m)``, finite. Its dtype and
+            device are used (float64 unless ``C`` is another floating type); the Newton
+            system is solved on the CPU (scipy), everything else where ``C`` lives.
+        reg: the regularization :math:`\varepsilon > 0`, in the cost's units.
+        method: ``"auto"``, ``"sinkhorn"`` or ``"sns"``.
+        tol: stop when the marginal error of every problem is <= ``tol``.
+        max_iter: most iterations, Sinkhorn and Newton together; hitting it without reaching
+            ``tol`` warns (RuntimeWarning) and leaves ``log.converged`` False.
+        warm_start: Sinkhorn iterations before Newton for ``"sns"``.
+        topk: entries kept per row and per column of the sparsified Hessian at the start.
+        sparse: return the plan as a sparse COO tensor of its nonzero entries (exact: only
+            entries that underflow to zero are left out).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`OTResult` (``plan``, ``f``, ``g``, ``error``, ``log``), unbatched if the inputs
+        were.
+
+    References:
+        Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013
+        (arXiv 1306.0895). Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying,
+        "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", ICLR 2024
+        (arXiv 2401.12253).
+
+    Example:
+        >>> import torch
+        >>> from stochstep.samplers import entropic_ot
+        >>> x = torch.linspace(0, 1, 5, dtype=torch.float64)
+        >>> C = (x[:, None] - x[None, :]) ** 2
+        >>> a = torch.full((5,), 0.2, dtype=torch.float64)
+        >>> res = entropic_ot(a, a, C, reg=0.01, tol=1e-12)
+        >>> bool(res.error < 1e-12), bool(torch.allclose(res.plan.sum(1), a, atol=1e-12))
+        (True, True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    reg = check_positive("reg", reg)
+    tol = check_positive("tol", tol)
+    max_iter = check_int("max_iter", max_iter)
+    warm_start = check_int("warm_start", warm_start, low=0)
+    topk = check_int("topk", topk)
+    check_flag("sparse", sparse)
+    check_flag("progress", progress)
+    a, b, C, batched = _check_problem(a, b, C)
+
+    log = OTLog()
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=max_iter, desc=f"entropic_ot ({method})", leave=False)
+    sinkhorn_cap = max_iter if method != "sns" else min(warm_start, max_iter)
+    f, g = _sinkhorn(a, b, C, reg, tol, sinkhorn_cap, method == "auto", log, start, bar)
+    if method != "sinkhorn" and log.marginal_error[-1] > tol and len(log.time) <= max_iter:
+        f, g = _newton(a, b, C, reg, tol, max_iter - log.stages["sinkhorn"], topk, f, g, log,
+                       start, bar)
+    if bar is not None:
+        bar.close()
+
+    plan = _plan(f, g, C, reg)
+    error = _marginal_error(plan, a, b)
+    log.marginal_error[-1] = error.max().item()  # the returned plan's, recomputed
+    log.converged = bool((error <= tol).all())
+    if not log.converged:
+        warnings.warn(f"entropic_ot: max_iter={max_iter} reached with marginal error "
+                      f"{log.marginal_error[-1]:.3g} > tol={tol:g} (method={method!r}, "
+                      f"reg={reg:g})", RuntimeWarning, stacklevel=2)
+    if not batched:
+        plan, f, g, error = plan[0], f[0], g[0], error[0]
+    if sparse:
+        plan = plan.to_sparse()
+    return OTResult(plan=plan, f=f, g=g, error=error, log=log)
+
+
+def _as_tensor(name: str, x, dtype=None, device=None) -> Tensor:
+    try:
+        t = torch.as_tensor(x, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}"
+                         ) from None
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
+
+
+def _check_problem(a, b, C) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """Validate and batch ``(a, b, C)``: shapes ``(B, n)``, ``(B, m)``, ``(B or 1, n, m)``."""
+    C = _as_tensor("C", C)
+    a = _as_tensor("a", a, C.dtype, C.device)
+    b = _as_tensor("b", b, C.dtype, C.device)
+    if a.ndim not in (1, 2) or b.ndim != a.ndim:
+        raise ValueError(f"a and b must both have shape (n,) and (m,), or (B, n) and (B, m); "
+                         f"got a {tuple(a.shape)} and b {tuple(b.shape)}")
+    batched = a.ndim == 2
+    if not batched:
+        a, b = a[None], b[None]
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must have the same batch size, got a {tuple(a.shape)} and "
+                         f"b {tuple(b.shape)}")
+    n, m = a.shape[1], b.shape[1]
+    if n == 0 or m == 0:
+        raise ValueError("a and b must be non-empty")
+    if C.shape == (n, m):
+        C = C[None]
+    elif not (batched and C.shape == (a.shape[0], n, m)):
+        allowed = f"({n}, {m})" + (f" or ({a.shape[0]}, {n}, {m})" if batched else "")
+        raise ValueError(f"C must have shape {allowed} to match a and b, got {tuple(C.shape)}")
+    if not torch.isfinite(C).all():
+        raise ValueError("C must be finite (it holds a NaN or an infinity)")
+    for name, x in (("a", a), ("b", b)):
+        if not torch.isfinite(x).all() or (x < 0).any():
+            raise ValueError(f"{name} must hold finite entries >= 0")
+        if (x.sum(-1) <= 0).any():
+            raise ValueError(f"{name} must have a positive mass (sum)")
+    mass_a, mass_b = a.sum(-1), b.sum(-1)
+    gap = ((mass_a - mass_b).abs() / mass_a).max().item()
+    if gap > _MASS_RTOL:
+        raise ValueError(f"a and b must have the same mass (sum) to relative {_MASS_RTOL:g}, "
+                         f"got a relative gap {gap:.3g}")
+    return a, b, C, batched
+
+
+def _plan(f: Tensor, g: Tensor, C: Tensor, reg: float) -> Tensor:
+    """``exp((f_i + g_j - C_ij) / reg)``, with the entries below ``e * tiny`` (``tiny`` the
+    dtype's smallest normal number) set to 0: subnormal numbers make every later product with
+    the matrix several times slower, and none of them moves a marginal by more than
+    ``e * tiny * max(n, m)``."""
+    exponent = (f[:, :, None] + g[:, None, :] - C) / reg
+    floor = math.log(torch.finfo(exponent.dtype).tiny) + 1
+    return exponent.masked_fill_(exponent < floor, -math.inf).exp_()
+
+
+def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
+
+
+def _log_or_floor(x: Tensor) -> Tensor:
+    # zero marginal entries have potential -inf; a large finite negative value keeps the
+    # arithmetic finite and their rows/columns of the plan exactly zero after exp
+    return torch.log(x).clamp_min(-1e300 if x.dtype == torch.float64 else -1e30)
+
+
+def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
+    """Scaling iterations with absorption; returns the potentials with u, v absorbed."""
+    B, n, m = a.shape[0], a.shape[1], b.shape[1]
+    # one exact log-domain sweep from f = g = 0: every row, then every column, gets mass, so
+    # the scaled kernel K has no all-zero row or column even when exp(-C / reg) underflows
+    f = reg * (_log_or_floor(a) - torch.logsumexp(-C / reg, dim=2))
+    g = reg * (_log_or_floor(b) - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
+    K = _plan(f, g, C, reg)
+    u = torch.ones_like(a)
+    v = torch.ones_like(b)
+    tiny = 1 / _ABSORB
+    errors, times = log.marginal_error, log.time
+    it = 0
+    while True:
+        Kv = torch.bmm(K, v[:, :, None])[:, :, 0]
+        # columns are exact after the v-update (up to rounding), rows are measured here
+        err = (u * Kv - a).abs().sum(-1).max().item() + (0.0 if it else
+                                                         (K.sum(1) - b).abs().sum(-1).max().item())
+        errors.append(err)
+        times.append(time.perf_counter() - start)
+        if err <= tol or it >= max_iter:
+            break
+        if auto and it >= _AUTO_START and it % _AUTO_EVERY == 0 and _sinkhorn_is_slow(errors,
+                                                                                      tol):
+            break
+        u = a / Kv
+        v = b / torch.bmm(u[:, None, :], K)[:, 0, :]
+        it += 1
+        if bar is not None:
+            bar.update()
+        if not (u.max() < _ABSORB and v.max() < _ABSORB and u.min() > tiny and v.min() > tiny):
+            f, g = f + reg * _log_or_floor(u), g + reg * _log_or_floor(v)
+            K = _plan(f, g, C, reg)
+            u, v = torch.ones_like(u), torch.ones_like(v)
+    log.stages["sinkhorn"] = it
+    return f + reg * _log_or_floor(u), g + reg * _log_or_floor(v)
+
+
+def _sinkhorn_is_slow(errors: list, tol: float) -> bool:
+    """Whether the linear rate over the second half of the run predicts more than
+    ``_AUTO_SWITCH`` further iterations to ``tol``."""
+    t = len(errors) - 1
+    now, before = errors[t], errors[t // 2]
+    if not 0 < now < before:
+        return now > 0  # no progress over half the run: slow
+    log_rate = math.log(now / before) / (t - t // 2)
+    return math.log(tol / now) / log_rate > _AUTO_SWITCH
+
+
+def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
+    """Sparse Newton steps, problem by problem; updates ``log``, returns the potentials."""
+    B = a.shape[0]
+    histories = []
+    f, g = f.clone(), g.clone()
+    for i in range(B):
+        Ci = C[i if C.shape[0] > 1 else 0]
+        fi, gi, hist, k = _newton_one(a[i], b[i], Ci, reg, tol, max_iter, topk, f[i], g[i],
+                                      bar, start)
+        f[i], g[i] = fi, gi
+        histories.append(hist)
+        log.topk = max(log.topk, k)
+    # per Newton iteration: the worst problem's error (a finished problem keeps its last one)
+    # and the latest time (problems run one after another)
+    steps = max(len(h) for h in histories)
+    for s in range(1, steps):
+        errs, times = zip(*(h[min(s, len(h) - 1)] for h in histories))
+        log.marginal_error.append(max(errs))
+        log.time.append(max(times))
+    log.stages["newton"] = steps - 1
+    return f, g
+
+
+def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
+    n, m = C.shape
+    P = _plan(f[None], g[None], C[None], reg)[0]
+    r, c = P.sum(1), P.sum(0)
+    err = ((r - a).abs().sum() + (c - b).abs().sum()).item()
+    dual = (a @ f + b @ g - reg * r.sum()).item()
+    history = [(err, time.perf_counter() - start)]
+    k = min(topk, n, m)
+    damp, precondition = _DAMP_START, None
+    while err > tol and len(history) <= max_iter:
+        # the damped (Levenberg-Marquardt) system: diagonal scaled by 1 + damp
+        r_damped, c_damped = (1 + damp) * r, (1 + damp) * c
+        fresh = precondition is None
+        if fresh:
+            precondition = _sparse_schur_solver(P, r_damped, c_damped, k)
+        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, a - r, b - c,
+                                                          reg, precondition, min(0.1, err))
+        # a factorization serves while CG converges fast with it (P changes little late on)
+        if not solved or cg_iterations > _CG_REFACTOR:
+            precondition = None
+        if not solved and fresh and k < min(n, m):
+            k = min(2 * k, n, m)  # CG hit its cap with a fresh factorization: a denser one
+        slope = ((a - r) @ df + (b - c) @ dg).item()  # <grad D, d> > 0: an ascent direction
+        t, accepted = 1.0, False
+        for _ in range(_LINE_SEARCH_HALVINGS):
+            f_new, g_new = f + t * df, g + t * dg
+            P_new = _plan(f_new[None], g_new[None], C[None], reg)[0]
+            r_new, c_new = P_new.sum(1), P_new.sum(0)
+            err_new = ((r_new - a).abs().sum() + (c_new - b).abs().sum()).item()
+            dual_new = (a @ f_new + b @ g_new - reg * r_new.sum()).item()
+            if math.isfinite(dual_new) and (dual_new >= dual + 1e-4 * t * slope
+                                            or err_new < err):
+                accepted = True
+                break
+            t /= 2
+        if not accepted:
+            if k >= min(n, m):
+                break  # the full Hessian and no step helps: rounding floor
+            k = min(2 * k, n, m)
+            continue
+        f, g, P, r, c, err, dual = f_new, g_new, P_new, r_new, c_new, err_new, dual_new
+        # a full step: trust the quadratic model more; a short one: less
+        if t == 1:
+            damp = damp / 4 if damp > _DAMP_MIN else 0.0
+        elif t < 0.5:
+            damp = 4 * max(damp, _DAMP_MIN)
+        history.append((err, time.perf_counter() - start))
+        if bar is not None:
+            bar.update()
+    return f, g, history, k
+
+
+def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
+    """The Newton direction of the docstring: conjugate gradients on the Schur complement in g
+    of the exact Hessian, with the last coordinate of delta g fixed at 0, preconditioned by a
+    sparse LU factorization of the sparsified Schur complement. Returns
+    ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
+    n, m = P.shape
+    # rows and columns without mass (zero marginal entries) keep their potentials
+    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
+    c_safe = torch.where(c > 0, c, torch.ones_like(c))
+    rhs_f, rhs_g = reg * grad_f, reg * grad_g
+    if m == 1:  # delta g = 0 fixes the gauge; nothing is left to solve
+        return rhs_f * inv_r, torch.zeros_like(c), 0, True
+    rhs = (rhs_g - (rhs_f * inv_r) @ P)[:-1]
+
+    def schur(x: Tensor) -> Tensor:  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
+        y = torch.cat([x, x.new_zeros(1)])
+        return (c_safe * y - ((P @ y) * inv_r) @ P)[:-1]
+
+    dg = torch.zeros(m - 1, dtype=P.dtype, device=P.device)
+    res = rhs.clone()
+    target = rtol * rhs.norm()
+    z = solve(res)
+    d = z.clone()
+    rz = res @ z
+    done, its = bool(res.norm() <= target), 0
+    while not done and its < _CG_MAX:
+        Sd = schur(d)
+        step = rz / (d @ Sd)
+        dg += step * d
+        res -= step * Sd
+        its += 1
+        done = bool(res.norm() <= target)
+        z = solve(res)
+        rz, rz_old = res @ z, rz
+        d = z + (rz / rz_old) * d
+    dg = torch.cat([dg, dg.new_zeros(1)])
+    df = (rhs_f - P @ dg) * inv_r
+    return df, dg, its, done
+
+
+def _sparse_schur_solver(P, r, c, k):
+    """``x -> S~^{-1} x`` for the sparsified Schur complement (its last row and column
+    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` among the
+    ``k`` largest of their row or their column; factorized once by scipy's sparse LU."""
+    n, m = P.shape
+    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    mask = torch.zeros_like(P, dtype=torch.bool)
+    mask.scatter_(1, P.topk(k, dim=1).indices, True)
+    mask.scatter_(0, P.topk(k, dim=0).indices, True)
+    i, j = mask.nonzero(as_tuple=True)
+    Ps = sp.csr_matrix((P[i, j].cpu().numpy(), (i.cpu().numpy(), j.cpu().numpy())),
+                       shape=(n, m))
+    S = sp.diags(c.cpu().numpy()) - Ps.T @ sp.diags(inv_r.cpu().numpy()) @ Ps
+    lu = spla.splu(S.tocsc()[:-1, :-1])
+
+    def solve(x: Tensor) -> Tensor:
+        return torch.as_tensor(lu.solve(x.cpu().numpy()), dtype=x.dtype, device=x.device)
+    return solve
