@@ -54,7 +54,7 @@ _MASS_RTOL = 1e-8
 _AUTO_START, _AUTO_EVERY, _AUTO_SWITCH = 100, 25, 3000
 _LINE_SEARCH_HALVINGS = 30
 _CG_MAX = 50
-_DAMP_START, _DAMP_MIN = 0.1, 1e-6
+_DAMP_START, _DAMP_MIN, _DAMP_MAX = 0.1, 1e-6, 1e8
 _CG_REFACTOR = 10
 
 
@@ -64,13 +64,16 @@ class OTLog:
     ``marginal_error`` (per iteration, the worst problem of a batch, before the iteration's
     update; the last entry is the returned plan's), ``time`` (seconds since the start at each
     entry of ``marginal_error``), ``converged`` (every problem within ``tol``), ``topk`` (the
-    entries kept per row and column of the last Newton step's Hessian, 0 without Newton)."""
+    entries kept per row and column of the last Newton step's Hessian, 0 without Newton),
+    ``stalled`` (Newton stopped before ``tol`` and ``max_iter``: no step along even a
+    heavily damped direction lowered the error, which rounding causes near 1e-15)."""
 
     stages: dict = field(default_factory=lambda: {"sinkhorn": 0, "newton": 0})
     marginal_error: list = field(default_factory=list)
     time: list = field(default_factory=list)
     converged: bool = False
     topk: int = 0
+    stalled: bool = False
 
 
 @dataclass
@@ -99,24 +102,39 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
         \operatorname{diag}(v),
 
         \text{Newton:}\quad
-        \begin{pmatrix} \operatorname{diag}(r) & \tilde P \\ \tilde P^\top &
-        \operatorname{diag}(c) \end{pmatrix}
+        \begin{pmatrix} (1 + \lambda) \operatorname{diag}(r) & P \\ P^\top &
+        (1 + \lambda) \operatorname{diag}(c) \end{pmatrix}
         \begin{pmatrix} \delta f \\ \delta g \end{pmatrix}
         = \varepsilon \begin{pmatrix} a - r \\ b - c \end{pmatrix},\quad r = P1,\; c = P^\top 1,
 
-    with :math:`\tilde P` the entries of :math:`P` among the ``topk`` largest of their row or
-    of their column (the Hessian sparsified), then :math:`(f, g) \mathrel{+}= t\,(\delta f,
-    \delta g)` by backtracking on :math:`D` (a step is also taken when it lowers the marginal
-    error, which stays measurable where rounding hides changes of :math:`D`).
+    then :math:`(f, g) \mathrel{+}= t\,(\delta f, \delta g)` with :math:`t = 1, 1/2, \dots`
+    the first step that raises :math:`D` by :math:`10^{-4}\, t\, \langle \nabla D, \delta\rangle`
+    or lowers the marginal error (which stays measurable where rounding hides changes of
+    :math:`D`). With :math:`\lambda = 0` this is Newton's step
+    :math:`\nabla^2 D\, \delta = -\nabla D`; the Levenberg-Marquardt damping :math:`\lambda`
+    starts at 0.1, is divided by 4 after each full step (0 once below :math:`10^{-6}`) and
+    multiplied by 4 after a step with :math:`t < 1/2`: far from the solution the quadratic
+    model of :math:`e^{(\cdot)/\varepsilon}` holds only for tiny steps.
+
+    For :math:`\lambda = 0` the matrix is singular along :math:`(1, -1)` (adding a constant to
+    :math:`f` and removing it from :math:`g` leaves :math:`P` unchanged): the system is solved
+    without its last equation and with :math:`\delta g_m = 0`, which fixes that direction (the
+    dropped equation then holds too, as the right side sums to zero over :math:`f` minus
+    :math:`g`). Eliminating :math:`\delta f` leaves the Schur complement
+    :math:`S = (1 + \lambda) \operatorname{diag}(c) - P^\top ((1 + \lambda)
+    \operatorname{diag}(r))^{-1} P` (dense: products with :math:`P`), solved by conjugate
+    gradients to relative residual :math:`\min(0.1, e)` (:math:`e` the marginal error)
+    preconditioned by a sparse LU factorization (scipy) of :math:`S` with :math:`P` replaced
+    by :math:`\tilde P`: the entries of :math:`P` among the ``topk`` largest of their row or of
+    their column (the sparsified Hessian of SNS). A factorization is kept while CG needs at
+    most 10 iterations with it, and ``topk`` doubles when CG fails to converge in 50 with a
+    fresh one.
 
     Sinkhorn's scalings are absorbed into :math:`(f, g)` whenever they leave
     :math:`[10^{-50}, 10^{50}]` (and :math:`u, v` restart at 1), so nothing over- or underflows
-    at small ``reg``. The Newton system is solved by eliminating :math:`\delta f` (Schur
-    complement :math:`S = \operatorname{diag}(c) - \tilde P^\top \operatorname{diag}(r)^{-1}
-    \tilde P`) and a sparse LU factorization of :math:`S` with :math:`\delta g_m = 0`: the
-    exact Hessian is singular along :math:`(1, -1)` (adding a constant to :math:`f` and
-    removing it from :math:`g` leaves :math:`P` unchanged), and fixing one coordinate removes
-    that direction. ``topk`` doubles whenever a Newton step fails to halve the error.
+    at small ``reg``; entries of :math:`K` or :math:`P` below the smallest normal number times
+    :math:`e` are set to 0 (subnormals slow every product by several times; together they move
+    a marginal entry by less than :math:`e` times that number times :math:`\max(n, m)`).
 
     Methods: ``"sinkhorn"``; ``"sns"``: ``warm_start`` Sinkhorn iterations, then Newton;
     ``"auto"``: Sinkhorn, switching to Newton only when, from iteration 100 on, its measured
@@ -191,9 +209,17 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
     log.marginal_error[-1] = error.max().item()  # the returned plan's, recomputed
     log.converged = bool((error <= tol).all())
     if not log.converged:
-        warnings.warn(f"entropic_ot: max_iter={max_iter} reached with marginal error "
-                      f"{log.marginal_error[-1]:.3g} > tol={tol:g} (method={method!r}, "
-                      f"reg={reg:g})", RuntimeWarning, stacklevel=2)
+        if log.stalled:
+            why = "Newton stalled"
+        elif sum(log.stages.values()) >= max_iter:
+            why = f"max_iter={max_iter} reached"
+        else:  # the iterations met tol, the plan recomputed from (f, g) misses it by rounding
+            why = "rounding in the plan exp((f + g - C) / reg)"
+        warnings.warn(f"entropic_ot: {why} with marginal error {log.marginal_error[-1]:.3g} > "
+                      f"tol={tol:g} (method={method!r}, reg={reg:g})", RuntimeWarning,
+                      stacklevel=2)
+    # the stand-in potential of rows and columns without mass is -inf
+    f, g = f.masked_fill(a == 0, -math.inf), g.masked_fill(b == 0, -math.inf)
     if not batched:
         plan, f, g, error = plan[0], f[0], g[0], error[0]
     if sparse:
@@ -263,20 +289,25 @@ def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
 
 
-def _log_or_floor(x: Tensor) -> Tensor:
-    # zero marginal entries have potential -inf; a large finite negative value keeps the
-    # arithmetic finite and their rows/columns of the plan exactly zero after exp
-    return torch.log(x).clamp_min(-1e300 if x.dtype == torch.float64 else -1e30)
-
-
 def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
     """Scaling iterations with absorption; returns the potentials with u, v absorbed."""
     B, n, m = a.shape[0], a.shape[1], b.shape[1]
-    # one exact log-domain sweep from f = g = 0: every row, then every column, gets mass, so
-    # the scaled kernel K has no all-zero row or column even when exp(-C / reg) underflows
-    f = reg * (_log_or_floor(a) - torch.logsumexp(-C / reg, dim=2))
-    g = reg * (_log_or_floor(b) - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
+    # rows and columns without mass get a potential so low that their plan entries are 0
+    # (finite, so that 0 * potential stays 0); their scalings stay 1
+    massless_a, massless_b = a == 0, b == 0
+    has_massless = bool(massless_a.any() or massless_b.any())
+    no_mass = -torch.finfo(a.dtype).max / 4
+    f = torch.zeros_like(a).masked_fill_(massless_a, no_mass)
+    g = torch.zeros_like(b).masked_fill_(massless_b, no_mass)
     K = _plan(f, g, C, reg)
+    if not (((K.sum(2) > 0) | massless_a).all() and ((K.sum(1) > 0) | massless_b).all()):
+        # exp(-C / reg) underflows on a whole row or column: one exact log-domain sweep gives
+        # every row, then every column, mass
+        f = reg * (a.log() - torch.logsumexp(-C / reg, dim=2))
+        f = f.masked_fill_(massless_a, no_mass)
+        g = reg * (b.log() - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
+        g = g.masked_fill_(massless_b, no_mass)
+        K = _plan(f, g, C, reg)
     u = torch.ones_like(a)
     v = torch.ones_like(b)
     tiny = 1 / _ABSORB
@@ -295,16 +326,20 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
                                                                                       tol):
             break
         u = a / Kv
+        if has_massless:
+            u = u.masked_fill_(massless_a, 1.0)  # 0 / 0 on an empty row
         v = b / torch.bmm(u[:, None, :], K)[:, 0, :]
+        if has_massless:
+            v = v.masked_fill_(massless_b, 1.0)
         it += 1
         if bar is not None:
             bar.update()
         if not (u.max() < _ABSORB and v.max() < _ABSORB and u.min() > tiny and v.min() > tiny):
-            f, g = f + reg * _log_or_floor(u), g + reg * _log_or_floor(v)
+            f, g = f + reg * u.log(), g + reg * v.log()
             K = _plan(f, g, C, reg)
             u, v = torch.ones_like(u), torch.ones_like(v)
     log.stages["sinkhorn"] = it
-    return f + reg * _log_or_floor(u), g + reg * _log_or_floor(v)
+    return f + reg * u.log(), g + reg * v.log()
 
 
 def _sinkhorn_is_slow(errors: list, tol: float) -> bool:
@@ -325,11 +360,12 @@ def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
     f, g = f.clone(), g.clone()
     for i in range(B):
         Ci = C[i if C.shape[0] > 1 else 0]
-        fi, gi, hist, k = _newton_one(a[i], b[i], Ci, reg, tol, max_iter, topk, f[i], g[i],
+        fi, gi, hist, k, stalled = _newton_one(a[i], b[i], Ci, reg, tol, max_iter, topk, f[i], g[i],
                                       bar, start)
         f[i], g[i] = fi, gi
         histories.append(hist)
         log.topk = max(log.topk, k)
+        log.stalled = log.stalled or stalled
     # per Newton iteration: the worst problem's error (a finished problem keeps its last one)
     # and the latest time (problems run one after another)
     steps = max(len(h) for h in histories)
@@ -349,13 +385,19 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
     dual = (a @ f + b @ g - reg * r.sum()).item()
     history = [(err, time.perf_counter() - start)]
     k = min(topk, n, m)
-    damp, precondition = _DAMP_START, None
+    damp, precondition, stalled = _DAMP_START, None, False
     while err > tol and len(history) <= max_iter:
         # the damped (Levenberg-Marquardt) system: diagonal scaled by 1 + damp
         r_damped, c_damped = (1 + damp) * r, (1 + damp) * c
         fresh = precondition is None
         if fresh:
-            precondition = _sparse_schur_solver(P, r_damped, c_damped, k)
+            try:
+                precondition = _sparse_schur_solver(P, r_damped, c_damped, k)
+            except RuntimeError:  # singular: P splits into blocks that do not see each other
+                damp, stalled = 16 * max(damp, _DAMP_MIN), damp > _DAMP_MAX
+                if stalled:
+                    break
+                continue
         df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, a - r, b - c,
                                                           reg, precondition, min(0.1, err))
         # a factorization serves while CG converges fast with it (P changes little late on)
@@ -377,9 +419,12 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
                 break
             t /= 2
         if not accepted:
-            if k >= min(n, m):
-                break  # the full Hessian and no step helps: rounding floor
-            k = min(2 * k, n, m)
+            # no step helps along this direction: a more damped one (towards a scaled gradient
+            # step, which does help when short enough), from a fresh factorization
+            damp, precondition = 16 * max(damp, _DAMP_MIN), None
+            stalled = damp > _DAMP_MAX
+            if stalled:
+                break
             continue
         f, g, P, r, c, err, dual = f_new, g_new, P_new, r_new, c_new, err_new, dual_new
         # a full step: trust the quadratic model more; a short one: less
@@ -390,7 +435,7 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
         history.append((err, time.perf_counter() - start))
         if bar is not None:
             bar.update()
-    return f, g, history, k
+    return f, g, history, k, stalled
 
 
 def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
