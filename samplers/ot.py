@@ -141,8 +141,12 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
     linear rate :math:`\rho` predicts more than 1000 further iterations to ``tol``
     (:math:`\log(\mathrm{tol}/e_t) / \log \rho`, :math:`e_t` the current error).
 
+    A batch runs its Sinkhorn iterations together (one batched product per step; ``"auto"``
+    judges the worst problem's rate) and its Newton steps one problem after another.
+
     Args:
-        a: source marginal, shape ``(n,)`` or ``(B, n)``, entries >= 0.
+        a: source marginal, shape ``(n,)`` or ``(B, n)``, entries >= 0 (rows of zero mass get
+            zero rows in the plan and potential ``-inf``).
         b: target marginal, shape ``(m,)`` or ``(B, m)``, entries >= 0, the same mass as ``a``
             (relative 1e-8).
         C: cost, shape ``(n, m)`` (shared by a batch) or ``(B, n, m)``, finite. Its dtype and
