@@ -11,10 +11,10 @@ Euclidean cost scaled to max 1. The marginal error of a plan is
   stops on its own criterion, the L2 norm of the column marginal's violation (checked every 10
   iterations), which is looser than the L1 error above. Easy cases: ``stopThr`` starts at the
   tolerance and is divided by 10 until the returned plan's L1 error meets it (at most 4 runs);
-  the median time of 3 runs with that stopThr counts. Hard cases (reg 1e-3): one run with ``stopThr=1e-9``, capped at
-  1e5 iterations or ``POT_TIME_CAP`` seconds (``numItermax`` from a 20-iteration probe); its
-  time to 1e-6 is read off its own log (the first check with L2 error <= 1e-6, times the mean
-  time per iteration): both readings favour POT.
+  the median time of 3 runs with that stopThr counts. Hard cases (reg 1e-3): one run with
+  ``stopThr=1e-9``, capped at 1e5 iterations or ``POT_TIME_CAP`` seconds (``numItermax`` from
+  a 20-iteration probe); its time to 1e-6 is read off its own log (the first check with L2
+  error <= 1e-6, times the mean time per iteration): both readings favour POT.
 - numpy (POT) and torch run on one thread.
 """
 
