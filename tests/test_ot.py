@@ -264,3 +264,12 @@ def test_masses_equal_to_relative_1e8_are_accepted():
     b = torch.tensor([0.5, 0.5 + 5e-9], dtype=DT)
     res = entropic_ot(a, b, torch.eye(2, dtype=DT), 0.1, tol=1e-7)
     assert res.log.converged and math.isfinite(res.error.item())
+
+
+def test_progress_bar_changes_nothing(capsys):
+    a, b, C = cloud(30, 30, 10, seed=9, uniform=True)
+    quiet = entropic_ot(a, b, C, 2e-3, method="sns", warm_start=20)
+    shown = entropic_ot(a, b, C, 2e-3, method="sns", warm_start=20, progress=True)
+    assert "entropic_ot (sns)" in capsys.readouterr().err
+    torch.testing.assert_close(shown.plan, quiet.plan, rtol=0, atol=0)
+    assert shown.log.stages == quiet.log.stages
