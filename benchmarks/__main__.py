@@ -20,6 +20,7 @@ SUITES = {
     "surrogate": "benchmarks.surrogate",
     "bilevel": "benchmarks.bilevel",
     "convex_relu": "benchmarks.convex_relu",
+    "ot": "benchmarks.ot",
 }
 
 

@@ -18,3 +18,5 @@ from stochstep.samplers.dmcmc import DMCMCResult, LangevinGibbs, dmcmc_sample  #
 __all__ += ["DMCMCResult", "LangevinGibbs", "dmcmc_sample"]
 from stochstep.samplers.random_walks import SRRW, NonBacktrackingWalk  # noqa: E402
 __all__ += ["SRRW", "NonBacktrackingWalk"]
+from stochstep.samplers.ot import OTLog, OTResult, entropic_ot  # noqa: E402
+__all__ += ["OTLog", "OTResult", "entropic_ot"]

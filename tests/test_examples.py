@@ -351,3 +351,18 @@ def test_bilevel_batch_stream_passes_are_permutations():
     for k in range(3):
         assert sorted(drawn[7 * k:7 * k + 7].tolist()) == list(range(7))
     assert stream.epochs == 3
+
+
+def test_entropic_ot_quick_runs(tmp_path):
+    """Quick mode works with or without POT (ours alone then, and it says so)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "entropic_ot.py"), "--quick", "--out",
+         str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "entropic_ot.png"
+    assert png.is_file() and png.stat().st_size > 0
+    assert proc.stdout.count("ours (auto): marginal error") == 2, proc.stdout
+    # both regimes reach the default tolerance 1e-9 with "auto"; the hard one through Newton
+    auto = [line for line in proc.stdout.splitlines() if "ours (auto)" in line]
+    assert all(float(line.split("marginal error ")[1].split()[0]) <= 1e-9 for line in auto)
+    assert "+ 0 Newton" in auto[0] and "+ 0 Newton" not in auto[1], proc.stdout

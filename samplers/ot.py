@@ -1,0 +1,517 @@
+r"""Entropic optimal transport: Sinkhorn scaling and Sinkhorn-Newton-Sparse (SNS).
+
+:func:`entropic_ot` solves, for marginals :math:`a \in \mathbb{R}^n_{\ge 0}`,
+:math:`b \in \mathbb{R}^m_{\ge 0}` of equal mass, a cost :math:`C` and a regularization
+:math:`\varepsilon > 0`,
+
+.. math::
+
+    \min_{P \ge 0,\; P 1 = a,\; P^\top 1 = b}\; \langle C, P\rangle
+        + \varepsilon \sum_{ij} P_{ij} (\log P_{ij} - 1),
+
+through its concave dual in potentials :math:`(f, g)` (in the cost's units)
+
+.. math::
+
+    D(f, g) = \langle a, f\rangle + \langle b, g\rangle - \varepsilon \sum_{ij} P_{ij},
+    \qquad P_{ij} = \exp\big((f_i + g_j - C_{ij}) / \varepsilon\big),
+
+    \nabla D = (a - P 1,\; b - P^\top 1), \qquad
+    \nabla^2 D = -\frac{1}{\varepsilon}
+        \begin{pmatrix} \operatorname{diag}(P 1) & P \\ P^\top & \operatorname{diag}(P^\top 1)
+        \end{pmatrix}.
+
+The optimal plan is :math:`P(f^*, g^*)`; the marginal error of a plan is
+:math:`\|P 1 - a\|_1 + \|P^\top 1 - b\|_1` (the L1 norm of the dual gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+from torch import Tensor
+
+from stochstep.stepping.checks import check_flag, check_int, check_positive
+
+__all__ = ["entropic_ot", "OTResult", "OTLog", "METHODS"]
+
+METHODS = ("auto", "sinkhorn", "sns")
+# Scalings u, v are absorbed into the potentials when they leave [1/_ABSORB, _ABSORB]: far from
+# float64's range (1e308), so products u K v never overflow, and rarely enough (every absorption
+# is one exp of the whole cost matrix) to keep Sinkhorn at two matrix-vector products per step.
+_ABSORB = 1e50
+_MASS_RTOL = 1e-8
+# "auto": the rate is judged from iteration _AUTO_START on, every _AUTO_EVERY iterations; Newton
+# takes over when Sinkhorn's predicted remaining iterations exceed _AUTO_SWITCH (a Newton run is
+# ~10-30 steps, each an exp of C, a top-k and a sparse factorization: hundreds of Sinkhorn steps).
+_AUTO_START, _AUTO_EVERY, _AUTO_SWITCH = 100, 25, 1000
+_LINE_SEARCH_HALVINGS = 30
+_CG_MAX = 50
+_DAMP_START, _DAMP_MIN, _DAMP_MAX = 0.1, 1e-6, 1e8
+_CG_REFACTOR = 10
+_PRECONDITIONER_DROP = 1e-2
+
+
+@dataclass
+class OTLog:
+    """What a run did: ``stages`` (iterations per stage: ``{"sinkhorn": n1, "newton": n2}``),
+    ``marginal_error`` (per iteration, the worst problem of a batch, before the iteration's
+    update; the last entry is the returned plan's), ``time`` (seconds since the start at each
+    entry of ``marginal_error``), ``converged`` (every problem within ``tol``), ``topk`` (the
+    entries kept per row and column of the last Newton step's Hessian, 0 without Newton),
+    ``stalled`` (Newton stopped before ``tol`` and ``max_iter``: no step along even a
+    heavily damped direction lowered the error, which rounding causes near 1e-15)."""
+
+    stages: dict = field(default_factory=lambda: {"sinkhorn": 0, "newton": 0})
+    marginal_error: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    converged: bool = False
+    topk: int = 0
+    stalled: bool = False
+
+
+@dataclass
+class OTResult:
+    """The plan (dense, or ``torch.sparse_coo`` with ``sparse=True``), the dual potentials
+    ``f``, ``g`` in the cost's units (``plan = exp((f_i + g_j - C_ij) / reg)``), the final
+    marginal error per problem (``error``, shape of the batch) and the :class:`OTLog`."""
+
+    plan: Tensor
+    f: Tensor
+    g: Tensor
+    error: Tensor
+    log: OTLog
+
+
+def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
+                max_iter: int = 100_000, warm_start: int = 100, topk: int = 10,
+                sparse: bool = False, progress: bool = False) -> OTResult:
+    r"""Solve entropic optimal transport by Sinkhorn, Sinkhorn-Newton-Sparse, or both.
+
+    .. math::
+
+        \text{Sinkhorn (scaling form):}\quad
+        u \leftarrow a \oslash (K v),\quad v \leftarrow b \oslash (K^\top u),\quad
+        K = e^{(f 1^\top + 1 g^\top - C)/\varepsilon},\quad P = \operatorname{diag}(u) K
+        \operatorname{diag}(v),
+
+        \text{Newton:}\quad
+        \begin{pmatrix} (1 + \lambda) \operatorname{diag}(r) & P \\ P^\top &
+        (1 + \lambda) \operatorname{diag}(c) \end{pmatrix}
+        \begin{pmatrix} \delta f \\ \delta g \end{pmatrix}
+        = \varepsilon \begin{pmatrix} a - r \\ b - c \end{pmatrix},\quad r = P1,\; c = P^\top 1,
+
+    then :math:`(f, g) \mathrel{+}= t\,(\delta f, \delta g)` with :math:`t = 1, 1/2, \dots`
+    the first step that raises :math:`D` by :math:`10^{-4}\, t\, \langle \nabla D, \delta\rangle`
+    or lowers the marginal error (which stays measurable where rounding hides changes of
+    :math:`D`). With :math:`\lambda = 0` this is Newton's step
+    :math:`\nabla^2 D\, \delta = -\nabla D`; the Levenberg-Marquardt damping :math:`\lambda`
+    starts at 0.1, is divided by 4 after each full step (0 once below :math:`10^{-6}`) and
+    multiplied by 4 after a step with :math:`t < 1/2`: far from the solution the quadratic
+    model of :math:`e^{(\cdot)/\varepsilon}` holds only for tiny steps.
+
+    For :math:`\lambda = 0` the matrix is singular along :math:`(1, -1)` (adding a constant to
+    :math:`f` and removing it from :math:`g` leaves :math:`P` unchanged): the system is solved
+    without its last equation and with :math:`\delta g_m = 0`, which fixes that direction (the
+    dropped equation then holds too, as the right side sums to zero over :math:`f` minus
+    :math:`g`). Eliminating :math:`\delta f` leaves the Schur complement
+    :math:`S = (1 + \lambda) \operatorname{diag}(c) - P^\top ((1 + \lambda)
+    \operatorname{diag}(r))^{-1} P` (dense: products with :math:`P`), solved by conjugate
+    gradients to relative residual :math:`\min(0.1, e)` (:math:`e` the marginal error)
+    preconditioned by a sparse LU factorization (scipy) of :math:`S` with :math:`P` replaced
+    by :math:`\tilde P`: the entries of :math:`P` among the ``topk`` largest of their row or of
+    their column (the sparsified Hessian of SNS), less the off-diagonal entries of that
+    matrix below :math:`10^{-2} \sqrt{S_{ii} S_{jj}}` (it is diagonally dominant, and stays
+    so). A factorization is kept while CG needs at
+    most 10 iterations with it, and ``topk`` doubles when CG fails to converge in 50 with a
+    fresh one.
+
+    Sinkhorn's scalings are absorbed into :math:`(f, g)` whenever they leave
+    :math:`[10^{-50}, 10^{50}]` (and :math:`u, v` restart at 1), so nothing over- or underflows
+    at small ``reg``; entries of :math:`K` or :math:`P` below the smallest normal number times
+    :math:`e` are set to 0 (subnormals slow every product by several times; together they move
+    a marginal entry by less than :math:`e` times that number times :math:`\max(n, m)`).
+
+    Methods: ``"sinkhorn"``; ``"sns"``: ``warm_start`` Sinkhorn iterations, then Newton;
+    ``"auto"``: Sinkhorn, switching to Newton only when, from iteration 100 on, its measured
+    linear rate :math:`\rho` predicts more than 1000 further iterations to ``tol``
+    (:math:`\log(\mathrm{tol}/e_t) / \log \rho`, :math:`e_t` the current error).
+
+    A batch runs its Sinkhorn iterations together (one batched product per step; ``"auto"``
+    judges the worst problem's rate) and its Newton steps one problem after another.
+
+    Args:
+        a: source marginal, shape ``(n,)`` or ``(B, n)``, entries >= 0 (rows of zero mass get
+            zero rows in the plan and potential ``-inf``).
+        b: target marginal, shape ``(m,)`` or ``(B, m)``, entries >= 0, the same mass as ``a``
+            (relative 1e-8).
+        C: cost, shape ``(n, m)`` (shared by a batch) or ``(B, n, m)``, finite. Its dtype and
+            device are used (float64 unless ``C`` is another floating type); the Newton
+            system is solved on the CPU (scipy), everything else where ``C`` lives.
+        reg: the regularization :math:`\varepsilon > 0`, in the cost's units.
+        method: ``"auto"``, ``"sinkhorn"`` or ``"sns"``.
+        tol: stop when the marginal error of every problem is <= ``tol``.
+        max_iter: most iterations, Sinkhorn and Newton together; hitting it without reaching
+            ``tol`` warns (RuntimeWarning) and leaves ``log.converged`` False.
+        warm_start: Sinkhorn iterations before Newton for ``"sns"``.
+        topk: entries kept per row and per column of the sparsified Hessian at the start.
+        sparse: return the plan as a sparse COO tensor of its nonzero entries (exact: only
+            entries that underflow to zero are left out).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`OTResult` (``plan``, ``f``, ``g``, ``error``, ``log``), unbatched if the inputs
+        were.
+
+    References:
+        Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport", NeurIPS 2013
+        (arXiv 1306.0895). Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying,
+        "Accelerating Sinkhorn Algorithm with Sparse Newton Iterations", ICLR 2024
+        (arXiv 2401.12253).
+
+    Example:
+        >>> import torch
+        >>> from stochstep.samplers import entropic_ot
+        >>> x = torch.linspace(0, 1, 5, dtype=torch.float64)
+        >>> C = (x[:, None] - x[None, :]) ** 2
+        >>> a = torch.full((5,), 0.2, dtype=torch.float64)
+        >>> res = entropic_ot(a, a, C, reg=0.01, tol=1e-12)
+        >>> bool(res.error < 1e-12), bool(torch.allclose(res.plan.sum(1), a, atol=1e-12))
+        (True, True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    reg = check_positive("reg", reg)
+    tol = check_positive("tol", tol)
+    max_iter = check_int("max_iter", max_iter)
+    warm_start = check_int("warm_start", warm_start, low=0)
+    topk = check_int("topk", topk)
+    check_flag("sparse", sparse)
+    check_flag("progress", progress)
+    a, b, C, batched = _check_problem(a, b, C)
+
+    log = OTLog()
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=max_iter, desc=f"entropic_ot ({method})", leave=False)
+    sinkhorn_cap = max_iter if method != "sns" else min(warm_start, max_iter)
+    f, g = _sinkhorn(a, b, C, reg, tol, sinkhorn_cap, method == "auto", log, start, bar)
+    if method != "sinkhorn" and log.marginal_error[-1] > tol and len(log.time) <= max_iter:
+        f, g = _newton(a, b, C, reg, tol, max_iter - log.stages["sinkhorn"], topk, f, g, log,
+                       start, bar)
+    if bar is not None:
+        bar.close()
+
+    plan = _plan(f, g, C, reg)
+    error = _marginal_error(plan, a, b)
+    log.marginal_error[-1] = error.max().item()  # the returned plan's, recomputed
+    log.converged = bool((error <= tol).all())
+    if not log.converged:
+        if log.stalled:
+            why = "Newton stalled"
+        elif sum(log.stages.values()) >= max_iter:
+            why = f"max_iter={max_iter} reached"
+        else:  # the iterations met tol, the plan recomputed from (f, g) misses it by rounding
+            why = "rounding in the plan exp((f + g - C) / reg)"
+        warnings.warn(f"entropic_ot: {why} with marginal error {log.marginal_error[-1]:.3g} > "
+                      f"tol={tol:g} (method={method!r}, reg={reg:g})", RuntimeWarning,
+                      stacklevel=2)
+    # the stand-in potential of rows and columns without mass is -inf
+    f, g = f.masked_fill(a == 0, -math.inf), g.masked_fill(b == 0, -math.inf)
+    if not batched:
+        plan, f, g, error = plan[0], f[0], g[0], error[0]
+    if sparse:
+        plan = plan.to_sparse()
+    return OTResult(plan=plan, f=f, g=g, error=error, log=log)
+
+
+def _as_tensor(name: str, x, dtype=None, device=None) -> Tensor:
+    try:
+        t = torch.as_tensor(x, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}"
+                         ) from None
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
+
+
+def _check_problem(a, b, C) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """Validate and batch ``(a, b, C)``: shapes ``(B, n)``, ``(B, m)``, ``(B or 1, n, m)``."""
+    C = _as_tensor("C", C)
+    a = _as_tensor("a", a, C.dtype, C.device)
+    b = _as_tensor("b", b, C.dtype, C.device)
+    if a.ndim not in (1, 2) or b.ndim != a.ndim:
+        raise ValueError(f"a and b must both have shape (n,) and (m,), or (B, n) and (B, m); "
+                         f"got a {tuple(a.shape)} and b {tuple(b.shape)}")
+    batched = a.ndim == 2
+    if not batched:
+        a, b = a[None], b[None]
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must have the same batch size, got a {tuple(a.shape)} and "
+                         f"b {tuple(b.shape)}")
+    n, m = a.shape[1], b.shape[1]
+    if n == 0 or m == 0:
+        raise ValueError("a and b must be non-empty")
+    if C.shape == (n, m):
+        C = C[None]
+    elif not (batched and C.shape == (a.shape[0], n, m)):
+        allowed = f"({n}, {m})" + (f" or ({a.shape[0]}, {n}, {m})" if batched else "")
+        raise ValueError(f"C must have shape {allowed} to match a and b, got {tuple(C.shape)}")
+    if not torch.isfinite(C).all():
+        raise ValueError("C must be finite (it holds a NaN or an infinity)")
+    for name, x in (("a", a), ("b", b)):
+        if not torch.isfinite(x).all() or (x < 0).any():
+            raise ValueError(f"{name} must hold finite entries >= 0")
+        if (x.sum(-1) <= 0).any():
+            raise ValueError(f"{name} must have a positive mass (sum)")
+    mass_a, mass_b = a.sum(-1), b.sum(-1)
+    gap = ((mass_a - mass_b).abs() / mass_a).max().item()
+    if gap > _MASS_RTOL:
+        raise ValueError(f"a and b must have the same mass (sum) to relative {_MASS_RTOL:g}, "
+                         f"got a relative gap {gap:.3g}")
+    return a, b, C, batched
+
+
+def _plan(f: Tensor, g: Tensor, C: Tensor, reg: float) -> Tensor:
+    """``exp((f_i + g_j - C_ij) / reg)``, with the entries below ``e * tiny`` (``tiny`` the
+    dtype's smallest normal number) set to 0: subnormal numbers make every later product with
+    the matrix several times slower, and none of them moves a marginal by more than
+    ``e * tiny * max(n, m)``."""
+    exponent = (f[:, :, None] + g[:, None, :] - C) / reg
+    floor = math.log(torch.finfo(exponent.dtype).tiny) + 1
+    return exponent.masked_fill_(exponent < floor, -math.inf).exp_()
+
+
+def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
+
+
+def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
+    """Scaling iterations with absorption; returns the potentials with u, v absorbed."""
+    B, n, m = a.shape[0], a.shape[1], b.shape[1]
+    # rows and columns without mass get a potential so low that their plan entries are 0
+    # (finite, so that 0 * potential stays 0); their scalings stay 1
+    massless_a, massless_b = a == 0, b == 0
+    has_massless = bool(massless_a.any() or massless_b.any())
+    no_mass = -torch.finfo(a.dtype).max / 4
+    f = torch.zeros_like(a).masked_fill_(massless_a, no_mass)
+    g = torch.zeros_like(b).masked_fill_(massless_b, no_mass)
+    K = _plan(f, g, C, reg)
+    if not (((K.sum(2) > 0) | massless_a).all() and ((K.sum(1) > 0) | massless_b).all()):
+        # exp(-C / reg) underflows on a whole row or column: one exact log-domain sweep gives
+        # every row, then every column, mass
+        f = reg * (a.log() - torch.logsumexp(-C / reg, dim=2))
+        f = f.masked_fill_(massless_a, no_mass)
+        g = reg * (b.log() - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
+        g = g.masked_fill_(massless_b, no_mass)
+        K = _plan(f, g, C, reg)
+    u = torch.ones_like(a)
+    v = torch.ones_like(b)
+    tiny = 1 / _ABSORB
+    errors, times = log.marginal_error, log.time
+    it = 0
+    while True:
+        Kv = torch.bmm(K, v[:, :, None])[:, :, 0]
+        # columns are exact after the v-update (up to rounding), rows are measured here
+        err = (u * Kv).sub_(a).abs_().sum(-1).max().item() + (
+            0.0 if it else (K.sum(1) - b).abs().sum(-1).max().item())
+        errors.append(err)
+        times.append(time.perf_counter() - start)
+        if err <= tol or it >= max_iter:
+            break
+        if auto and it >= _AUTO_START and it % _AUTO_EVERY == 0 and _sinkhorn_is_slow(errors,
+                                                                                      tol):
+            break
+        u = a / Kv
+        if has_massless:
+            u = u.masked_fill_(massless_a, 1.0)  # 0 / 0 on an empty row
+        v = b / torch.bmm(u[:, None, :], K)[:, 0, :]
+        if has_massless:
+            v = v.masked_fill_(massless_b, 1.0)
+        it += 1
+        if bar is not None:
+            bar.update()
+        # one synchronisation for the four extremes (this loop is bound by per-op overhead
+        # at n of a few hundred)
+        u_low, u_high, v_low, v_high = torch.stack([*torch.aminmax(u), *torch.aminmax(v)]).tolist()
+        if not (u_high < _ABSORB and v_high < _ABSORB and u_low > tiny and v_low > tiny):
+            f, g = f + reg * u.log(), g + reg * v.log()
+            K = _plan(f, g, C, reg)
+            u, v = torch.ones_like(u), torch.ones_like(v)
+    log.stages["sinkhorn"] = it
+    return f + reg * u.log(), g + reg * v.log()
+
+
+def _sinkhorn_is_slow(errors: list, tol: float) -> bool:
+    """Whether the linear rate over the second half of the run predicts more than
+    ``_AUTO_SWITCH`` further iterations to ``tol``."""
+    t = len(errors) - 1
+    now, before = errors[t], errors[t // 2]
+    if not 0 < now < before:
+        return now > 0  # no progress over half the run: slow
+    log_rate = math.log(now / before) / (t - t // 2)
+    return math.log(tol / now) / log_rate > _AUTO_SWITCH
+
+
+def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
+    """Sparse Newton steps, problem by problem; updates ``log``, returns the potentials."""
+    B = a.shape[0]
+    histories = []
+    f, g = f.clone(), g.clone()
+    for i in range(B):
+        Ci = C[i if C.shape[0] > 1 else 0]
+        fi, gi, hist, k, stalled = _newton_one(a[i], b[i], Ci, reg, tol, max_iter, topk, f[i], g[i],
+                                      bar, start)
+        f[i], g[i] = fi, gi
+        histories.append(hist)
+        log.topk = max(log.topk, k)
+        log.stalled = log.stalled or stalled
+    # per Newton iteration: the worst problem's error (a finished problem keeps its last one)
+    # and the latest time (problems run one after another)
+    steps = max(len(h) for h in histories)
+    for s in range(1, steps):
+        errs, times = zip(*(h[min(s, len(h) - 1)] for h in histories))
+        log.marginal_error.append(max(errs))
+        log.time.append(max(times))
+    log.stages["newton"] = steps - 1
+    return f, g
+
+
+def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
+    n, m = C.shape
+    P = _plan(f[None], g[None], C[None], reg)[0]
+    r, c = P.sum(1), P.sum(0)
+    err = ((r - a).abs().sum() + (c - b).abs().sum()).item()
+    dual = (a @ f + b @ g - reg * r.sum()).item()
+    history = [(err, time.perf_counter() - start)]
+    k = min(topk, n, m)
+    damp, precondition, stalled = _DAMP_START, None, False
+    while err > tol and len(history) <= max_iter:
+        # the damped (Levenberg-Marquardt) system: diagonal scaled by 1 + damp
+        r_damped, c_damped = (1 + damp) * r, (1 + damp) * c
+        fresh = precondition is None
+        if fresh:
+            try:
+                precondition = _sparse_schur_solver(P, r_damped, c_damped, k)
+            except RuntimeError:  # singular: P splits into blocks that do not see each other
+                damp, stalled = 16 * max(damp, _DAMP_MIN), damp > _DAMP_MAX
+                if stalled:
+                    break
+                continue
+        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, a - r, b - c,
+                                                          reg, precondition, min(0.1, err))
+        # a factorization serves while CG converges fast with it (P changes little late on)
+        if not solved or cg_iterations > _CG_REFACTOR:
+            precondition = None
+        if not solved and fresh and k < min(n, m):
+            k = min(2 * k, n, m)  # CG hit its cap with a fresh factorization: a denser one
+        slope = ((a - r) @ df + (b - c) @ dg).item()  # <grad D, d> > 0: an ascent direction
+        t, accepted = 1.0, False
+        for _ in range(_LINE_SEARCH_HALVINGS):
+            f_new, g_new = f + t * df, g + t * dg
+            P_new = _plan(f_new[None], g_new[None], C[None], reg)[0]
+            r_new, c_new = P_new.sum(1), P_new.sum(0)
+            err_new = ((r_new - a).abs().sum() + (c_new - b).abs().sum()).item()
+            dual_new = (a @ f_new + b @ g_new - reg * r_new.sum()).item()
+            if math.isfinite(dual_new) and (dual_new >= dual + 1e-4 * t * slope
+                                            or err_new < err):
+                accepted = True
+                break
+            t /= 2
+        if not accepted:
+            # no step helps along this direction: a more damped one (towards a scaled gradient
+            # step, which does help when short enough), from a fresh factorization
+            damp, precondition = 16 * max(damp, _DAMP_MIN), None
+            stalled = damp > _DAMP_MAX
+            if stalled:
+                break
+            continue
+        f, g, P, r, c, err, dual = f_new, g_new, P_new, r_new, c_new, err_new, dual_new
+        # a full step: trust the quadratic model more; a short one: less
+        if t == 1:
+            damp = damp / 4 if damp > _DAMP_MIN else 0.0
+        elif t < 0.5:
+            damp = 4 * max(damp, _DAMP_MIN)
+        history.append((err, time.perf_counter() - start))
+        if bar is not None:
+            bar.update()
+    return f, g, history, k, stalled
+
+
+def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
+    """The Newton direction of the docstring: conjugate gradients on the Schur complement in g
+    of the exact Hessian, with the last coordinate of delta g fixed at 0, preconditioned by a
+    sparse LU factorization of the sparsified Schur complement. Returns
+    ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
+    n, m = P.shape
+    # rows and columns without mass (zero marginal entries) keep their potentials
+    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
+    c_safe = torch.where(c > 0, c, torch.ones_like(c))
+    rhs_f, rhs_g = reg * grad_f, reg * grad_g
+    if m == 1:  # delta g = 0 fixes the gauge; nothing is left to solve
+        return rhs_f * inv_r, torch.zeros_like(c), 0, True
+    rhs = (rhs_g - (rhs_f * inv_r) @ P)[:-1]
+
+    def schur(x: Tensor) -> Tensor:  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
+        y = torch.cat([x, x.new_zeros(1)])
+        return (c_safe * y - ((P @ y) * inv_r) @ P)[:-1]
+
+    dg = torch.zeros(m - 1, dtype=P.dtype, device=P.device)
+    res = rhs.clone()
+    target = rtol * rhs.norm()
+    z = solve(res)
+    d = z.clone()
+    rz = res @ z
+    done, its = bool(res.norm() <= target), 0
+    while not done and its < _CG_MAX:
+        Sd = schur(d)
+        step = rz / (d @ Sd)
+        dg += step * d
+        res -= step * Sd
+        its += 1
+        done = bool(res.norm() <= target)
+        z = solve(res)
+        rz, rz_old = res @ z, rz
+        d = z + (rz / rz_old) * d
+    dg = torch.cat([dg, dg.new_zeros(1)])
+    df = (rhs_f - P @ dg) * inv_r
+    return df, dg, its, done
+
+
+def _sparse_schur_solver(P, r, c, k):
+    """``x -> S~^{-1} x`` for the sparsified Schur complement (its last row and column
+    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` among the
+    ``k`` largest of their row or their column, less its off-diagonal entries below
+    ``_PRECONDITIONER_DROP * sqrt(S~_ii S~_jj)``; factorized once by scipy's sparse LU."""
+    n, m = P.shape
+    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    mask = torch.zeros_like(P, dtype=torch.bool)
+    mask.scatter_(1, P.topk(k, dim=1).indices, True)
+    mask.scatter_(0, P.topk(k, dim=0).indices, True)
+    i, j = mask.nonzero(as_tuple=True)
+    Ps = sp.csr_matrix((P[i, j].cpu().numpy(), (i.cpu().numpy(), j.cpu().numpy())),
+                       shape=(n, m))
+    S = (sp.diags(c.cpu().numpy()) - Ps.T @ sp.diags(inv_r.cpu().numpy()) @ Ps).tocoo()
+    # S~ is diagonally dominant (P~ 1 <= r, P~^T 1 <= c), and stays so when off-diagonal
+    # entries go: dropping the small ones cuts the LU's fill (in 10-D, from seconds to
+    # tenths at n = 2000) and costs CG an iteration or two
+    scale = np.sqrt(np.abs(S.diagonal()))
+    keep = (S.row == S.col) | (np.abs(S.data) >= _PRECONDITIONER_DROP * scale[S.row]
+                               * scale[S.col])
+    S = sp.csc_matrix((S.data[keep], (S.row[keep], S.col[keep])), shape=S.shape)
+    lu = spla.splu(S[:-1, :-1])
+
+    def solve(x: Tensor) -> Tensor:
+        return torch.as_tensor(lu.solve(x.cpu().numpy()), dtype=x.dtype, device=x.device)
+    return solve
