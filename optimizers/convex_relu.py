@@ -32,7 +32,6 @@ import time
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor, nn
 
@@ -40,13 +39,26 @@ from stochstep.optimizers.online import prox_group_l2_
 from stochstep.stepping.checks import check_flag, check_int, check_nonnegative, check_positive
 from stochstep.stepping.noise import make_generator
 
-__all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "LOSSES", "SOLVERS", "sample_patterns"]
+__all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "LINEAR_SOLVERS", "LOSSES",
+           "MAX_CHOLESKY_UNKNOWNS", "RHO_CONE", "SOLVERS", "sample_patterns"]
 
 LOSSES = ("squared", "logistic", "hinge")
 SOLVERS = ("admm", "cvxpy")
 # Clarabel's own defaults, written out: the 1e-10 of domains.ACCURATE_SOLVER_OPTIONS ends
 # 'optimal_inaccurate' at n = 2000, d = 20, 50 patterns.
-CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8)}
+LINEAR_SOLVERS = ("auto", "cholesky", "cg")
+# "auto" factorizes the (2dP, 2dP) matrix up to this many unknowns (512 MiB in float64)
+MAX_CHOLESKY_UNKNOWNS = 8192
+RHO_CONE = 0.003
+CG_TOL = 1e-10
+CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8),
+                        "SCS": dict(eps_abs=1e-6, eps_rel=1e-6)}
+
+
+def _balance(primal: float, dual: float) -> float:
+    """The factor for a penalty in residual balancing: 2 when the primal residual is over ten
+    times the dual one, 1/2 in the other case, else 1."""
+    return 2.0 if primal > 10 * dual else 0.5 if dual > 10 * primal else 1.0
 
 
 def _as_float64(name: str, value, dims: tuple[int, ...]) -> Tensor:
@@ -117,32 +129,46 @@ class ConvexReLU:
     :math:`f(x) = \sum_i (x^\top v_i)_+ - (x^\top w_i)_+`; on the training data, where the
     constraints hold, it equals :math:`\sum_i D_i X (v_i - w_i)`.
 
-    The ADMM (squared loss) splits :math:`u = (v_i, w_i)_i` into a copy :math:`u` that carries
-    the loss, :math:`v` that carries the group lasso and slacks :math:`s = Gu \ge 0`, with
+    The ADMM (squared loss) works in units where ``X`` and ``y`` have unit root-mean-square
+    entries (:math:`X = aX'`, :math:`y = by'`, :math:`v = (b/a)v'`, :math:`\beta' = \beta/(ab)`;
+    the objective is :math:`b^2` times the same program, and the answer is reported in the
+    original units). It splits :math:`u = (v_i, w_i)_i` into a copy :math:`u` that carries the
+    loss, :math:`v` that carries the group lasso and slacks :math:`s = Gu \ge 0`, with
     :math:`F = [D_1X, \dots, D_PX, -D_1X, \dots, -D_PX]`, :math:`G = \operatorname{blkdiag}
-    ((2D_i - I) X)` and scaled duals :math:`\lambda, \nu`:
+    ((2D_i - I) X)`, a penalty :math:`\rho` on :math:`u = v` and :math:`\rho_c` on
+    :math:`Gu = s`, scaled duals :math:`\lambda, \nu` and over-relaxation :math:`\alpha`
+    (:math:`\hat u = \alpha u^{k+1} + (1 - \alpha) v^k`, :math:`\widehat{Gu} = \alpha G u^{k+1}
+    + (1 - \alpha) s^k`):
 
     .. math::
-        u^{k+1} &= \big(I + F^\top F/\rho + G^\top G\big)^{-1}
-            \big(F^\top y/\rho + v^k - \lambda^k + G^\top (s^k - \nu^k)\big),\\
-        v^{k+1}_i &= \max\Big(0,\ 1 - \frac{\beta/\rho}{\lVert u^{k+1}_i + \lambda^k_i\rVert}
-            \Big)\,(u^{k+1}_i + \lambda^k_i),\qquad
-        s^{k+1} = (G u^{k+1} + \nu^k)_+,\\
-        \lambda^{k+1} &= \lambda^k + u^{k+1} - v^{k+1},\qquad
-        \nu^{k+1} = \nu^k + G u^{k+1} - s^{k+1}.
+        u^{k+1} &= \big(I + F^\top F/\rho + (\rho_c/\rho)\, G^\top G\big)^{-1}
+            \big(F^\top y/\rho + v^k - \lambda^k + (\rho_c/\rho)\, G^\top (s^k - \nu^k)\big),\\
+        v^{k+1}_i &= \max\Big(0,\ 1 - \frac{\beta/\rho}{\lVert \hat u_i + \lambda^k_i\rVert}
+            \Big)\,(\hat u_i + \lambda^k_i),\qquad
+        s^{k+1} = (\widehat{Gu} + \nu^k)_+,\\
+        \lambda^{k+1} &= \lambda^k + \hat u - v^{k+1},\qquad
+        \nu^{k+1} = \nu^k + \widehat{Gu} - s^{k+1}.
 
-    The matrix is fixed: it is Cholesky-factorized once (:math:`G^\top G = I_{2P} \otimes
-    X^\top X` since :math:`(2D_i - I)^2 = I`), and each iteration is two triangular solves and
-    products with :math:`X` and the masks. It stops when the primal residuals
-    :math:`r = (u - v, Gu - s)` and the dual residual :math:`d = \rho\,((v^{k+1} - v^k) +
-    G^\top(s^{k+1} - s^k))` satisfy :math:`\lVert r\rVert \le \sqrt{p}\,\epsilon + \epsilon
+    With :math:`\rho_c = \rho` and :math:`\alpha = 1` this is the paper's ADMM. The matrix is
+    fixed: it is Cholesky-factorized once (:math:`G^\top G = I_{2P} \otimes X^\top X` since
+    :math:`(2D_i - I)^2 = I`), and each iteration is two triangular solves and products with
+    :math:`X` and the masks, :math:`O(ndP)`; when the matrix is too large (``linear_solver``)
+    the u-step is conjugate gradients started at :math:`u^k`, preconditioned by the
+    :math:`(d, d)` diagonal blocks, with products only. It stops when the primal residual
+    :math:`r = (u - v, Gu - s)` and the dual residual :math:`d = \rho (v^{k+1} - v^k) + \rho_c
+    G^\top(s^{k+1} - s^k)` satisfy :math:`\lVert r\rVert \le \sqrt{p}\,\epsilon + \epsilon
     \max(\lVert (u, Gu)\rVert, \lVert (v, s)\rVert)` and :math:`\lVert d\rVert \le \sqrt{q}\,
-    \epsilon + \epsilon\rho\lVert (\lambda, G^\top\nu)\rVert` (Boyd et al. 2011, Section
-    3.3.1; :math:`\epsilon` = ``tol``, :math:`p, q` the sizes). Every 10 iterations where one
-    residual is 10 times the other, :math:`\rho` is doubled or halved and the matrix factorized
-    again (residual balancing, Boyd et al. 2011, Section 3.4.1: with a fixed :math:`\rho` the
-    constraint residual stalls for thousands of iterations). The answer is :math:`v` (exactly
-    group sparse); its constraints hold to the residual.
+    \epsilon + \epsilon\lVert \rho\lambda + \rho_c G^\top\nu\rVert` (Boyd et al. 2011, Section
+    3.3.1; :math:`\epsilon` = ``tol``, :math:`p, q` the sizes, residuals in the scaled units).
+    The answer is :math:`v` (exactly group sparse); its constraints hold to the residual.
+
+    The convergence is slow where the patterns' cones :math:`\{z : (2D_i - I) X z \ge 0\}` are
+    thin (many rows in few dimensions): the residual of :math:`Gu = s` then falls roughly
+    like :math:`1/k`, and :math:`\rho_c` is the penalty that matters (:math:`\rho` barely
+    does). The defaults of ``rho_cone`` and ``relaxation`` and the balancing per constraint
+    reach a given objective gap in about 0.6 times the iterations of the paper's form (n = 500,
+    d = 10, P = 30: a relative gap of 1e-3 for good after 2117 iterations against 3518, 1e-4
+    after 3767 against more than 4000), but the convergence is still far from geometric.
 
     Args:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
@@ -158,10 +184,23 @@ class ConvexReLU:
             w_i)` (for the squared loss :math:`\lvert \hat y_k - y_k\rvert` by :math:`\lvert
             \hat y_k - y_k\rvert + \epsilon\lVert z_k\rVert_1`): the exact worst case over the box
             for every loss here when the patterns stay fixed, which the constraints ensure.
-        rho: the initial ADMM penalty :math:`\rho > 0` (``None``: 0.01, the default of the
-            third-party ADMM ``zachary-shah/admmNN``).
+        rho: the ADMM penalty :math:`\rho > 0` on :math:`u = v` (scaled units; ``None``: 0.01,
+            the default of the third-party ADMM ``zachary-shah/admmNN``).
+        rho_cone: the penalty :math:`\rho_c > 0` on :math:`Gu = s` (scaled units; ``None``:
+            ``RHO_CONE`` = 0.003).
+        relaxation: the over-relaxation :math:`\alpha \in (0, 2)` (1: none).
+        linear_solver: the u-step: ``"cholesky"`` (factorize the :math:`(2dP, 2dP)` matrix
+            once), ``"cg"`` (conjugate gradients, nothing of size :math:`(dP)^2` stored) or
+            ``"auto"`` (Cholesky up to ``MAX_CHOLESKY_UNKNOWNS`` = 8192 unknowns).
+        balance: residual balancing (Boyd et al. 2011, Section 3.4.1), each penalty on its own:
+            every 10 iterations where a constraint's primal residual is 10 times its dual
+            residual, or the other way round, its penalty is doubled or halved (and the matrix
+            factorized again). On small problems the residual of :math:`u = v` stalls without.
         tol: the ADMM tolerance :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations (reaching it without meeting ``tol`` warns).
+        cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
+            (``None``: MOSEK when installed, else Clarabel); its options are
+            ``CVXPY_SOLVER_OPTIONS[name]`` when present.
         generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
             global RNG).
         progress: print the residuals every 100 ADMM iterations.
@@ -169,8 +208,10 @@ class ConvexReLU:
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
     float64), ``objective_`` (the convex objective at the solution; with ``robust_eps > 0``
     also ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict
-    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual``; cvxpy: the
-    solver's status and time), ``n_iter_``.
+    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
+    (seconds since the ADMM began, the factorization included); cvxpy: the
+    solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
+    ``"cg"``).
 
     References:
         Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
@@ -191,7 +232,9 @@ class ConvexReLU:
 
     def __init__(self, n_patterns: int = 100, beta: float = 1e-3, *, loss: str = "squared",
                  solver: str = "admm", robust_eps: float = 0.0, rho: float | None = None,
-                 tol: float = 1e-6, max_iter: int = 10_000,
+                 rho_cone: float | None = None, relaxation: float = 1.6,
+                 linear_solver: str = "auto", balance: bool = True, tol: float = 1e-6,
+                 max_iter: int = 10_000, cvxpy_solver: str | None = None,
                  generator: torch.Generator | None = None, progress: bool = False):
         self.n_patterns = check_int("n_patterns", n_patterns)
         self.beta = check_nonnegative("beta", beta)
@@ -208,6 +251,20 @@ class ConvexReLU:
             raise NotImplementedError("robust_eps > 0 (adversarial training) is implemented "
                                       "for solver='cvxpy' only")
         self.rho = 0.01 if rho is None else check_positive("rho", rho)
+        self.rho_cone = (RHO_CONE if rho_cone is None else check_positive("rho_cone", rho_cone))
+        self.relaxation = check_positive("relaxation", relaxation)
+        if self.relaxation >= 2:
+            raise ValueError(f"relaxation must be a number in (0, 2), got {relaxation!r}")
+        if linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got "
+                             f"{linear_solver!r}")
+        self.linear_solver = linear_solver
+        self.cg_tol = CG_TOL
+        self.balance = check_flag("balance", balance)
+        if cvxpy_solver is not None and not isinstance(cvxpy_solver, str):
+            raise ValueError(f"cvxpy_solver must be None or a solver's name (a str), got "
+                             f"{cvxpy_solver!r}")
+        self.cvxpy_solver = None if cvxpy_solver is None else cvxpy_solver.upper()
         self.tol = check_positive("tol", tol)
         self.max_iter = check_int("max_iter", max_iter)
         self.generator = make_generator(generator)
@@ -308,7 +365,8 @@ class ConvexReLU:
                                                                         (1, P), order="C")
             constraints.append(cone >= 0)
         problem = cp.Problem(cp.Minimize(loss + self.beta * penalty), constraints)
-        name = "MOSEK" if "MOSEK" in cp.installed_solvers() else "CLARABEL"
+        name = self.cvxpy_solver or ("MOSEK" if "MOSEK" in cp.installed_solvers()
+                                     else "CLARABEL")
         start = time.perf_counter()
         try:
             problem.solve(solver=name, **CVXPY_SOLVER_OPTIONS.get(name, {}))
@@ -326,28 +384,21 @@ class ConvexReLU:
     def _fit_admm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
         n, d = X.shape
         P = D.shape[1]
-        rho, beta = self.rho, self.beta
+        # Solve in units where X and y have unit root-mean-square entries, so that the default
+        # penalties do not depend on the data's units: with X = a X', y = b y' and v = (b/a) v'
+        # the objective is b^2 times the same program in (X', y', v') with beta' = beta/(a b).
+        x_scale = float(X.pow(2).mean().sqrt()) or 1.0
+        y_scale = float(y.pow(2).mean().sqrt()) or 1.0
+        X, y = X / x_scale, y / y_scale
+        beta, to_original = self.beta / (x_scale * y_scale), y_scale / x_scale
+        start = time.perf_counter()
+        rho, rho_cone, alpha = self.rho, self.rho_cone, self.relaxation
         E = torch.cat([2 * D - 1, 2 * D - 1], dim=1)             # (n, 2P): the signs of G
         masks = torch.cat([D, -D], dim=1)                        # (n, 2P): F's masks and signs
 
-        # The fixed matrix I + F^T F / rho + G^T G on the blocks (row b = neuron b, length d):
-        # F^T F = [[K, -K], [-K, K]] with K = [D_i X]^T [D_j X]; G^T G = I_2P (x) X^T X.
-        masked = (D.T[:, :, None] * X[None]).permute(1, 0, 2).reshape(n, P * d)
-        K = masked.T @ masked
-        XtX_blocks = torch.kron(torch.eye(2 * P, dtype=X.dtype), X.T @ X)
+        def F(u: Tensor) -> Tensor:        # F u as (n,)
+            return (masks * (X @ u.T)).sum(1)
 
-        def factor(rho: float) -> Tensor:
-            A = XtX_blocks.clone()
-            A[:P * d, :P * d] += K / rho
-            A[P * d:, P * d:] += K / rho
-            A[:P * d, P * d:] -= K / rho
-            A[P * d:, :P * d] -= K / rho
-            A.diagonal().add_(1.0)
-            # LAPACK through scipy: torch's CPU cholesky_solve took 50x longer here (0.28 s
-            # against 6 ms for 2000 unknowns, one right-hand side)
-            return scipy.linalg.cho_factor(A.numpy(), lower=True)
-
-        L = factor(rho)
         def F_T(r: Tensor) -> Tensor:      # F^T r as (2P, d)
             return (masks * r[:, None]).T @ X
 
@@ -357,55 +408,146 @@ class ConvexReLU:
         def G_T(q: Tensor) -> Tensor:      # G^T q as (2P, d)
             return (E * q).T @ X
 
+        use_cg = (self.linear_solver == "cg" or self.linear_solver == "auto"
+                  and 2 * P * d > MAX_CHOLESKY_UNKNOWNS)
+        solve = (self._cg_solver(X, D, F, F_T, G, G_T) if use_cg
+                 else self._cholesky_solver(X, D))
+        solve.factor(rho, rho_cone)
+        self.n_factorizations_ = 1
         Fty = F_T(y)
         u = torch.zeros(2 * P, d, dtype=X.dtype)
         v, lam = u.clone(), u.clone()
         s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
-        history = {"objective": [], "primal_residual": [], "dual_residual": []}
+        history = {"objective": [], "primal_residual": [], "dual_residual": [], "time": []}
         sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
-        Gt_s, Gt_nu = torch.zeros_like(u), torch.zeros_like(u)   # G^T s and G^T nu
         for k in range(1, self.max_iter + 1):
-            rhs = Fty / rho + v - lam + Gt_s - Gt_nu
-            u = torch.from_numpy(scipy.linalg.cho_solve(L, rhs.reshape(-1).numpy())
-                                 ).reshape(2 * P, d)
-            v_old, Gt_s_old = v, Gt_s
-            v = u + lam
-            prox_group_l2_([v], beta / rho)
+            u = solve(Fty / rho + v - lam + (rho_cone / rho) * G_T(s - nu), u)
             Gu = G(u)
-            s = torch.relu(Gu + nu)
-            lam = lam + u - v
-            nu = nu + Gu - s
-            Gt_s, Gt_nu = G_T(s), G_T(nu)     # the two products with G^T of an iteration
-            primal = math.hypot(float(torch.linalg.vector_norm(u - v)),
-                                float(torch.linalg.vector_norm(Gu - s)))
-            dual = rho * float(torch.linalg.vector_norm(v - v_old + Gt_s - Gt_s_old))
-            history["objective"].append(self._objective(X, y, D, v[:P], v[P:]))
+            # over-relaxation (Boyd et al. 2011, 3.4.3): both constraints see alpha u + ...
+            u_hat = alpha * u + (1 - alpha) * v
+            Gu_hat = alpha * Gu + (1 - alpha) * s
+            v_old, s_old = v, s
+            v = u_hat + lam
+            prox_group_l2_([v], beta / rho)
+            s = torch.relu(Gu_hat + nu)
+            lam = lam + u_hat - v
+            nu = nu + Gu_hat - s
+            primal_u = float(torch.linalg.vector_norm(u - v))
+            primal_c = float(torch.linalg.vector_norm(Gu - s))
+            dual_u, dual_c = rho * (v - v_old), rho_cone * G_T(s - s_old)
+            primal = math.hypot(primal_u, primal_c)
+            dual = float(torch.linalg.vector_norm(dual_u + dual_c))
+            y_hat = F(v)
+            objective = 0.5 * float(((y_hat - y) ** 2).sum()) + beta * float(
+                torch.linalg.vector_norm(v, dim=1).sum())
+            history["objective"].append(objective * y_scale ** 2)
             history["primal_residual"].append(primal)
             history["dual_residual"].append(dual)
+            history["time"].append(time.perf_counter() - start)
+            if self.progress and k % 100 == 0:
+                print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
+                      f"primal {primal:.3e}, dual {dual:.3e}")
             scale_primal = max(math.hypot(float(torch.linalg.vector_norm(u)),
                                           float(torch.linalg.vector_norm(Gu))),
                                math.hypot(float(torch.linalg.vector_norm(v)),
                                           float(torch.linalg.vector_norm(s))))
-            scale_dual = rho * float(torch.linalg.vector_norm(lam + Gt_nu))
-            if k % 10 == 0 and (primal > 10 * dual or dual > 10 * primal):
-                # residual balancing (Boyd et al. 2011, 3.4.1): the scaled duals scale by 1/rho
-                factor_rho = 2.0 if primal > dual else 0.5
-                rho *= factor_rho
-                lam, nu, Gt_nu = lam / factor_rho, nu / factor_rho, Gt_nu / factor_rho
-                L = factor(rho)
-            if self.progress and k % 100 == 0:
-                print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
-                      f"primal {primal:.3e}, dual {dual:.3e}")
+            scale_dual = float(torch.linalg.vector_norm(rho * lam + rho_cone * G_T(nu)))
             if (primal <= sqrt_p * self.tol + self.tol * scale_primal
                     and dual <= sqrt_q * self.tol + self.tol * scale_dual):
                 break
+            if k % 10 == 0 and self.balance:
+                # residual balancing (Boyd et al. 2011, 3.4.1), for each constraint on its own;
+                # the scaled duals scale by 1/penalty
+                factor_u = _balance(primal_u, float(torch.linalg.vector_norm(dual_u)))
+                factor_c = _balance(primal_c, float(torch.linalg.vector_norm(dual_c)))
+                if factor_u != 1 or factor_c != 1:
+                    rho, rho_cone = rho * factor_u, rho_cone * factor_c
+                    lam, nu = lam / factor_u, nu / factor_c
+                    solve.factor(rho, rho_cone)
+                    self.n_factorizations_ += 1
         else:
             warnings.warn(f"ConvexReLU: ADMM did not meet tol={self.tol} in max_iter="
                           f"{self.max_iter} iterations (primal residual {primal:.3e}, "
-                          f"dual {dual:.3e}); raise max_iter or tol, or change rho",
+                          f"dual {dual:.3e}); raise max_iter or tol",
                           RuntimeWarning, stacklevel=3)
         self.history_, self.n_iter_ = history, k
-        return v[:P].clone(), v[P:].clone()
+        self.linear_solver_ = "cg" if use_cg else "cholesky"
+        return to_original * v[:P].clone(), to_original * v[P:].clone()
+
+    @staticmethod
+    def _block_gram(X: Tensor, D: Tensor) -> Tensor:
+        r"""The ``(P, d, d)`` Gram matrices :math:`X^\top D_i X`."""
+        return torch.einsum("np,nd,ne->pde", D, X, X)
+
+    def _cholesky_solver(self, X: Tensor, D: Tensor):
+        r"""``solve(rhs, u_prev)`` for :math:`(I + F^\top F/\rho + (\rho_c/\rho) G^\top G) u =
+        \text{rhs}` by one Cholesky factorization (per ``factor(rho, rho_cone)`` call)."""
+        n, d = X.shape
+        P = D.shape[1]
+        # F^T F = [[K, -K], [-K, K]] with K = [D_i X]^T [D_j X]: formed once, O(n (dP)^2);
+        # G^T G = I_2P (x) X^T X since (2 D_i - I)^2 = I
+        masked = (D.T[:, :, None] * X[None]).permute(1, 0, 2).reshape(n, P * d)
+        K = masked.T @ masked
+        XtX = X.T @ X
+
+        class Solver:
+            def factor(self, rho: float, rho_cone: float) -> None:
+                A = torch.kron(torch.eye(2 * P, dtype=X.dtype), XtX * (rho_cone / rho))
+                A[:P * d, :P * d] += K / rho
+                A[P * d:, P * d:] += K / rho
+                A[:P * d, P * d:] -= K / rho
+                A[P * d:, :P * d] -= K / rho
+                A.diagonal().add_(1.0)
+                # torch's factorization and two triangular solves: with 2000 unknowns on one
+                # thread, scipy's cho_factor took 9.3 s against 0.35 s, cho_solve 16 ms against
+                # 6 ms, and torch.cholesky_solve 44 ms
+                self.L = torch.linalg.cholesky(A)
+
+            def __call__(self, rhs: Tensor, u_prev: Tensor) -> Tensor:
+                z = torch.linalg.solve_triangular(self.L, rhs.reshape(-1, 1), upper=False)
+                return torch.linalg.solve_triangular(self.L.T, z, upper=True).reshape(rhs.shape)
+        return Solver()
+
+    def _cg_solver(self, X: Tensor, D: Tensor, F, F_T, G, G_T):
+        r"""``solve(rhs, u_prev)`` for the same system by conjugate gradients started at
+        ``u_prev``, preconditioned by its ``(d, d)`` diagonal blocks :math:`I + X^\top D_i X/\rho
+        + (\rho_c/\rho) X^\top X`; each product costs :math:`O(n d P)` and nothing of size
+        :math:`(dP)^2` is formed."""
+        gram = self._block_gram(X, D)
+        gram = torch.cat([gram, gram])
+        XtX = X.T @ X
+        eye = torch.eye(X.shape[1], dtype=X.dtype)
+        cg_tol = self.cg_tol
+
+        class Solver:
+            def factor(self, rho: float, rho_cone: float) -> None:
+                self.rho, self.rho_cone, self.iterations = rho, rho_cone, 0
+                self.chol = torch.linalg.cholesky(eye + gram / rho + XtX * (rho_cone / rho))
+
+            def __call__(self, rhs: Tensor, u_prev: Tensor) -> Tensor:
+                def A(u: Tensor) -> Tensor:
+                    return u + F_T(F(u)) / self.rho + (self.rho_cone / self.rho) * G_T(G(u))
+
+                def M_inv(r: Tensor) -> Tensor:
+                    return torch.cholesky_solve(r[:, :, None], self.chol)[:, :, 0]
+                u = u_prev.clone()
+                r = rhs - A(u)
+                bound = cg_tol * float(torch.linalg.vector_norm(rhs))
+                z = M_inv(r)
+                p, rz = z, float((r * z).sum())
+                for _ in range(10 * u.numel()):
+                    if float(torch.linalg.vector_norm(r)) <= bound:
+                        break
+                    self.iterations += 1
+                    Ap = A(p)
+                    step = rz / float((p * Ap).sum())
+                    u = u + step * p
+                    r = r - step * Ap
+                    z = M_inv(r)
+                    rz, rz_old = float((r * z).sum()), rz
+                    p = z + (rz / rz_old) * p
+                return u
+        return Solver()
 
     # -- the network --------------------------------------------------------------------------
     def _check_fitted(self) -> None:

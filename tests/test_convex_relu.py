@@ -101,6 +101,16 @@ def test_label_encodings_give_the_same_program():
     assert a.score(X, y01) > 0.8
 
 
+def test_cvxpy_solvers_agree():
+    X, y = data()
+    clarabel = ConvexReLU(10, beta=0.05, solver="cvxpy",
+                          generator=torch.Generator().manual_seed(3)).fit(X, y)
+    scs = ConvexReLU(10, beta=0.05, solver="cvxpy", cvxpy_solver="scs")
+    scs.fit(X, y, patterns=clarabel.patterns_)
+    assert clarabel.history_["solver"] == "CLARABEL" and scs.history_["solver"] == "SCS"
+    assert scs.objective_ == pytest.approx(clarabel.objective_, rel=1e-4)
+
+
 def test_solver_status_is_reported(monkeypatch):
     monkeypatch.setattr(convex_relu, "CVXPY_SOLVER_OPTIONS", {"CLARABEL": dict(max_iter=1)})
     X, y = data()
@@ -122,8 +132,88 @@ def test_admm_reaches_the_cvxpy_optimum_on_the_same_patterns(one_thread):
     torch.testing.assert_close(admm.predict(X), oracle.predict(X), atol=1e-3, rtol=0)
     h = admm.history_
     assert len(h["objective"]) == len(h["primal_residual"]) == admm.n_iter_
-    assert h["objective"][-1] == admm.objective_
+    assert h["objective"][-1] == pytest.approx(admm.objective_, rel=1e-12)
     assert h["primal_residual"][-1] < 1e-3 * h["primal_residual"][9]
+
+
+def dense_operators(X, D):
+    """F = [D_1 X, ..., D_P X, -D_1 X, ..., -D_P X] and G = blkdiag((2 D_i - I) X) (twice), as
+    dense matrices acting on u = (v_1, ..., v_P, w_1, ..., w_P) flattened row by row."""
+    blocks = [torch.diag(D[:, i]) @ X for i in range(D.shape[1])]
+    F = torch.cat(blocks + [-b for b in blocks], dim=1)
+    signs = [torch.diag(2 * D[:, i] - 1) @ X for i in range(D.shape[1])]
+    return F, torch.block_diag(*(signs + signs))
+
+
+def test_two_admm_iterations_by_hand():
+    """The docstring's updates, written with dense F and G, in the scaled units."""
+    X, y = data(n=12, d=3, seed=4)
+    D = sample_patterns(X, 4, torch.Generator().manual_seed(2)).double()
+    beta, rho, rho_c, alpha = 0.3, 0.5, 0.2, 1.5
+    model = ConvexReLU(4, beta=beta, rho=rho, rho_cone=rho_c, relaxation=alpha, max_iter=2)
+    with pytest.warns(RuntimeWarning, match="did not meet tol"):
+        model.fit(X, y, patterns=D)
+    a, b = float(X.pow(2).mean().sqrt()), float(y.pow(2).mean().sqrt())
+    Xs, ys, beta_s = X / a, y / b, beta / (a * b)
+    F, G = dense_operators(Xs, D)
+    p = F.shape[1]
+    A = torch.eye(p, dtype=X.dtype) + F.T @ F / rho + rho_c / rho * G.T @ G
+    v, lam = torch.zeros(p, dtype=X.dtype), torch.zeros(p, dtype=X.dtype)
+    s, nu = torch.zeros(G.shape[0], dtype=X.dtype), torch.zeros(G.shape[0], dtype=X.dtype)
+    for _ in range(2):
+        u = torch.linalg.solve(A, F.T @ ys / rho + v - lam + rho_c / rho * G.T @ (s - nu))
+        u_hat, Gu_hat = alpha * u + (1 - alpha) * v, alpha * G @ u + (1 - alpha) * s
+        z = (u_hat + lam).reshape(8, 3)
+        shrink = torch.clamp(1 - (beta_s / rho) / z.norm(dim=1, keepdim=True), min=0)
+        v = (shrink * z).reshape(-1)
+        s = torch.relu(Gu_hat + nu)
+        lam, nu = lam + u_hat - v, nu + Gu_hat - s
+    v = v.reshape(8, 3) * b / a
+    torch.testing.assert_close(model.v_, v[:4], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(model.w_, v[4:], atol=1e-12, rtol=1e-10)
+    assert (v.norm(dim=1) == 0).any() and (v.norm(dim=1) > 0).any()   # both prox branches
+
+
+def test_admm_is_invariant_to_the_units_of_the_data():
+    """Fitting (a X, b y) with beta a b gives v b / a and the objective times b^2."""
+    X, y = data(n=30, d=3, seed=1)
+    D = sample_patterns(X, 8, torch.Generator().manual_seed(0))
+    base = ConvexReLU(8, beta=0.05, tol=1e-6).fit(X, y, patterns=D)
+    a, b = 7.0, 0.2
+    scaled = ConvexReLU(8, beta=0.05 * a * b, tol=1e-6).fit(a * X, b * y, patterns=D)
+    assert scaled.n_iter_ == base.n_iter_
+    torch.testing.assert_close(scaled.v_, base.v_ * b / a, atol=1e-12, rtol=1e-9)
+    assert scaled.objective_ == pytest.approx(base.objective_ * b ** 2, rel=1e-9)
+
+
+def test_conjugate_gradients_and_cholesky_give_the_same_iterates():
+    X, y = data(n=40, d=3, seed=2)
+    D = sample_patterns(X, 10, torch.Generator().manual_seed(0))
+    runs = {}
+    for solver in ("cholesky", "cg"):
+        model = ConvexReLU(10, beta=0.02, linear_solver=solver, max_iter=150)
+        with pytest.warns(RuntimeWarning, match="did not meet tol"):
+            runs[solver] = model.fit(X, y, patterns=D)
+        assert model.linear_solver_ == solver
+    chol, cg = runs["cholesky"], runs["cg"]
+    assert chol.n_iter_ == cg.n_iter_
+    torch.testing.assert_close(cg.v_, chol.v_, atol=1e-7, rtol=0)
+    torch.testing.assert_close(torch.tensor(cg.history_["objective"], dtype=torch.float64),
+                               torch.tensor(chol.history_["objective"], dtype=torch.float64),
+                               atol=0, rtol=1e-6)
+
+
+def test_auto_linear_solver_switches_to_cg_above_the_size(monkeypatch):
+    X, y = data(n=20, d=3)
+    D = sample_patterns(X, 6, torch.Generator().manual_seed(0))
+    small = ConvexReLU(6, max_iter=3)
+    with pytest.warns(RuntimeWarning):
+        small.fit(X, y, patterns=D)
+    assert small.linear_solver_ == "cholesky"
+    monkeypatch.setattr(convex_relu, "MAX_CHOLESKY_UNKNOWNS", 2 * 3 * D.shape[1] - 1)
+    with pytest.warns(RuntimeWarning):
+        small.fit(X, y, patterns=D)
+    assert small.linear_solver_ == "cg"
 
 
 def test_admm_warns_when_it_runs_out_of_iterations():
@@ -190,6 +280,10 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     (dict(loss="hinge", solver="admm"), "squared loss only"), (dict(rho=0.0), "rho"),
     (dict(tol=-1.0), "tol"), (dict(max_iter=0), "max_iter"), (dict(n_patterns=0), "n_patterns"),
     (dict(progress=1), "progress"), (dict(generator=3), "generator"),
+    (dict(rho_cone=-1.0), "rho_cone"), (dict(relaxation=0.0), "relaxation"),
+    (dict(relaxation=2.0), r"relaxation must be a number in \(0, 2\)"),
+    (dict(linear_solver="lu"), "linear_solver"), (dict(balance=None), "balance"),
+    (dict(cvxpy_solver=1), "cvxpy_solver"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
