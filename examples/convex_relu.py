@@ -35,6 +35,18 @@ an l-infinity PGD attack written here, the convex adversarially trained network 
 the standard convex hinge network. In the robust program the appended ones column is perturbed
 too, so it defends a larger set than the attack uses (conservative).
 
+One run of the defaults (152 s of CPU, 6 min wall on a loaded 2-core machine): the identity
+holds to 5e-11 (relative); the sampled program is far from the global optimum in these
+dimensions (d = 30 and 64): the best of 20 Adam runs reaches 7.58 against the convex 22.32 on
+breast cancer, and 2.03 against 4.80 on digits, and all of the best Adam network's neurons have
+patterns outside the 50 sampled ones; on those patterns the convex optimum is 7.559 and 2.022,
+below every Adam run (test accuracy 0.965 and 1.000). The ADMM's primal residual falls like
+k^-1.03 over 300 iterations, not geometrically, and its objective is still 20 % below cvxpy's
+(constraints not yet met). Convex adversarial training holds PGD accuracy better than the
+standard convex network (0.78 against 0.41 at radius 0.2 on breast cancer) but stays below PGD
+training by Adam (0.84), which may use any pattern, while the convex program is held to 20
+sampled patterns that the perturbation may not change.
+
 Files: ``<out>/convex_relu_objective.png`` (Adam's objective curves against the convex optima),
 ``<out>/convex_relu_admm.png`` (ADMM's residuals), ``<out>/convex_relu_robust.png`` (clean and
 PGD accuracy against the attack radius) and ``<out>/convex_relu.json`` (the printed numbers).
