@@ -166,9 +166,9 @@ class ConvexReLU:
     thin (many rows in few dimensions): the residual of :math:`Gu = s` then falls roughly
     like :math:`1/k`, and :math:`\rho_c` is the penalty that matters (:math:`\rho` barely
     does). The defaults of ``rho_cone`` and ``relaxation`` and the balancing per constraint
-    reach a given objective gap in about 0.6 times the iterations of the paper's form (n = 500,
-    d = 10, P = 30: a relative gap of 1e-3 for good after 2117 iterations against 3518, 1e-4
-    after 3767 against more than 4000), but the convergence is still far from geometric.
+    reach a given objective gap in 0.6 to 0.8 times the iterations of the paper's form (in
+    ``python -m benchmarks convex_relu``, n = 500, d = 10, P = 30: a relative gap of 1e-4 for
+    good after 5419 iterations against 6895), but the convergence is still far from geometric.
 
     Args:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).

@@ -1,0 +1,224 @@
+"""Convex two-layer ReLU networks: the ADMM against cvxpy (Clarabel, SCS) (CPU, one thread).
+
+Cases:
+
+(a) Time to the same objective: on random regression data (``X ~ N(0, I)``, ``y = relu(x_1) -
+    x_2 + 0.1 N(0, 1)``, beta = 1e-3) and the same sampled patterns, Clarabel's optimum (at
+    tolerance 1e-8) is the reference; each contender's time to an objective within 1e-4
+    (relative) of it. Clarabel and SCS (``CVXPY_SOLVER_OPTIONS``) report their solve time and
+    final objective; the ADMM (the defaults, and the paper's form: one penalty, no
+    over-relaxation) its time until its objective enters the band for good (its per-iteration
+    history), the factorization included. cvxpy runs only where ``n * P <= CVXPY_MAX_SIZE``.
+(b) The ADMM's time per iteration against n (d = 20, 50 directions drawn, no residual
+    balancing, so no refactorization), after the one-time
+    factorization, and the log-log slope in n; the setup (forming F^T F, factorizing) apart.
+(c) Memory: the bytes the ADMM keeps (computed: the factor and F^T F, or CG's d x d blocks, and
+    the iterates), and the peak resident memory a fit adds (sampled every millisecond in a
+    fresh process).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import multiprocessing
+import resource
+import threading
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from benchmarks import harness
+from stochstep.optimizers import ConvexReLU
+from stochstep.optimizers.convex_relu import sample_patterns
+
+BETA = 1e-3
+GAP = 1e-4
+CVXPY_MAX_SIZE = 50_000          # n * P above which the cvxpy solvers are skipped (> 5 min)
+TIME_GRID = [(500, 10, 30), (2000, 20, 50)]
+TIME_GRID_QUICK = [(200, 5, 20)]
+ADMM_MAX_ITER = 8000
+SLOPE_NS = [500, 1000, 2000, 5000, 10_000]
+SLOPE_NS_QUICK = [200, 400, 800]
+SLOPE_ITERS = 20
+MEMORY_GRID = [(2000, 20, 50, "cholesky"), (10_000, 20, 50, "cholesky"),
+               (10_000, 20, 50, "cg")]
+
+
+def problem(n: int, d: int, directions: int, seed: int = 0):
+    """Random regression data and its sampled patterns."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.relu(X[:, 0]) - X[:, 1] + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+    return X, y, sample_patterns(X, directions, gen)
+
+
+def time_to_band(model: ConvexReLU, reference: float) -> float:
+    """Seconds until the ADMM's objective is within GAP of ``reference`` for good (inf if not)."""
+    objective, times = model.history_["objective"], model.history_["time"]
+    inside = [abs(f - reference) <= GAP * abs(reference) for f in objective]
+    if not inside[-1]:
+        return math.inf
+    k = len(inside) - 1
+    while k > 0 and inside[k - 1]:
+        k -= 1
+    return times[k]
+
+
+def fmt(seconds: float) -> str:
+    return "not reached" if math.isinf(seconds) else f"{seconds:.2f}"
+
+
+def case_time(grid) -> tuple[list[str], list[str]]:
+    rows, notes = [], []
+    for n, d, directions in grid:
+        X, y, D = problem(n, d, directions)
+        P = D.shape[1]
+        if n * P > CVXPY_MAX_SIZE:
+            notes.append(f"n = {n}, d = {d}, P = {P}: cvxpy skipped (n P = {n * P} > "
+                         f"{CVXPY_MAX_SIZE}); no reference optimum, so no ADMM row either")
+            continue
+        fits = {}
+        for name in ("CLARABEL", "SCS"):
+            model = ConvexReLU(directions, beta=BETA, solver="cvxpy", cvxpy_solver=name)
+            try:
+                model.fit(X, y, patterns=D)
+                fits[name] = (model.history_["time"], model.objective_)
+            except RuntimeError as err:
+                fits[name] = (math.nan, math.nan)
+                notes.append(f"n = {n}: {name} failed: {err}")
+        reference = fits["CLARABEL"][1]
+        row = [str(n), str(d), str(P)]
+        for name in ("CLARABEL", "SCS"):
+            seconds, objective = fits[name]
+            gap = abs(objective - reference) / abs(reference)
+            row.append(f"{seconds:.2f}" + ("" if gap <= GAP else f" (gap {gap:.1e})"))
+        admm_seconds = {}
+        for label, kwargs in (("defaults", {}),
+                              ("paper form", dict(rho_cone=0.01, relaxation=1.0))):
+            model = ConvexReLU(directions, beta=BETA, tol=1e-9, max_iter=ADMM_MAX_ITER,
+                               **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                model.fit(X, y, patterns=D)
+            seconds = admm_seconds[label] = time_to_band(model, reference)
+            times = model.history_["time"]
+            iters = next((k + 1 for k in range(len(times)) if times[k] >= seconds), "-")
+            final_gap = (model.objective_ - reference) / abs(reference)
+            row.append(f"{fmt(seconds)} ({iters} it., final gap {final_gap:+.1e})")
+        fastest = min(fits["CLARABEL"][0], fits["SCS"][0])
+        speedup = fastest / admm_seconds["defaults"]
+        row.append(f"{speedup:.2f}" if speedup > 0 else "-")
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    targets = [f"ADMM (defaults) {speedup:.2f}x as fast as the fastest cvxpy solver at n = "
+               f"{rows[-1][0]}, d = {rows[-1][1]}, P = {rows[-1][2]} (target: 10x at n = 5000, "
+               f"d = 20, P = 100, not run: see the notes)"] if rows else []
+    lines = [harness.markdown_table(
+        ["n", "d", "P", "Clarabel s", "SCS s", "ADMM s (defaults)", "ADMM s (paper form)",
+         "fastest cvxpy / ADMM"], rows)] + [f"- {note}" for note in notes]
+    return lines, targets
+
+
+def case_slope(ns) -> tuple[list[str], list[str]]:
+    rows, per_iter = [], []
+    for n in ns:
+        X, y, D = problem(n, 20, 50)
+        model = ConvexReLU(50, beta=BETA, max_iter=SLOPE_ITERS + 1, linear_solver="cholesky",
+                           balance=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model.fit(X, y, patterns=D)
+        t = model.history_["time"]
+        per_iter.append((t[-1] - t[0]) / SLOPE_ITERS)
+        rows.append([str(n), str(D.shape[1]), f"{t[0]:.3f}", f"{1e3 * per_iter[-1]:.2f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    slope = float(np.polyfit(np.log(ns), np.log(per_iter), 1)[0])
+    lines = [harness.markdown_table(["n", "P", "setup + 1st iteration s", "ms / iteration"],
+                                    rows),
+             f"\n- log-log slope of the time per iteration in n: {slope:.2f}"]
+    return lines, [f"ADMM per-iteration time ~ n^{slope:.2f} (target: at most linear): "
+                   f"{'met' if slope <= 1.1 else 'NOT met'}"]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _memory_child(n: int, d: int, directions: int, linear_solver: str, queue) -> None:
+    """Fit in a fresh process while a thread samples the resident memory every millisecond;
+    put (P, peak minus the resident memory before the fit) on ``queue``."""
+    torch.set_num_threads(1)
+    X, y, D = problem(n, d, directions)
+    before, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(1e-3)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    model = ConvexReLU(directions, beta=BETA, max_iter=3, linear_solver=linear_solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model.fit(X, y, patterns=D)
+    done.set()
+    sampler.join()
+    queue.put((D.shape[1], max(peak[0], _rss_bytes()) - before))
+
+
+def case_memory(grid) -> tuple[list[str], list[str]]:
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    for n, d, directions, linear_solver in grid:
+        queue = ctx.Queue()
+        child = ctx.Process(target=_memory_child, args=(n, d, directions, linear_solver, queue))
+        child.start()
+        P, measured = queue.get()
+        child.join()
+        unknowns = 2 * d * P
+        if linear_solver == "cholesky":   # the factor, F^T F's block K, X^T X
+            kept = unknowns ** 2 + (d * P) ** 2 + d * d
+        else:                             # the (d, d) blocks and their Cholesky factors
+            kept = 4 * P * d * d + d * d
+        # u, v, lambda (2P, d); s, nu, Gu and the two (n, 2P) sign/mask matrices
+        kept += 3 * unknowns + 5 * n * 2 * P
+        rows.append([str(n), str(d), str(P), linear_solver, f"{8 * kept / 2**20:.1f}",
+                     f"{measured / 2**20:.1f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    return [harness.markdown_table(
+        ["n", "d", "P", "u-step", "computed MiB", "peak RSS added, MiB"], rows),
+        "\n- measured: the resident memory sampled every millisecond during a 3-iteration fit "
+        "in a fresh process, minus the resident memory before it (the fit's temporaries, such "
+        "as the matrix before its factorization, included)"], []
+
+
+def run(rounds: int | None, quick: bool) -> str:
+    """Run the cases (``rounds`` is not used: each case is one timed run) and return the
+    RESULTS.md section."""
+    torch.set_num_threads(1)
+    out = ["## convex_relu\n",
+           f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+           f"- machine: {harness.machine()}",
+           "- method: one run per contender (minutes-long solves), one thread; times include "
+           "the ADMM's factorization and cvxpy's solve, not cvxpy's compile"]
+    targets = []
+    for title, case, arg in (
+            ("(a) time to the reference objective (relative 1e-4)", case_time,
+             TIME_GRID_QUICK if quick else TIME_GRID),
+            ("(b) ADMM time per iteration against n (d = 20, 50 directions)", case_slope,
+             SLOPE_NS_QUICK if quick else SLOPE_NS),
+            ("(c) memory", case_memory, [] if quick else MEMORY_GRID)):
+        if not arg:
+            continue
+        print(f"\n{title}", flush=True)
+        lines, case_targets = case(arg)
+        out += [f"\n### {title}\n", *lines]
+        targets += case_targets
+    out += ["\n### targets\n", *[f"- {t}" for t in targets],
+            f"\nRerun from the repository root: "
+            f"`{harness.rerun_command('convex_relu', rounds, quick)}`"]
+    return "\n".join(out)
