@@ -1,10 +1,13 @@
 """The examples run end to end (briefly) and produce their outputs."""
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -366,3 +369,38 @@ def test_entropic_ot_quick_runs(tmp_path):
     auto = [line for line in proc.stdout.splitlines() if "ours (auto)" in line]
     assert all(float(line.split("marginal error ")[1].split()[0]) <= 1e-9 for line in auto)
     assert "+ 0 Newton" in auto[0] and "+ 0 Newton" not in auto[1], proc.stdout
+
+
+def test_convex_relu_quick_checks_the_identity_and_the_lower_bound(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "convex_relu.py"), "--quick", "--no-progress",
+         "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("objective", "admm", "robust"):
+        png = tmp_path / f"convex_relu_{name}.png"
+        assert png.is_file() and png.stat().st_size > 0
+    result = json.loads((tmp_path / "convex_relu.json").read_text())
+    (r,) = result["comparisons"]
+    # the exported network's loss + beta/2 (||W||^2 + ||b||^2 + ||a||^2), computed with torch's
+    # layers, equals the convex optimum that ConvexReLU computes from the masked program
+    assert r["identity_relative_difference"] < 1e-7
+    assert r["network_objective"] == pytest.approx(r["convex_objective"], rel=1e-7)
+    assert r["adam_patterns_network_objective"] == pytest.approx(r["adam_patterns_objective"],
+                                                                 rel=1e-7)
+    # the reported sampling gap is the best Adam run minus the convex optimum
+    best = min(r["adam_objectives"])
+    assert r["adam_best_minus_convex"] == pytest.approx(best - r["convex_objective"], abs=1e-9)
+    # the best Adam network is feasible for the program on its own patterns: that optimum is a
+    # lower bound for every run
+    assert r["adam_patterns_objective"] <= best * (1 + 1e-7)
+    assert len(r["adam_objectives"]) == 4 and 0 <= r["adam_best_patterns_outside"] <= r[
+        "adam_best_active_neurons"]
+    admm = result["admm"]
+    assert len(admm["primal"]) == admm["iterations"] == 20
+    (robust,) = result["robust"]
+    assert set(robust["accuracy"]) == {"convex, standard", "convex, robust",
+                                       "Adam, PGD training"}
+    for clean, attacked in robust["accuracy"].values():
+        assert 0 <= attacked <= clean <= 1       # PGD starts inside the box: never helps
+    assert "convex on best Adam net's patterns" in proc.stdout, proc.stdout
