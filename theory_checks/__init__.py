@@ -23,6 +23,10 @@ from stochstep.theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, Powe
                                            StochasticProblem, TemperatureSweep, l1_problem,
                                            last_iterate_gap, least_squares_problem, loglog_slope,
                                            perceptron_temperature)
+from stochstep.theory_checks.stochastic import (KINDS, LinearChain, NoiseBallResult,
+                                                assert_noise_ball, expected_second_moments,
+                                                linear_chain, noise_ball_false_failures,
+                                                stationary_covariance)
 from stochstep.theory_checks.stability import (MinimaComparison, StabilityReport,
                                                diagonal_network_minima, relu_network_minima,
                                                stability_report)
@@ -54,6 +58,8 @@ __all__: list[str] = [
     "STEP_SCHEDULES", "LastIterateGaps", "PowerLawFit", "StochasticProblem", "TemperatureSweep",
     "l1_problem", "last_iterate_gap", "least_squares_problem", "loglog_slope",
     "perceptron_temperature",
+    "KINDS", "LinearChain", "NoiseBallResult", "assert_noise_ball", "expected_second_moments",
+    "linear_chain", "noise_ball_false_failures", "stationary_covariance",
     "MinimaComparison", "StabilityReport", "diagonal_network_minima", "relu_network_minima",
     "stability_report",
     "VarianceCheck", "base_chain_asymptotic_covariance", "measure_sa_srrw_covariance",

@@ -47,6 +47,9 @@ __all__ = [
     "QuadraticProblem", "LogisticProblem", "LaplacianProblem",
     "quadratic_problem", "logistic_problem", "laplacian_problem", "gaussian_mixture",
     "quadratics", "logistic_problems", "laplacian_problems", "gaussian_mixtures", "seeds",
+    "NoisyQuadraticProblem", "MinibatchLeastSquaresProblem", "MinibatchLogisticProblem",
+    "noisy_quadratic_problem", "minibatch_least_squares_problem", "minibatch_logistic_problem",
+    "noisy_quadratics",
 ]
 
 DTYPE = torch.float64
@@ -536,3 +539,455 @@ def gaussian_mixtures(components: int | tuple[int, int] = (1, 4),
     return st.builds(gaussian_mixture, n_components=st.integers(k_lo, k_hi),
                      dim=st.integers(d_lo, d_hi), spread=st.just(float(spread)),
                      isotropic=iso, seed=seeds())
+
+
+# -- stochastic problems: an oracle that draws from the problem's own generator -----------------
+ORACLE_SEED_OFFSET = 2 ** 32  # the oracle's stream: seed + offset, apart from the problem's
+
+
+def _oracle_generator(seed: int) -> torch.Generator:
+    return _generator(int(seed) + ORACLE_SEED_OFFSET)
+
+
+class _StochasticOracle:
+    r"""What the stochastic problems share: the oracle and how an optimizer runs it.
+
+    The oracle acts on ``x`` of shape ``(dim,)`` or on a batch ``(R, dim)`` of ``R`` independent
+    runs: :meth:`stochastic_loss` makes one fresh draw per row (noise, or a minibatch) from
+    :attr:`generator` and returns the *sum* over rows of a loss whose gradient in row ``r`` is
+    that row's stochastic gradient, so one optimizer instance on one ``(R, dim)`` parameter
+    advances ``R`` independent runs (valid for optimizers that act coordinate by coordinate:
+    SGD, momentum, Adam, SGLD, ...; not for ones that use norms of the whole parameter).
+    :meth:`closure` wraps it for ``optimizer.step(closure)``; every call of the closure makes a
+    new draw, so an optimizer that calls it several times per step (line searches, L-BFGS,
+    extragradient) sees a different sample each time.
+
+    Exact quantities for the properties of :mod:`theory_checks.stochastic`: ``H`` (the Hessian
+    at ``x_star``), ``noise_cov`` (the covariance of one stochastic gradient at ``x_star``),
+    and :meth:`noise_covariance_given` (the covariance of the gradient noise at ``x_star + e``
+    averaged over a zero-mean ``e`` with second moment ``S`` drawn independently of the
+    oracle), where it is known in closed form.
+    """
+
+    generator: torch.Generator
+    H: Tensor
+    noise_cov: Tensor
+
+    def reseed(self, seed: int):
+        """Restart the oracle's generator at ``seed + 2**32`` (the problem itself is
+        unchanged); returns the problem."""
+        self.generator = _oracle_generator(seed)
+        return self
+
+    def stochastic_loss(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def closure(self, x: Tensor, optimizer: torch.optim.Optimizer):
+        """``optimizer.step``'s closure on the parameter ``x``: zero the gradients, draw a fresh
+        :meth:`stochastic_loss`, backpropagate, return the loss."""
+
+        def closure():
+            optimizer.zero_grad()
+            loss = self.stochastic_loss(x)
+            loss.backward()
+            return loss
+
+        return closure
+
+    def noise_covariance_given(self, S: Tensor) -> Tensor:
+        raise ValueError(f"{self!r}: its gradient noise depends on x nonlinearly, so it has no "
+                         "closed-form noise covariance away from x_star")
+
+
+def _psd_root(name: str, cov: Tensor) -> Tensor:
+    """Symmetric square root of a symmetric positive semidefinite matrix (ValueError if not)."""
+    cov = torch.as_tensor(cov, dtype=DTYPE)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not torch.isfinite(cov).all():
+        raise ValueError(f"{name} must be a finite square matrix, got shape {tuple(cov.shape)}")
+    if not torch.allclose(cov, cov.T, rtol=1e-12, atol=1e-14):
+        raise ValueError(f"{name} must be symmetric")
+    lam, q = torch.linalg.eigh(cov)
+    if lam[0] < -1e-12 * max(float(lam[-1]), 1.0):
+        raise ValueError(f"{name} must be positive semidefinite, smallest eigenvalue "
+                         f"{float(lam[0]):.3g}")
+    return (q * lam.clamp(min=0).sqrt()) @ q.T
+
+
+class NoisyQuadraticProblem(_StochasticOracle, QuadraticProblem):
+    r"""A quadratic with additive Gaussian gradient noise of known covariance :math:`\Sigma`:
+
+    .. math::
+        f(x) = \tfrac12 (x - x^\star)^\top H (x - x^\star) + f^\star, \qquad
+        g(x) = H (x - x^\star) + \xi, \quad \xi \sim N(0, \Sigma),
+
+    with :math:`\xi` drawn from ``generator`` (fresh at each oracle call). The stochastic loss
+    whose gradient is :math:`g` is :math:`f(x) + \xi^\top (x - x^\star)` (unbiased for
+    :math:`f`). ``noise_cov`` is :math:`\Sigma` everywhere (the noise does not depend on
+    :math:`x`).
+
+    Args:
+        A: ``H``, ``(d, d)`` symmetric positive definite.
+        x_star: ``(d,)`` minimizer.
+        f_star: optimal value.
+        x0: ``(d,)`` starting point.
+        noise_cov: :math:`\Sigma`, ``(d, d)`` symmetric positive semidefinite.
+        generator: the oracle's ``torch.Generator``.
+    """
+
+    def __init__(self, A: Tensor, x_star: Tensor, f_star: float, x0: Tensor, noise_cov: Tensor,
+                 generator: torch.Generator):
+        super().__init__(A, x_star, f_star, x0)
+        self.noise_root = _psd_root("noise_cov", noise_cov)
+        if self.noise_root.shape != self.A.shape:
+            raise ValueError(f"noise_cov must be {tuple(self.A.shape)}, got "
+                             f"{tuple(self.noise_root.shape)}")
+        self.noise_cov = torch.as_tensor(noise_cov, dtype=DTYPE)
+        self.generator = generator
+
+    @property
+    def H(self) -> Tensor:
+        return self.A
+
+    def _noise(self, x: Tensor) -> Tensor:
+        z = torch.randn(x.shape, generator=self.generator, dtype=DTYPE)
+        return (z @ self.noise_root).to(x.dtype)  # noise_root is symmetric
+
+    def stochastic_grad(self, x: Tensor) -> Tensor:
+        """One draw of :math:`g(x)` per row of ``x`` (no autograd)."""
+        e = x.detach() - self.x_star.to(x.dtype)
+        return e @ self.A.to(x.dtype) + self._noise(x)  # A is symmetric
+
+    def stochastic_loss(self, x: Tensor) -> Tensor:
+        e = x - self.x_star.to(x.dtype)
+        curvature = 0.5 * ((e @ self.A.to(x.dtype)) * e).sum()
+        return curvature + (self._noise(x) * e).sum() + self.f_star * (x.numel() // self.dim)
+
+    def noise_covariance_given(self, S: Tensor) -> Tensor:
+        return self.noise_cov
+
+
+def noisy_quadratic_problem(dim: int, condition: float, noise: float | Tensor = 1.0,
+                            seed: int = 0, mu: float = 1.0,
+                            radius: float = 1.0) -> NoisyQuadraticProblem:
+    r"""A :func:`quadratic_problem` with additive Gaussian gradient noise, covariance
+    :math:`\Sigma` = ``noise * I`` (``noise`` is the variance per coordinate) or a given matrix.
+
+    .. math::
+        g(x) = H (x - x^\star) + \xi, \qquad \xi \sim N(0, \Sigma).
+
+    The quadratic is exactly ``quadratic_problem(dim, condition, mu, seed, radius)``; the
+    oracle's generator is seeded with ``seed + 2**32`` (a stream apart from the one the problem
+    was drawn from, and the whole run replays from ``seed``; ``reseed`` restarts it).
+
+    Args:
+        dim: dimension ``>= 2`` (``>= 1`` when ``condition == 1``).
+        condition: ``L / mu >= 1``.
+        noise: the variance ``>= 0`` of each coordinate of :math:`\xi`, or :math:`\Sigma`
+            itself, a ``(dim, dim)`` symmetric positive semidefinite matrix.
+        seed: seed of the generator everything is drawn from.
+        mu: the smallest eigenvalue ``> 0``.
+        radius: ``||x0 - x_star||``.
+
+    Example:
+        >>> import torch
+        >>> p = noisy_quadratic_problem(dim=3, condition=10.0, noise=0.25, seed=0)
+        >>> g = p.stochastic_grad(p.x_star.expand(20000, 3))
+        >>> torch.allclose(g.T.cov(), 0.25 * torch.eye(3, dtype=torch.float64), atol=0.02)
+        True
+    """
+    q = quadratic_problem(dim, condition, mu=mu, seed=seed, radius=radius)
+    if isinstance(noise, Tensor):
+        cov = noise.to(DTYPE)
+    else:
+        if not (isinstance(noise, (int, float)) and not isinstance(noise, bool)
+                and 0 <= noise < math.inf):
+            raise ValueError(f"noise must be a finite variance >= 0 or a (dim, dim) covariance "
+                             f"matrix, got {noise!r}")
+        cov = float(noise) * torch.eye(dim, dtype=DTYPE)
+    p = NoisyQuadraticProblem(q.A, q.x_star, q.f_star, q.x0, cov, _oracle_generator(seed))
+    p.mu, p.L = q.mu, q.L
+    shown = f"{float(noise)!r}" if not isinstance(noise, Tensor) else "<matrix>"
+    p._repr = (f"noisy_quadratic_problem(dim={dim}, condition={condition!r}, noise={shown}, "
+               f"seed={seed}, mu={mu!r}, radius={radius!r})")
+    return p
+
+
+def _minibatch_indices(n: int, runs: int, batch_size: int, replacement: bool,
+                       generator: torch.Generator) -> Tensor:
+    """``(runs, batch_size)`` indices into ``range(n)``: uniform with replacement, or a
+    uniformly random subset per run (the first ``batch_size`` of a random permutation)."""
+    if replacement:
+        return torch.randint(n, (runs, batch_size), generator=generator)
+    return torch.rand(runs, n, generator=generator).argsort(dim=1)[:, :batch_size]
+
+
+def _minibatch_factor(n: int, batch_size: int, replacement: bool) -> float:
+    """Covariance of a minibatch mean over the population covariance: ``1/b`` with
+    replacement, ``(n - b) / (b (n - 1))`` without (the finite-population correction)."""
+    if replacement:
+        return 1.0 / batch_size
+    return (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
+
+
+class _Minibatch(_StochasticOracle):
+    """Minibatch sampling shared by the finite-sum problems: ``batch_size`` points per draw,
+    with or without replacement, from :attr:`generator`."""
+
+    X: Tensor
+    y: Tensor
+    reg: float
+    batch_size: int
+    replacement: bool
+
+    def _setup_sampling(self, batch_size: int, replacement: bool, generator: torch.Generator):
+        n = self.X.shape[0]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1 \
+                or (not replacement and batch_size > n):
+            raise ValueError(f"batch_size must be an integer in [1, n = {n}] (any integer >= 1 "
+                             f"with replacement), got {batch_size!r}")
+        if not isinstance(replacement, bool):
+            raise ValueError(f"replacement must be True or False, got {replacement!r}")
+        self.batch_size, self.replacement, self.generator = batch_size, replacement, generator
+
+    def _batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The rows ``x`` as ``(R, d)`` and each row's minibatch ``(R, b, d)``, ``(R, b)``."""
+        rows = x.reshape(-1, self.dim)
+        idx = _minibatch_indices(self.X.shape[0], rows.shape[0], self.batch_size,
+                                 self.replacement, self.generator)
+        return rows, self.X.to(x.dtype)[idx], self.y.to(x.dtype)[idx]
+
+    def per_sample_grads(self, x: Tensor) -> Tensor:
+        """``(n, d)``: the gradient of each summand at ``x`` (penalty included)."""
+        raise NotImplementedError
+
+    def gradient_noise_covariance(self, batch_size: int | None = None,
+                                  replacement: bool | None = None) -> Tensor:
+        r"""Covariance of the minibatch gradient at ``x_star``: with per-sample gradients
+        :math:`g_i` (mean zero there), :math:`C = \frac1n \sum_i g_i g_i^\top` times ``1/b``
+        (with replacement) or :math:`(n - b) / (b (n - 1))` (without). Defaults: the problem's
+        own ``batch_size`` and ``replacement``."""
+        b = self.batch_size if batch_size is None else batch_size
+        rep = self.replacement if replacement is None else replacement
+        g = self.per_sample_grads(self.x_star)
+        g = g - g.mean(0)  # exactly zero mean at x_star, up to rounding
+        return _minibatch_factor(self.X.shape[0], b, rep) * (g.T @ g) / g.shape[0]
+
+
+class MinibatchLeastSquaresProblem(_Minibatch, QuadraticProblem):
+    r"""Finite-sum least squares with minibatch gradients:
+
+    .. math::
+        f(x) = \frac{1}{2n} \sum_{i=1}^n (a_i^\top x - y_i)^2 + \frac{\lambda}{2}\|x\|^2
+             = \tfrac12 (x - x^\star)^\top H (x - x^\star) + f^\star,
+        \qquad H = \tfrac1n A^\top A + \lambda I,
+
+    and the oracle :math:`g_B(x) = \frac1b \sum_{i \in B} a_i (a_i^\top x - y_i) + \lambda x`
+    on a minibatch :math:`B` of ``batch_size`` points drawn from ``generator`` (with or
+    without replacement). Its noise :math:`g_B(x) - \nabla f(x) = (H_B - H_0)\,e +
+    (g_B(x^\star) - 0)` with :math:`e = x - x^\star`, :math:`H_B` the batch mean of
+    :math:`h_i = a_i a_i^\top` and :math:`H_0 = \frac1n A^\top A`, grows with :math:`e`; for a
+    zero-mean :math:`e` with second moment :math:`S` independent of the batch its covariance
+    is
+
+    .. math::
+        \Sigma(S) = \Sigma^\star + c_b\, \frac1n \sum_i (h_i - H_0)\, S\, (h_i - H_0),
+
+    with :math:`\Sigma^\star` = ``noise_cov`` and :math:`c_b` the minibatch factor (``1/b``, or
+    :math:`(n - b)/(b (n - 1))` without replacement); the cross terms vanish because
+    :math:`E e = 0`. It is a :class:`QuadraticProblem` (``A`` is :math:`H`).
+
+    Args:
+        X: ``(n, d)`` rows :math:`a_i`.
+        y: ``(n,)`` targets.
+        reg: :math:`\lambda \ge 0` (``X`` must have rank ``d`` when it is 0).
+        batch_size: ``b``.
+        replacement: sample with replacement or not.
+        x0: ``(d,)`` starting point.
+        generator: the oracle's ``torch.Generator``.
+    """
+
+    def __init__(self, X: Tensor, y: Tensor, reg: float, batch_size: int, replacement: bool,
+                 x0: Tensor, generator: torch.Generator):
+        self.X, self.y = torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE)
+        self.reg = float(reg)
+        n, d = self.X.shape
+        self.gram = self.X.T @ self.X / n
+        H = self.gram + self.reg * torch.eye(d, dtype=DTYPE)
+        x_star = torch.linalg.solve(H, self.X.T @ self.y / n)
+        r = self.X @ x_star - self.y
+        f_star = float(0.5 * (r @ r) / n + 0.5 * self.reg * (x_star @ x_star))
+        super().__init__(H, x_star, f_star, x0)
+        self._setup_sampling(batch_size, replacement, generator)
+        self.noise_cov = self.gradient_noise_covariance()
+
+    @property
+    def H(self) -> Tensor:
+        return self.A
+
+    def per_sample_grads(self, x: Tensor) -> Tensor:
+        return self.X * (self.X @ x - self.y)[:, None] + self.reg * x
+
+    def stochastic_loss(self, x: Tensor) -> Tensor:
+        rows, a, y = self._batch(x)
+        r = torch.einsum("rbd,rd->rb", a, rows) - y
+        return 0.5 * (r * r).mean(1).sum() + 0.5 * self.reg * (rows * rows).sum()
+
+    def noise_covariance_given(self, S: Tensor) -> Tensor:
+        S = torch.as_tensor(S, dtype=DTYPE)
+        dev = self.X[:, :, None] * self.X[:, None, :] - self.gram  # h_i - H_0, (n, d, d)
+        spread = (dev @ S @ dev).mean(0)
+        factor = _minibatch_factor(self.X.shape[0], self.batch_size, self.replacement)
+        return self.noise_cov + factor * spread
+
+
+class MinibatchLogisticProblem(_Minibatch, LogisticProblem):
+    r"""Logistic regression (:class:`LogisticProblem`) with minibatch gradients of
+    ``batch_size`` points drawn from ``generator``, with or without replacement:
+
+    .. math::
+        g_B(w) = \frac1b \sum_{i \in B} \big(-y_i x_i\, \sigma(-y_i x_i^\top w)\big)
+                 + \lambda w.
+
+    Exact at the minimizer: ``H`` (the Hessian at ``x_star``) and ``noise_cov`` (the
+    minibatch gradient's covariance there, :meth:`gradient_noise_covariance`). Away from
+    ``x_star`` the noise depends on ``w`` nonlinearly: no closed-form noise ball.
+
+    Args:
+        X: ``(n, d)`` features.
+        y: ``(n,)`` labels in ``{-1, +1}``.
+        reg: :math:`\lambda \ge 0`; a minimizer must exist.
+        batch_size: ``b``.
+        replacement: sample with replacement or not.
+        x0: ``(d,)`` starting point.
+        generator: the oracle's ``torch.Generator``.
+        separable: whether the data is linearly separable.
+    """
+
+    def __init__(self, X: Tensor, y: Tensor, reg: float, batch_size: int, replacement: bool,
+                 x0: Tensor, generator: torch.Generator, *, separable: bool):
+        super().__init__(X, y, reg, x0, separable=separable)
+        if self.x_star is None:
+            raise ValueError("a minibatch logistic problem needs a minimizer: reg > 0 or "
+                             "non-separable data")
+        self._setup_sampling(batch_size, replacement, generator)
+        self.H = self.hessian(self.x_star)
+        self.noise_cov = self.gradient_noise_covariance()
+
+    def per_sample_grads(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(-self.y * (self.X @ x))
+        return -self.X * (self.y * s)[:, None] + self.reg * x
+
+    def stochastic_loss(self, x: Tensor) -> Tensor:
+        rows, a, y = self._batch(x)
+        margins = y * torch.einsum("rbd,rd->rb", a, rows)
+        return (torch.nn.functional.softplus(-margins).mean(1).sum()
+                + 0.5 * self.reg * (rows * rows).sum())
+
+
+def minibatch_least_squares_problem(n: int, dim: int, batch_size: int, *,
+                                    replacement: bool = True, label_noise: float = 1.0,
+                                    reg: float = 0.0, seed: int = 0,
+                                    radius: float = 1.0) -> MinibatchLeastSquaresProblem:
+    r"""Least squares on Gaussian data with minibatch gradients (see
+    :class:`MinibatchLeastSquaresProblem`).
+
+    Rows :math:`a_i \sim N(0, I_d)`, targets :math:`y_i = a_i^\top w + \sigma \epsilon_i` with
+    :math:`w, \epsilon_i` standard normal and :math:`\sigma` = ``label_noise`` (so the
+    residuals at :math:`x^\star`, and :math:`\Sigma^\star`, are nonzero unless it is 0); drawn
+    from ``torch.Generator().manual_seed(seed)``, the oracle from ``seed + 2**32``.
+
+    Args:
+        n: number of points ``>= dim``.
+        dim: ``d >= 1``.
+        batch_size: minibatch size ``b`` (``<= n`` without replacement).
+        replacement: sample minibatches with replacement.
+        label_noise: :math:`\sigma \ge 0`.
+        reg: :math:`\lambda \ge 0`.
+        seed: seed of the data.
+        radius: ``||x0 - x_star||``.
+
+    Example:
+        >>> p = minibatch_least_squares_problem(n=50, dim=3, batch_size=5, seed=0)
+        >>> float(p.grad(p.x_star).norm()) < 1e-12, tuple(p.noise_cov.shape)
+        (True, (3, 3))
+    """
+    if isinstance(n, bool) or isinstance(dim, bool) or dim < 1 or n < dim:
+        raise ValueError(f"need dim >= 1 and n >= dim, got n={n!r}, dim={dim!r}")
+    if not 0 <= label_noise < math.inf or not 0 <= reg < math.inf:
+        raise ValueError(f"label_noise and reg must be finite numbers >= 0, got "
+                         f"{label_noise!r}, {reg!r}")
+    gen = _generator(seed)
+    X = torch.randn(n, dim, generator=gen, dtype=DTYPE)
+    w = torch.randn(dim, generator=gen, dtype=DTYPE)
+    y = X @ w + label_noise * torch.randn(n, generator=gen, dtype=DTYPE)
+    p = MinibatchLeastSquaresProblem(X, y, reg, batch_size, replacement,
+                                     torch.zeros(dim, dtype=DTYPE), _oracle_generator(seed))
+    p.x0 = _start_point(p.x_star, radius, gen)
+    p._repr = (f"minibatch_least_squares_problem(n={n}, dim={dim}, batch_size={batch_size}, "
+               f"replacement={replacement}, label_noise={label_noise!r}, reg={reg!r}, "
+               f"seed={seed}, radius={radius!r})")
+    return p
+
+
+def minibatch_logistic_problem(n: int, dim: int, batch_size: int, *, replacement: bool = True,
+                               reg: float = 0.1, separable: bool = False, seed: int = 0,
+                               radius: float = 1.0) -> MinibatchLogisticProblem:
+    """The data of :func:`logistic_problem` with minibatch gradients (see
+    :class:`MinibatchLogisticProblem`); the oracle's generator is seeded with ``seed + 2**32``.
+
+    Args:
+        n: number of random points ``>= dim``.
+        dim: number of features.
+        batch_size: minibatch size ``b`` (``<=`` the number of points without replacement).
+        replacement: sample minibatches with replacement.
+        reg: L2 penalty (a minimizer must exist: ``reg > 0`` or non-separable data).
+        separable: build linearly separable data.
+        seed: seed of the data.
+        radius: ``||x0 - x_star||``.
+
+    Example:
+        >>> p = minibatch_logistic_problem(n=30, dim=2, batch_size=4, seed=0)
+        >>> bool(torch.linalg.eigvalsh(p.H)[0] >= p.mu), tuple(p.noise_cov.shape)
+        (True, (2, 2))
+    """
+    base = logistic_problem(n, dim, reg=reg, separable=separable, seed=seed, radius=radius)
+    p = MinibatchLogisticProblem(base.X, base.y, base.reg, batch_size, replacement, base.x0,
+                                 _oracle_generator(seed), separable=base.separable)
+    p._repr = (f"minibatch_logistic_problem(n={n}, dim={dim}, batch_size={batch_size}, "
+               f"replacement={replacement}, reg={reg!r}, separable={separable}, seed={seed}, "
+               f"radius={radius!r})")
+    return p
+
+
+def noisy_quadratics(dims: int | tuple[int, int] = (2, 6),
+                     conditions: float | tuple[float, float] = (1.0, 30.0),
+                     noises: float | tuple[float, float] = (0.01, 1.0),
+                     mu: float | tuple[float, float] = 1.0,
+                     radius: float = 1.0) -> st.SearchStrategy[NoisyQuadraticProblem]:
+    """Noisy quadratics (see :func:`noisy_quadratic_problem`), isotropic noise.
+
+    Args:
+        dims: dimension, or an inclusive ``(low, high)`` range (``low >= 2``).
+        conditions: condition number ``L / mu``, or a range; drawn log-uniformly.
+        noises: the noise variance per coordinate, or a range ``> 0``; drawn log-uniformly.
+        mu: smallest eigenvalue, or a range; drawn log-uniformly.
+        radius: ``||x0 - x_star||``.
+
+    Example:
+        >>> from hypothesis import given, settings
+        >>> @settings(max_examples=3, derandomize=True, database=None)
+        ... @given(noisy_quadratics(dims=3, noises=0.5))
+        ... def check(problem):
+        ...     assert float(problem.noise_cov[0, 0]) == 0.5
+        >>> check()
+    """
+    d_lo, d_hi = _check_range("dims", dims, low=1, integer=True)
+    c_lo, c_hi = _check_range("conditions", conditions, low=1.0)
+    n_lo, n_hi = _check_range("noises", noises, low=1e-300)
+    m_lo, m_hi = _check_range("mu", mu, low=1e-300)
+    if d_lo < 2 and c_hi > 1.0:
+        raise ValueError("dims must start at 2 unless conditions is 1")
+    return st.builds(noisy_quadratic_problem, dim=st.integers(d_lo, d_hi),
+                     condition=_floats(c_lo, c_hi, log=True),
+                     noise=_floats(n_lo, n_hi, log=True), seed=seeds(),
+                     mu=_floats(m_lo, m_hi, log=True), radius=st.just(float(radius)))

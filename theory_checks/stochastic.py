@@ -1,0 +1,512 @@
+r"""Stochastic properties: what constant-step stochastic optimizers do at stationarity, exactly.
+
+On a quadratic with gradient noise (:func:`theory_checks.strategies.noisy_quadratic_problem`,
+:func:`~theory_checks.strategies.minibatch_least_squares_problem`), SGD, heavy-ball momentum,
+SGLD and SGHMC with constant hyperparameters are *linear* recursions driven by noise. With
+:math:`e_t = x_t - x^\star`, a state :math:`z_t` (:math:`e_t`, plus the momentum buffer where
+there is one) and :math:`e_t = P z_t`,
+
+.. math::
+    z_{t+1} = M z_t + G \xi_t + \eta_t, \qquad
+    \operatorname{Cov} \xi_t = \Sigma(P S_t P^\top), \quad \operatorname{Cov} \eta_t = Q,
+
+with :math:`\xi_t` the gradient noise (covariance :math:`\Sigma`, constant for additive noise,
+affine in the second moment :math:`S_t = E z_t z_t^\top` for minibatch least squares) and
+:math:`\eta_t` the optimizer's own noise. Started at :math:`x^\star` (:math:`z_0 = 0`, so
+:math:`E z_t = 0` for all :math:`t`), the second moment follows exactly
+
+.. math::
+    S_{t+1} = M S_t M^\top + G\, \Sigma(P S_t P^\top)\, G^\top + Q,
+
+and tends to the solution of the discrete Lyapunov equation
+:math:`S = M S M^\top + G \Sigma(P S P^\top) G^\top + Q` (for SGD with additive noise
+:math:`S = (I - \eta H) S (I - \eta H)^\top + \eta^2 \Sigma`). :func:`assert_noise_ball` runs
+many independent runs at once and compares the measured :math:`E\|e_t\|^2` with the exact one
+inside a confidence interval. The recursions, per ``kind`` (step :math:`\eta`, gradient
+:math:`g_t = H e_t + \xi_t`):
+
+- ``"sgd"``: :math:`e_{t+1} = e_t - \eta g_t`;
+- ``"heavy_ball"`` (``torch.optim.SGD`` with ``momentum`` :math:`\mu`, ``dampening``
+  :math:`\tau`, ``nesterov``): :math:`b_t = \mu b_{t-1} + (1 - \tau) g_t` (:math:`b_1 = g_1`),
+  :math:`e_{t+1} = e_t - \eta b_t`, or :math:`e_t - \eta (g_t + \mu b_t)` with Nesterov;
+  state :math:`z_t = (e_t, b_{t-1})`;
+- ``"sgld"`` (:class:`~stochstep.optimizers.SGLD`, temperature :math:`T`):
+  :math:`e_{t+1} = e_t - \eta g_t + \sqrt{2 T \eta}\, \zeta_t`;
+- ``"sghmc"`` (:class:`~stochstep.optimizers.SGHMC`, friction :math:`C`, mass :math:`m`,
+  noise estimate :math:`\hat B`): :math:`r_{t+1} = r_t - \eta g_t - \eta C r_t / m +
+  \sqrt{2 (C - \hat B) T \eta}\, \zeta_t`, :math:`e_{t+1} = e_t + \eta r_{t+1} / m`; state
+  :math:`z_t = (e_t, r_t)`.
+
+References:
+    Mandt, Hoffman, Blei. "Stochastic Gradient Descent as Approximate Bayesian Inference."
+    JMLR 2017, arXiv 1704.04289 (the stationary covariance of constant-step SGD as the
+    solution of a Lyapunov equation).
+
+Example:
+    >>> import torch
+    >>> from stochstep.theory_checks.strategies import noisy_quadratic_problem
+    >>> p = noisy_quadratic_problem(dim=3, condition=5.0, noise=0.5, seed=0)
+    >>> res = assert_noise_ball(lambda ps: torch.optim.SGD(ps, lr=0.1), p, runs=50, steps=200)
+    >>> round(res.stationary, 4)  # tr S for S = (I - lr H) S (I - lr H) + lr^2 Sigma
+    0.0456
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import scipy.linalg
+import scipy.stats
+import torch
+from torch import Tensor
+
+from stochstep.stepping.checks import check_int, check_unit_interval
+
+__all__ = ["KINDS", "LinearChain", "NoiseBallResult", "linear_chain", "stationary_covariance",
+           "expected_second_moments", "assert_noise_ball", "noise_ball_false_failures"]
+
+DTYPE = torch.float64
+KINDS = ("sgd", "heavy_ball", "sgld", "sghmc")
+
+# The hyperparameters each kind reads (from the optimizer's param_groups, or given), with the
+# defaults of the optimizers they come from; those in _MUST_BE must have that value.
+_HYPERPARAMETERS = {
+    "sgd": dict(lr=None, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                maximize=False),
+    "sgld": dict(lr=None, temperature=1.0, weight_decay=0.0, maximize=False),
+    "sghmc": dict(lr=None, friction=1.0, mass=1.0, noise_estimate=0.0, temperature=1.0,
+                  weight_decay=0.0, maximize=False, resample_every=None),
+}
+_HYPERPARAMETERS["heavy_ball"] = _HYPERPARAMETERS["sgd"]
+_MUST_BE = dict(weight_decay=0.0, maximize=False, resample_every=None)
+
+
+@dataclass(frozen=True)
+class LinearChain:
+    r"""The recursion :math:`z_{t+1} = M z_t + G \xi_t + \eta_t` of one ``kind`` (see the
+    module docstring): ``M`` ``(m, m)``, ``G`` ``(m, d)`` (``G_first`` on the first step,
+    where torch's momentum buffer starts undamped), ``Q = Cov(eta)`` ``(m, m)``, and ``P``
+    ``(d, m)`` with :math:`e = P z`."""
+
+    M: Tensor
+    G: Tensor
+    Q: Tensor
+    P: Tensor
+    G_first: Tensor
+
+    @property
+    def spectral_radius(self) -> float:
+        """Largest modulus of an eigenvalue of ``M`` (a stationary law exists iff < 1)."""
+        return float(torch.linalg.eigvals(self.M).abs().max())
+
+
+def linear_chain(kind: str, hyperparameters: dict, H: Tensor) -> LinearChain:
+    r"""The linear recursion of the error of ``kind`` on a quadratic with Hessian ``H``.
+
+    .. math::
+        z_{t+1} = M z_t + G \xi_t + \eta_t, \qquad e_t = P z_t.
+
+    Args:
+        kind: one of :data:`KINDS`.
+        hyperparameters: the kind's hyperparameters (``lr`` and, by kind, ``momentum``,
+            ``dampening``, ``nesterov``, ``temperature``, ``friction``, ``mass``,
+            ``noise_estimate``).
+        H: ``(d, d)`` Hessian.
+
+    Example:
+        >>> import torch
+        >>> c = linear_chain("sgd", dict(lr=0.5), torch.eye(2, dtype=torch.float64))
+        >>> c.M.diagonal().tolist(), c.G.diagonal().tolist()
+        ([0.5, 0.5], [-0.5, -0.5])
+    """
+    H = torch.as_tensor(H, dtype=DTYPE)
+    d = H.shape[0]
+    eye, zero = torch.eye(d, dtype=DTYPE), torch.zeros(d, d, dtype=DTYPE)
+    lr = hyperparameters["lr"]
+    if kind in ("sgd", "sgld"):
+        temperature = hyperparameters.get("temperature", 0.0) if kind == "sgld" else 0.0
+        G = -lr * eye
+        return LinearChain(eye - lr * H, G, 2 * temperature * lr * eye, eye, G)
+    if kind == "heavy_ball":
+        mu, tau = hyperparameters["momentum"], hyperparameters["dampening"]
+
+        def rows(damp: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            # b_t = mu b_{t-1} + w g_t, w = 1 - damp; then e_{t+1} from b_t (and g_t)
+            w = 1.0 - damp
+            if hyperparameters["nesterov"]:
+                ee, eb, ge = eye - lr * (1 + mu * w) * H, -lr * mu * mu * eye, \
+                    -lr * (1 + mu * w) * eye
+            else:
+                ee, eb, ge = eye - lr * w * H, -lr * mu * eye, -lr * w * eye
+            return torch.cat([torch.cat([ee, eb], 1), torch.cat([w * H, mu * eye], 1)]), \
+                ge, w * eye, eb
+
+        M, ge, gb, _ = rows(tau)
+        _, ge1, gb1, _ = rows(0.0)
+        P = torch.cat([eye, zero], 1)
+        return LinearChain(M, torch.cat([ge, gb]), torch.zeros(2 * d, 2 * d, dtype=DTYPE), P,
+                           torch.cat([ge1, gb1]))
+    if kind == "sghmc":
+        c, m = hyperparameters["friction"], hyperparameters["mass"]
+        b, temperature = hyperparameters["noise_estimate"], hyperparameters["temperature"]
+        keep = 1 - lr * c / m
+        # r' = -lr H e + keep r - lr xi + zeta;  e' = e + (lr/m) r'
+        M = torch.cat([torch.cat([eye - lr * lr / m * H, lr / m * keep * eye], 1),
+                       torch.cat([-lr * H, keep * eye], 1)])
+        G = torch.cat([-lr * lr / m * eye, -lr * eye])
+        s2 = 2 * (c - b) * temperature * lr
+        Q = s2 * torch.cat([torch.cat([(lr / m) ** 2 * eye, lr / m * eye], 1),
+                            torch.cat([lr / m * eye, eye], 1)])
+        return LinearChain(M, G, Q, torch.cat([eye, zero], 1), G)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+NoiseCovariance = Callable[[Tensor], Tensor]
+
+
+def _forcing(chain: LinearChain, noise: NoiseCovariance, S: Tensor, G: Tensor) -> Tensor:
+    return G @ noise(chain.P @ S @ chain.P.T) @ G.T + chain.Q
+
+
+def stationary_covariance(chain: LinearChain, noise: NoiseCovariance) -> Tensor:
+    r"""The stationary second moment ``S`` (``(m, m)``) of ``chain``:
+
+    .. math::
+        S = M S M^\top + G\, \Sigma(P S P^\top)\, G^\top + Q,
+
+    with ``noise`` the map :math:`S_e \mapsto \Sigma(S_e)` (affine; a constant for additive
+    noise, then ``scipy.linalg.solve_discrete_lyapunov``; otherwise the equation is solved as
+    an ``m^2``-dimensional linear system). ValueError if the recursion is unstable
+    (:math:`\rho(M) \ge 1`) or the noise feedback leaves no positive solution.
+
+    Example:
+        >>> import torch
+        >>> H = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64))
+        >>> c = linear_chain("sgd", dict(lr=0.1), H)
+        >>> S = stationary_covariance(c, lambda S_e: torch.eye(2, dtype=torch.float64))
+        >>> [round(v, 12) for v in S.diagonal().tolist()]  # lr / (h (2 - lr h))
+        [0.052631578947, 0.015625]
+    """
+    if chain.spectral_radius >= 1:
+        raise ValueError(f"no stationary law: the recursion is unstable (spectral radius of M "
+                         f"{chain.spectral_radius:.6g} >= 1); lower the step size")
+    m, d = chain.M.shape[0], chain.P.shape[0]
+    base = _forcing(chain, noise, torch.zeros(m, m, dtype=DTYPE), chain.G)
+    probe = torch.eye(d, dtype=DTYPE)
+    if torch.equal(noise(probe), noise(torch.zeros(d, d, dtype=DTYPE))):  # additive noise
+        S = scipy.linalg.solve_discrete_lyapunov(chain.M.numpy(), base.numpy())
+        S = torch.as_tensor(S, dtype=DTYPE)
+    else:
+        basis = torch.eye(m * m, dtype=DTYPE).reshape(m * m, m, m)
+        cols = [chain.M @ E @ chain.M.T + _forcing(chain, noise, E, chain.G) - base
+                for E in basis]
+        K = torch.stack(cols, 1).reshape(m * m, m * m)
+        S = torch.linalg.solve(torch.eye(m * m, dtype=DTYPE) - K, base.reshape(-1))
+        S = S.reshape(m, m)
+    S = 0.5 * (S + S.T)
+    if not torch.isfinite(S).all() or float(torch.linalg.eigvalsh(S)[0]) < \
+            -1e-9 * float(S.abs().max()):
+        raise ValueError("no stationary law: the state-dependent gradient noise makes the "
+                         "second moment grow without bound at this step size")
+    return S
+
+
+def expected_second_moments(chain: LinearChain, noise: NoiseCovariance, steps: int) -> Tensor:
+    r""":math:`E\|e_t\|^2` for ``t = 0..steps`` from :math:`z_0 = 0`, by the exact recursion
+    :math:`S_{t+1} = M S_t M^\top + G \Sigma(P S_t P^\top) G^\top + Q` (``G_first`` at
+    ``t = 0``).
+
+    Example:
+        >>> import torch
+        >>> c = linear_chain("sgd", dict(lr=0.5), torch.eye(1, dtype=torch.float64))
+        >>> expected_second_moments(c, lambda S: torch.eye(1, dtype=torch.float64), 2).tolist()
+        [0.0, 0.25, 0.3125]
+    """
+    m = chain.M.shape[0]
+    S = torch.zeros(m, m, dtype=DTYPE)
+    out = [0.0]
+    for t in range(steps):
+        S = chain.M @ S @ chain.M.T + _forcing(chain, noise, S, chain.G_first if t == 0
+                                                else chain.G)
+        out.append(float(torch.trace(chain.P @ S @ chain.P.T)))
+    return torch.tensor(out, dtype=DTYPE)
+
+
+# -- reading the optimizer ----------------------------------------------------------------------
+def _infer_kind(optimizer: torch.optim.Optimizer) -> str:
+    from stochstep.optimizers import SGHMC, SGLD
+
+    if isinstance(optimizer, torch.optim.SGD):
+        return "heavy_ball" if optimizer.param_groups[0].get("momentum", 0) else "sgd"
+    if isinstance(optimizer, SGLD):
+        return "sgld"
+    if isinstance(optimizer, SGHMC):
+        return "sghmc"
+    raise ValueError(f"cannot tell which closed form applies to {type(optimizer).__name__}: "
+                     f"pass kind= one of {KINDS}")
+
+
+def _as_float(value):
+    return float(value) if isinstance(value, Tensor) and value.numel() == 1 else value
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer, kind: str, given: dict | None) -> dict:
+    """The kind's hyperparameters: ``given`` first, then the (single) param group, then the
+    defaults; errors name what is missing or unsupported."""
+    spec = _HYPERPARAMETERS[kind]
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise TypeError(f"hyperparameters for kind={kind!r} take {sorted(spec)}; unknown "
+                        f"{unknown}")
+    groups = optimizer.param_groups
+    if len(groups) != 1:
+        raise ValueError(f"the optimizer must have one param group, got {len(groups)}")
+    out = {}
+    for name, default in spec.items():
+        value = _as_float(given.get(name, groups[0].get(name, default)))
+        if value is None and name == "lr":
+            raise ValueError(f"kind={kind!r} needs the step size: {type(optimizer).__name__}'s "
+                             "param group has no 'lr'; pass hyperparameters={'lr': ...}")
+        if name in _MUST_BE and value != _MUST_BE[name] and value is not None:
+            raise ValueError(f"{name}={value!r} is not supported by the closed form of "
+                             f"kind={kind!r} (it needs {name}={_MUST_BE[name]!r})")
+        out[name] = value
+    if kind == "sgd" and out["momentum"] != 0:
+        raise ValueError(f"kind='sgd' needs momentum=0, got {out['momentum']!r}; use "
+                         "kind='heavy_ball'")
+    return out
+
+
+def _scheduled(optimizer: torch.optim.Optimizer) -> bool:
+    """An ``lr_scheduler`` was attached (it stores ``initial_lr`` and wraps ``step``)."""
+    return any("initial_lr" in g for g in optimizer.param_groups) or \
+        hasattr(optimizer.step, "_wrapped_by_lr_sched")
+
+
+def _settings(optimizer: torch.optim.Optimizer, names) -> list:
+    return [_as_float(g.get(k)) for g in optimizer.param_groups for k in names]
+
+
+def _make(make_optimizer, params) -> torch.optim.Optimizer:
+    made = make_optimizer(params)
+    if isinstance(made, tuple) or not isinstance(made, torch.optim.Optimizer):
+        raise ValueError("make_optimizer must return a torch.optim.Optimizer (with a constant "
+                         f"step: no scheduler), got {type(made).__name__}")
+    if _scheduled(made):
+        raise ValueError("a learning-rate scheduler is attached to the optimizer; "
+                         "assert_noise_ball needs a constant step")
+    return made
+
+
+def _require(problem, *names: str) -> None:
+    missing = [n for n in names if getattr(problem, n, None) is None]
+    if missing:
+        raise ValueError(f"{problem!r} lacks {', '.join(missing)}: the property needs a "
+                         "stochastic problem with the exact Hessian at x_star (H), the "
+                         "gradient-noise covariance (noise_cov, noise_covariance_given) and an "
+                         "oracle (closure); see theory_checks.strategies")
+
+
+# -- the noise ball -----------------------------------------------------------------------------
+@dataclass
+class NoiseBallResult:
+    r"""Measured and exact numbers of :func:`assert_noise_ball`.
+
+    ``measured`` is :math:`\overline{\|e_t\|^2}` over the window ``burn_in < t <= steps`` and
+    the runs, ``stderr`` its standard error over runs, ``expected`` the exact expectation of
+    the same average, ``stationary`` the exact :math:`\operatorname{tr} S_e` at stationarity,
+    ``[low, high]`` the interval around ``expected`` that ``measured`` had to fall into,
+    ``run_means`` each run's window average."""
+
+    kind: str
+    hyperparameters: dict
+    measured: float
+    stderr: float
+    expected: float
+    stationary: float
+    low: float
+    high: float
+    confidence: float
+    runs: int
+    steps: int
+    burn_in: int
+    run_means: Tensor
+
+    @property
+    def ratio(self) -> float:
+        """``measured / expected``."""
+        return self.measured / self.expected if self.expected > 0 else math.nan
+
+
+def assert_noise_ball(make_optimizer: Callable[..., torch.optim.Optimizer], problem, *,
+                      runs: int = 100, steps: int = 400, burn_in: int | None = None,
+                      confidence: float = 0.99, kind: str | None = None,
+                      hyperparameters: dict | None = None) -> NoiseBallResult:
+    r"""Assert that a constant-step stochastic optimizer settles in the exact noise ball.
+
+    ``runs`` independent runs start at ``problem.x_star`` and advance together as one
+    ``(runs, dim)`` parameter whose loss is the sum of the runs' stochastic losses (one
+    optimizer instance steps them all: valid for optimizers that act coordinate by
+    coordinate), each drawing its own noise or minibatch from the problem's generator at every
+    closure call. Each run's average :math:`m_r = \frac{1}{T - B} \sum_{B < t \le T}
+    \|x_t - x^\star\|^2` is one independent sample of a quantity whose expectation
+    :math:`\mu` is known exactly (:func:`expected_second_moments`; close to the stationary
+    :math:`\operatorname{tr} S_e` once ``burn_in`` exceeds the mixing time). Time samples
+    within a run are correlated, runs are not, so the interval is Student's over run means:
+
+    .. math::
+        \Big|\bar m - \mu\Big| \le t_{R-1,\,(1+c)/2}\; \frac{s_m}{\sqrt{R}},
+
+    with :math:`\bar m`, :math:`s_m` the mean and standard deviation of the :math:`m_r` and
+    :math:`c` = ``confidence``. Measured false-failure rate on correct ``torch.optim.SGD`` at
+    the defaults: 2 of 200 seeds (1.0 %, nominal 1 %; ``python -m
+    stochstep.theory_checks.stochastic``).
+
+    Which closed form: ``kind`` (one of :data:`KINDS`; inferred for ``torch.optim.SGD``,
+    :class:`~stochstep.optimizers.SGLD` and :class:`~stochstep.optimizers.SGHMC`), with its
+    hyperparameters read from the optimizer's single param group (``lr``, ``momentum``,
+    ``dampening``, ``nesterov``, ``temperature``, ...), ``hyperparameters`` overriding them
+    (e.g. for an optimizer of your own that claims to be SGD). Weight decay, ``maximize``
+    and SGHMC momentum resampling are not covered: a ValueError says so.
+
+    Args:
+        make_optimizer: ``params -> optimizer``; ``params`` is a list holding one float64
+            ``(runs, dim)`` Parameter.
+        problem: a stochastic problem with ``x_star``, ``H``, ``noise_covariance_given`` and
+            ``closure`` (:class:`~theory_checks.strategies.NoisyQuadraticProblem`,
+            :class:`~theory_checks.strategies.MinibatchLeastSquaresProblem`).
+        runs: number of independent runs ``R >= 2``.
+        steps: number of steps ``T``.
+        burn_in: steps not measured, ``B < T`` (default ``T // 2``).
+        confidence: ``c`` in ``(0, 1)``: the probability that a correct optimizer passes.
+        kind: the closed form, or None to infer it from the optimizer's class.
+        hyperparameters: values that replace those read from the optimizer.
+
+    Returns:
+        :class:`NoiseBallResult`.
+
+    Raises:
+        AssertionError: the measured moment is outside the interval, or a run blew up.
+        ValueError: bad arguments; a problem without the exact quantities; an unstable step;
+            a scheduler attached, or the step size changed during the run.
+
+    Example:
+        >>> import torch
+        >>> from stochstep.theory_checks.strategies import noisy_quadratic_problem
+        >>> p = noisy_quadratic_problem(dim=2, condition=4.0, noise=1.0, seed=0)
+        >>> res = assert_noise_ball(lambda ps: torch.optim.SGD(ps, lr=0.2, momentum=0.5), p,
+        ...                         runs=40, steps=200)
+        >>> res.kind, res.low <= res.measured <= res.high
+        ('heavy_ball', True)
+    """
+    runs = check_int("runs", runs, low=2)
+    steps = check_int("steps", steps)
+    burn_in = steps // 2 if burn_in is None else check_int("burn_in", burn_in, low=0)
+    if burn_in >= steps:
+        raise ValueError(f"burn_in must be < steps ({steps}), got {burn_in}")
+    confidence = check_unit_interval("confidence", confidence, include_zero=False)
+    if confidence == 1:
+        raise ValueError("confidence must be a number in (0, 1), got 1")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
+    _require(problem, "x_star", "H", "noise_cov")
+    if not callable(getattr(problem, "closure", None)):
+        _require(problem, "closure")
+
+    x_star = problem.x_star.to(DTYPE)
+    x = torch.nn.Parameter(x_star.expand(runs, x_star.numel()).clone())
+    optimizer = _make(make_optimizer, [x])
+    kind = _infer_kind(optimizer) if kind is None else kind
+    hyper = _hyperparameters(optimizer, kind, hyperparameters)
+    chain = linear_chain(kind, hyper, problem.H)
+    noise = problem.noise_covariance_given
+    stationary = float(torch.trace(chain.P @ stationary_covariance(chain, noise) @ chain.P.T))
+    expected = float(expected_second_moments(chain, noise, steps)[burn_in + 1:].mean())
+
+    watched = [k for k in hyper if k != "lr"] + ["lr"]
+    settings = _settings(optimizer, watched)
+    closure = problem.closure(x, optimizer)
+    squares = torch.empty(steps - burn_in, runs, dtype=DTYPE)
+    for t in range(1, steps + 1):
+        optimizer.step(closure)
+        now = _settings(optimizer, watched)
+        if now != settings:
+            changed = {k: (a, b) for k, a, b in zip(watched, settings, now) if a != b}
+            raise ValueError(f"the optimizer's settings changed during the run at step {t} "
+                             f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}"
+                             "): assert_noise_ball needs a constant step")
+        if t > burn_in:
+            squares[t - burn_in - 1] = (x.detach() - x_star).pow(2).sum(1)
+    run_means = squares.mean(0)
+    measured = float(run_means.mean())
+    stderr = float(run_means.std()) / math.sqrt(runs) if math.isfinite(measured) else math.inf
+    half = float(scipy.stats.t.ppf((1 + confidence) / 2, runs - 1)) * stderr
+    half = max(half, 1e-12 * expected)  # all runs equal (no noise): rounding only
+    res = NoiseBallResult(kind, hyper, measured, stderr, expected, stationary, expected - half,
+                          expected + half, confidence, runs, steps, burn_in, run_means)
+    if not math.isfinite(measured):
+        raise AssertionError(f"a run blew up on {problem!r} (kind={kind!r}, {hyper}): "
+                             f"non-finite ||x_t - x*||^2")
+    if not res.low <= measured <= res.high:
+        raise AssertionError(
+            f"noise ball of kind={kind!r} ({_show(hyper)}) on {problem!r}: measured "
+            f"E||x_t - x*||^2 = {measured:.6g} +- {stderr:.3g} (steps {burn_in + 1}..{steps}, "
+            f"{runs} runs) is {res.ratio:.4g} x the exact {expected:.6g} (stationary "
+            f"{stationary:.6g}), outside the {100 * confidence:g}% interval "
+            f"[{res.low:.6g}, {res.high:.6g}]")
+    return res
+
+
+def _show(hyper: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in hyper.items() if k not in _MUST_BE)
+
+
+def noise_ball_false_failures(seeds: int = 200, *, dim: int = 4, condition: float = 10.0,
+                              noise: float = 1.0, lr: float = 0.05, momentum: float = 0.0,
+                              **kwargs) -> tuple[int, int]:
+    """Run :func:`assert_noise_ball` on correct ``torch.optim.SGD`` over ``seeds`` seeds of
+    :func:`~theory_checks.strategies.noisy_quadratic_problem` and count the failures, a
+    measurement of the property's false-failure rate (expected: ``1 - confidence``).
+
+    Args:
+        seeds: number of seeds ``0..seeds-1``.
+        dim, condition, noise: the problem's knobs.
+        lr, momentum: ``torch.optim.SGD``'s.
+        **kwargs: passed to :func:`assert_noise_ball` (``runs``, ``steps``, ``confidence``).
+
+    Returns:
+        ``(failures, seeds)``.
+
+    Example:
+        >>> noise_ball_false_failures(2, runs=10, steps=50)
+        (0, 2)
+    """
+    from stochstep.theory_checks.strategies import noisy_quadratic_problem
+
+    seeds = check_int("seeds", seeds)
+    failures = 0
+    for seed in range(seeds):
+        p = noisy_quadratic_problem(dim, condition, noise, seed=seed)
+        try:
+            assert_noise_ball(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=momentum), p,
+                              **kwargs)
+        except AssertionError:
+            failures += 1
+    return failures, seeds
+
+
+if __name__ == "__main__":  # python -m stochstep.theory_checks.stochastic
+    import time
+
+    torch.set_num_threads(1)
+    for mom in (0.0, 0.9):
+        start = time.perf_counter()
+        bad, n = noise_ball_false_failures(200, momentum=mom)
+        se = math.sqrt(0.01 * 0.99 / n)
+        print(f"assert_noise_ball on correct torch.optim.SGD(lr=0.05, momentum={mom}), "
+              f"noisy_quadratic_problem(4, 10.0, 1.0, seed=0..{n - 1}), defaults (confidence "
+              f"0.99, 100 runs, 400 steps): {bad}/{n} failed = {bad / n:.3f} (nominal 0.010, "
+              f"binomial sd {se:.3f}); {time.perf_counter() - start:.1f} s")
