@@ -169,14 +169,14 @@ def noise_ball(scale):
                                     seed=seed)
         gen = torch.Generator().manual_seed(OFFSET + seed)   # not the problem's noise stream
         assert_noise_ball(lambda ps: NoisySGLD(ps, lr=0.05, temperature=0.5, scale=scale,
-                                               generator=gen), q, runs=40, steps=200,
+                                               generator=gen), q, runs=200, steps=400,
                           kind="sgld")
     return check
 
 
 def forgetful_noise_ball(p, seed):
     q = noisy_quadratic_problem(dim=p.dim, condition=min(p.L / p.mu, 10.0), noise=0.5, seed=seed)
-    assert_noise_ball(lambda ps: ForgetfulMomentumSGD(ps, lr=0.02, momentum=0.9), q, runs=40,
+    assert_noise_ball(lambda ps: ForgetfulMomentumSGD(ps, lr=0.02, momentum=0.9), q, runs=200,
                       steps=200, kind="heavy_ball")
 
 
@@ -271,8 +271,8 @@ def test_torch_adam_and_adamw_pass_every_property_that_applies(p):
 @given(PROBLEMS, st.integers(0, 2 ** 16), st.sampled_from([0.0, 0.5]))
 def test_torch_sgd_passes_the_noise_ball(p, seed, momentum):
     q = noisy_quadratic_problem(dim=p.dim, condition=min(p.L / p.mu, 10.0), noise=0.5, seed=seed)
-    assert_noise_ball(lambda ps: torch.optim.SGD(ps, lr=0.02, momentum=momentum), q, runs=40,
-                      steps=200)
+    assert_noise_ball(lambda ps: torch.optim.SGD(ps, lr=0.02, momentum=momentum), q, runs=200,
+                      steps=400)
 
 
 @FEW
