@@ -39,6 +39,16 @@ class SignSGD(torch.optim.Optimizer):
         return loss
 
 
+class NoLr(torch.optim.Optimizer):
+    """Param groups without an lr (the check refuses it before any step)."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+
+    def step(self, closure=None):
+        return None
+
+
 P = quadratic_problem(dim=5, condition=30.0, seed=3)
 
 
@@ -115,6 +125,12 @@ def test_bad_arguments_name_what_is_accepted():
         assert_invariant(sgd(0.1), P, "translation", shift=-1.0)
     with pytest.raises(TypeError, match="no_such"):
         assert_invariant(sgd(0.1), P, "scale", no_such=1)
+    with pytest.raises(ValueError, match="lacks gap: assert_invariant needs"):
+        assert_invariant(sgd(0.1), type("P", (), {"x0": P.x0, "loss": P.loss})(), "scale")
+    with pytest.raises(TypeError, match="must return a torch.optim.Optimizer, got tuple"):
+        assert_invariant(lambda ps: (torch.optim.SGD(ps, lr=0.1), None), P, "scale")
+    with pytest.raises(ValueError, match="param groups hold no 'lr'; pass lr="):
+        assert_invariant(lambda ps: NoLr(ps), P, "first_step")
 
 
 # -- budgets that fit the problem -----------------------------------------------------------------

@@ -639,7 +639,15 @@ def assert_invariant(make_optimizer: MakeOptimizer, problem, transform: str, *,
     rtol, slack = check_positive("rtol", rtol), check_positive("slack", slack)
     if factor == 1:
         raise ValueError("factor must differ from 1 (the loss scale c), got 1")
+    missing = [name for name in ("x0", "loss", "gap") if getattr(problem, name, None) is None]
+    if missing:
+        raise ValueError(f"{problem!r} lacks {', '.join(missing)}: assert_invariant needs a "
+                         "problem with a start x0, a loss(x) and a gap(x) (see "
+                         "theory_checks.strategies)")
     probe = make_optimizer([torch.nn.Parameter(problem.x0.detach().clone().to(torch.float64))])
+    if not isinstance(probe, torch.optim.Optimizer):
+        raise TypeError(f"make_optimizer must return a torch.optim.Optimizer, got "
+                        f"{type(probe).__name__}")
     adam_type = _adam_type(probe)
     allowed = {"scale": ("invariant", "proportional"),
                "rotation": ("equivariant", "not_equivariant"),
