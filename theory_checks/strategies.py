@@ -18,6 +18,15 @@ Every problem is float64 and exposes the same small protocol, which the checks i
 - ``mu`` and ``L``: strong-convexity and smoothness constants (exact extreme Hessian
   eigenvalues for quadratics, bounds for logistic regression).
 
+The stochastic problems (:func:`noisy_quadratic_problem`, :func:`minibatch_least_squares_problem`,
+:func:`minibatch_logistic_problem`, the strategy :func:`noisy_quadratics`) add an oracle on
+their own ``torch.Generator``: ``stochastic_loss(x)`` makes a fresh draw (noise or minibatch)
+per row of ``x``, so a ``(runs, dim)`` parameter holds independent runs, and
+``problem.closure(x, optimizer)`` is the closure to pass to ``optimizer.step``, one draw per
+call (an optimizer that calls it several times per step sees a different sample each time).
+They also carry the exact ``H`` and gradient-noise covariance ``noise_cov`` at ``x_star`` that
+:mod:`theory_checks.stochastic` needs.
+
 This module needs ``hypothesis`` (the ``test`` extra); the builders themselves only need torch
 and networkx. Fixed instances are also ``pytest`` fixtures (:mod:`theory_checks.pytest_plugin`);
 ``tests/test_user_example.py`` shows a user's test written with both.
@@ -49,7 +58,7 @@ __all__ = [
     "quadratics", "logistic_problems", "laplacian_problems", "gaussian_mixtures", "seeds",
     "NoisyQuadraticProblem", "MinibatchLeastSquaresProblem", "MinibatchLogisticProblem",
     "noisy_quadratic_problem", "minibatch_least_squares_problem", "minibatch_logistic_problem",
-    "noisy_quadratics",
+    "noisy_quadratics", "oracle_seed",
 ]
 
 DTYPE = torch.float64
@@ -542,11 +551,17 @@ def gaussian_mixtures(components: int | tuple[int, int] = (1, 4),
 
 
 # -- stochastic problems: an oracle that draws from the problem's own generator -----------------
-ORACLE_SEED_OFFSET = 2 ** 32  # the oracle's stream: seed + offset, apart from the problem's
+def oracle_seed(seed: int) -> int:
+    """The seed of a stochastic problem's oracle: ``(seed * 0x9E3779B1 + 0x632BE5AB) mod
+    2**32``, a bijection of 32-bit seeds that moves small seeds far away. (Not ``seed +
+    2**32``: torch's CPU generator keeps only the low 32 bits of a seed, so that would replay
+    the stream of ``seed``, and an optimizer seeded with the same small number would draw the
+    very noise of the oracle.)"""
+    return (int(seed) * 0x9E3779B1 + 0x632BE5AB) % 2 ** 32
 
 
 def _oracle_generator(seed: int) -> torch.Generator:
-    return _generator(int(seed) + ORACLE_SEED_OFFSET)
+    return _generator(oracle_seed(seed))
 
 
 class _StochasticOracle:
@@ -574,8 +589,8 @@ class _StochasticOracle:
     noise_cov: Tensor
 
     def reseed(self, seed: int):
-        """Restart the oracle's generator at ``seed + 2**32`` (the problem itself is
-        unchanged); returns the problem."""
+        """Restart the oracle's generator at :func:`oracle_seed` ``(seed)`` (the problem itself
+        is unchanged); returns the problem."""
         self.generator = _oracle_generator(seed)
         return self
 
@@ -676,8 +691,9 @@ def noisy_quadratic_problem(dim: int, condition: float, noise: float | Tensor = 
         g(x) = H (x - x^\star) + \xi, \qquad \xi \sim N(0, \Sigma).
 
     The quadratic is exactly ``quadratic_problem(dim, condition, mu, seed, radius)``; the
-    oracle's generator is seeded with ``seed + 2**32`` (a stream apart from the one the problem
-    was drawn from, and the whole run replays from ``seed``; ``reseed`` restarts it).
+    oracle's generator is seeded with :func:`oracle_seed` ``(seed)`` (a stream apart from the
+    one the problem was drawn from, and the whole run replays from ``seed``; ``reseed``
+    restarts it).
 
     Args:
         dim: dimension ``>= 2`` (``>= 1`` when ``condition == 1``).
@@ -894,7 +910,8 @@ def minibatch_least_squares_problem(n: int, dim: int, batch_size: int, *,
     Rows :math:`a_i \sim N(0, I_d)`, targets :math:`y_i = a_i^\top w + \sigma \epsilon_i` with
     :math:`w, \epsilon_i` standard normal and :math:`\sigma` = ``label_noise`` (so the
     residuals at :math:`x^\star`, and :math:`\Sigma^\star`, are nonzero unless it is 0); drawn
-    from ``torch.Generator().manual_seed(seed)``, the oracle from ``seed + 2**32``.
+    from ``torch.Generator().manual_seed(seed)``, the oracle from :func:`oracle_seed`
+    ``(seed)``.
 
     Args:
         n: number of points ``>= dim``.
@@ -933,7 +950,8 @@ def minibatch_logistic_problem(n: int, dim: int, batch_size: int, *, replacement
                                reg: float = 0.1, separable: bool = False, seed: int = 0,
                                radius: float = 1.0) -> MinibatchLogisticProblem:
     """The data of :func:`logistic_problem` with minibatch gradients (see
-    :class:`MinibatchLogisticProblem`); the oracle's generator is seeded with ``seed + 2**32``.
+    :class:`MinibatchLogisticProblem`); the oracle's generator is seeded with
+    :func:`oracle_seed` ``(seed)``.
 
     Args:
         n: number of random points ``>= dim``.
