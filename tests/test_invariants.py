@@ -88,7 +88,7 @@ def test_correct_optimizers_get_the_expected_rule_and_pass(make, transform, expe
     (sgd(0.02), "rotation", "not_equivariant", "not rotation-equivariant"),
     (adam(0.05), "scale", "proportional", "retraced with lr / c"),
     (sgd(0.02), "scale", "invariant", "expected invariant iterates"),
-    (adam(0.05, weight_decay=0.1), "scale", None, "ratio of moment estimates"),   # L2: coupled decay
+    (adam(0.05, weight_decay=0.1), "scale", None, "ratio of moment estimates"),   # L2 decay
     (lambda ps: torch.optim.AdamW(ps, lr=0.05), "translation", None, "decay towards 0"),
     (sgd(0.02, weight_decay=0.1), "translation", None, "differ by"),
     (lambda ps: SignSGD(ps, lr=0.05), "rotation", "equivariant", "commutes with rotations"),
