@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stochstep.optimizers import SGHMC, SGLD
 from stochstep.theory_checks.stochastic import (assert_noise_ball, assert_rate_in_expectation,
@@ -453,3 +454,12 @@ def test_mean_recursion_is_the_deterministic_trajectory(kind, hyper, make):
     for t in range(1, 16):
         opt.step(p.closure(x, opt))
         assert torch.allclose(x.detach() - p.x_star, means[t], rtol=1e-10, atol=1e-13), t
+
+
+@settings(max_examples=5)
+@given(noisy_quadratics(dims=(2, 5), conditions=(1.0, 20.0), noises=(0.01, 1.0)),
+       st.floats(0.1, 1.5), st.sampled_from([0.0, 0.5]))
+def test_sgd_noise_ball_on_drawn_problems(p, scale, momentum):
+    # lr = scale / L is stable for both (heavy ball at momentum 0.5: lr L < 2 (1 + 0.5));
+    # five examples: confidence 1 - 0.01 / 5 keeps a correct SGD's failure chance at 1 %.
+    assert_noise_ball(sgd(lr=scale / p.L, momentum=momentum), p, confidence=1 - 0.01 / 5)

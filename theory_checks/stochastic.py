@@ -137,8 +137,8 @@ def linear_chain(kind: str, hyperparameters: dict, H: Tensor) -> LinearChain:
     if kind == "heavy_ball":
         mu, tau = hyperparameters["momentum"], hyperparameters["dampening"]
 
-        def rows(damp: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            # b_t = mu b_{t-1} + w g_t, w = 1 - damp; then e_{t+1} from b_t (and g_t)
+        def step(damp: float) -> tuple[Tensor, Tensor]:
+            # b_t = mu b_{t-1} + w g_t with w = 1 - damp, then e_{t+1} from b_t (and g_t)
             w = 1.0 - damp
             if hyperparameters["nesterov"]:
                 ee, eb, ge = eye - lr * (1 + mu * w) * H, -lr * mu * mu * eye, \
@@ -146,13 +146,11 @@ def linear_chain(kind: str, hyperparameters: dict, H: Tensor) -> LinearChain:
             else:
                 ee, eb, ge = eye - lr * w * H, -lr * mu * eye, -lr * w * eye
             return torch.cat([torch.cat([ee, eb], 1), torch.cat([w * H, mu * eye], 1)]), \
-                ge, w * eye, eb
+                torch.cat([ge, w * eye])
 
-        M, ge, gb, _ = rows(tau)
-        M1, ge1, gb1, _ = rows(0.0)
-        P = torch.cat([eye, zero], 1)
-        return LinearChain(M, torch.cat([ge, gb]), torch.zeros(2 * d, 2 * d, dtype=DTYPE), P,
-                           torch.cat([ge1, gb1]), M1)
+        (M, G), (M1, G1) = step(tau), step(0.0)  # torch's buffer starts undamped: b_1 = g_1
+        return LinearChain(M, G, torch.zeros(2 * d, 2 * d, dtype=DTYPE),
+                           torch.cat([eye, zero], 1), G1, M1)
     if kind == "sghmc":
         c, m = hyperparameters["friction"], hyperparameters["mass"]
         b, temperature = hyperparameters["noise_estimate"], hyperparameters["temperature"]
@@ -579,7 +577,10 @@ def assert_stationary_law(make_sampler: Callable[..., torch.optim.Optimizer], pr
         |\bar s - E s| \le t_{R-1,\,1 - (1-c)/(2k)}\; s_s / \sqrt{R}
 
     (Student intervals over run means, Bonferroni over the :math:`k` statistics, so a correct
-    sampler passes with probability at least :math:`c`).
+    sampler passes with probability at least :math:`c`). Measured at the defaults over the
+    seeds 0..199 of ``noisy_quadratic_problem(3, 10.0, 0.3)``: 1 failure of 200 for
+    ``SGLD(lr=0.05, temperature=0.5)`` and 1 of 200 for ``SGHMC(lr=0.1, friction=2.0,
+    temperature=0.5)`` (``python -m stochstep.theory_checks.stochastic``).
 
     Args:
         make_sampler: ``params -> optimizer`` (SGLD, SGHMC, or one of your own with ``kind``).
@@ -893,3 +894,21 @@ if __name__ == "__main__":  # python -m stochstep.theory_checks.stochastic
               f"noisy_quadratic_problem(4, 10.0, 1.0, seed=0..{n - 1}), defaults (confidence "
               f"0.99, 100 runs, 400 steps): {bad}/{n} failed = {bad / n:.3f} (nominal 0.010, "
               f"binomial sd {se:.3f}); {time.perf_counter() - start:.1f} s")
+    from stochstep.optimizers import SGHMC, SGLD
+    from stochstep.theory_checks.strategies import noisy_quadratic_problem
+
+    samplers = {"SGLD(lr=0.05, temperature=0.5)": lambda g: lambda ps: SGLD(
+                    ps, lr=0.05, temperature=0.5, generator=g),
+                "SGHMC(lr=0.1, friction=2.0, temperature=0.5)": lambda g: lambda ps: SGHMC(
+                    ps, lr=0.1, friction=2.0, temperature=0.5, generator=g)}
+    for name, make in samplers.items():
+        start, bad = time.perf_counter(), 0
+        for seed in range(200):
+            try:
+                assert_stationary_law(make(torch.Generator().manual_seed(seed)),
+                                      noisy_quadratic_problem(3, 10.0, 0.3, seed=seed))
+            except AssertionError:
+                bad += 1
+        print(f"assert_stationary_law on {name}, noisy_quadratic_problem(3, 10.0, 0.3, "
+              f"seed=0..199), defaults: {bad}/200 failed (nominal at most 0.010); "
+              f"{time.perf_counter() - start:.1f} s")
