@@ -21,6 +21,7 @@ SUITES = {
     "bilevel": "benchmarks.bilevel",
     "convex_relu": "benchmarks.convex_relu",
     "ot": "benchmarks.ot",
+    "properties": "benchmarks.properties",
 }
 
 

@@ -278,7 +278,8 @@ register(AlgorithmInfo(
     paper="Dubey et al., diffGrad, IEEE TNNLS 2020, arXiv:1909.11015",
     default_kwargs=dict(lr=0.1),
     supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "fused", "betas",
-                        "amsgrad", "zero_grad_noop", "compile"}),
+                        "amsgrad", "zero_grad_noop", "compile",
+                        "translation_equivariant", "first_step_bounded"}),
     fused_min_numel=FUSED_MIN_NUMEL,
     invalid_kwargs=(
         (dict(lr=-1e-3), ValueError, "lr"),

@@ -724,7 +724,8 @@ register(AlgorithmInfo(
     kind="optimizer",
     paper="Chen, Zhang, Tu, Zhao, Zhang, ICML 2023, arXiv:2302.04552",
     default_kwargs=dict(lr=0.1),
-    supports=frozenset({"maximize", "zero_grad_noop", "global_norm"}),
+    supports=frozenset({"maximize", "zero_grad_noop", "global_norm",
+                        "scale_proportional", "rotation_equivariant", "translation_equivariant"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(lr=None, diameter=None), ValueError, "diameter"),
@@ -754,7 +755,8 @@ register(AlgorithmInfo(
     kind="optimizer",
     paper="Liu, Zhou, ICLR 2024, arXiv:2312.08531",
     default_kwargs=dict(lr=0.3),
-    supports=frozenset({"maximize", "zero_grad_noop", "global_norm"}),
+    supports=frozenset({"maximize", "zero_grad_noop", "global_norm",
+                        "scale_proportional", "rotation_equivariant", "translation_equivariant"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(schedule="cosine"), ValueError, "schedule"),

@@ -115,7 +115,8 @@ register(AlgorithmInfo(
     # A small temperature keeps the generic "descends a quadratic" check meaningful.
     default_kwargs=dict(lr=1e-2, temperature=1e-6),
     stochastic=True,
-    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile"}),
+    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile",
+                        "translation_equivariant", "noise_ball"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(temperature=-1.0), ValueError, "temperature"),
@@ -256,7 +257,8 @@ register(AlgorithmInfo(
     paper="Li, Chen, Carlson & Carin, AAAI 2016, arXiv:1512.07666",
     default_kwargs=dict(lr=5e-2, temperature=1e-6),
     stochastic=True,
-    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile"}),
+    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile",
+                        "translation_equivariant"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(temperature=-1.0), ValueError, "temperature"),
@@ -409,7 +411,8 @@ register(AlgorithmInfo(
     paper="Chen, Fox & Guestrin, ICML 2014, arXiv:1402.4102",
     default_kwargs=dict(lr=0.1, friction=1.0, temperature=1e-6),
     stochastic=True,
-    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile"}),
+    supports=frozenset({"maximize", "weight_decay", "complex", "foreach", "compile",
+                        "translation_equivariant", "noise_ball"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(friction=-1.0), ValueError, "friction"),

@@ -807,7 +807,8 @@ register(AlgorithmInfo(
                         lr_exponent=0.9),
     requires=frozenset({"grad", "node"}),
     stochastic=True,
-    supports=frozenset({"maximize", "complex", "foreach", "zero_grad_noop", "compile"}),
+    supports=frozenset({"maximize", "complex", "foreach", "zero_grad_noop", "compile",
+                        "scale_proportional", "rotation_equivariant", "translation_equivariant"}),
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),
         (dict(alpha=-1.0), ValueError, "alpha"),

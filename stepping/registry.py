@@ -38,6 +38,13 @@ class AlgorithmInfo:
             parameters and param groups do not step independently of each other), and
             ``"shared_lr"`` (every param group must hold the same ``lr``: one step over all
             parameters; a scheduler scales the groups alike, so they stay equal).
+            The properties of :func:`theory_checks.properties.assert_invariant` it satisfies
+            with its default arguments (tests/conformance/test_properties.py runs them):
+            ``"scale_invariant"`` or ``"scale_proportional"`` (the loss times ``c``),
+            ``"rotation_equivariant"``, ``"translation_equivariant"`` (pathwise, with a fresh
+            generator per run), ``"first_step_bounded"`` (no coordinate moves by more than
+            ``lr`` on the first step); and ``"noise_ball"``: the stationary second moment of
+            :func:`theory_checks.stochastic.assert_noise_ball` is known for it.
         lr_argument: the constructor's name for the value its param groups hold as ``lr``
             (the key torch's lr schedulers drive): ``"lr"``, or e.g. SSO's ``"target_lr"``.
         fused_min_numel: with ``"fused"`` in ``supports``, the size from which a tensor takes

@@ -16,8 +16,9 @@ from stochstep.theory_checks.online import (SEA_DRIFTS, SEA_SWEEP, AdaptivityChe
                                             play_ogd, play_optimistic_omd, regret,
                                             sea_quadratic, sea_regret_scaling)
 from stochstep.theory_checks.properties import (assert_converges, assert_diverges_above,
-                                                assert_linear_rate, assert_monotone_loss,
-                                                assert_same_trajectory, run_optimizer)
+                                                assert_invariant, assert_linear_rate,
+                                                assert_monotone_loss, assert_same_trajectory,
+                                                run_optimizer, step_budget)
 from stochstep.theory_checks.rates import (STEP_SCHEDULES, LastIterateGaps, PowerLawFit,
                                            StochasticProblem, TemperatureSweep, l1_problem,
                                            last_iterate_gap, least_squares_problem, loglog_slope,
@@ -55,7 +56,7 @@ __all__: list[str] = [
     "ogd_does_not_adapt", "play_ogd", "play_optimistic_omd", "regret", "sea_quadratic",
     "sea_regret_scaling",
     "assert_converges", "assert_diverges_above", "assert_linear_rate", "assert_monotone_loss",
-    "assert_same_trajectory", "run_optimizer",
+    "assert_same_trajectory", "run_optimizer", "assert_invariant", "step_budget",
     "HessianTrace", "SpectralDensity", "hessian_trace", "loss_from_model", "spectral_density",
     "top_eigenvalues",
     "STEP_SCHEDULES", "LastIterateGaps", "PowerLawFit", "StochasticProblem", "TemperatureSweep",

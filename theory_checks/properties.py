@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Run", "RateResult", "StabilityResult", "MonotoneResult", "run_optimizer",
-           "assert_linear_rate", "assert_converges", "assert_diverges_above",
-           "assert_monotone_loss", "assert_same_trajectory"]
+from stochstep.stepping.checks import check_int, check_positive
+
+__all__ = ["Run", "RateResult", "StabilityResult", "MonotoneResult", "InvarianceResult",
+           "run_optimizer", "step_budget", "assert_linear_rate", "assert_converges",
+           "assert_diverges_above", "assert_monotone_loss", "assert_same_trajectory",
+           "assert_invariant"]
 
 MakeOptimizer = Callable[..., torch.optim.Optimizer]
 
@@ -134,6 +137,40 @@ def run_optimizer(make_optimizer: MakeOptimizer, problem, *, steps: int,
     return run
 
 
+def step_budget(problem, tol: float = 1e-3) -> int:
+    r"""The default number of steps of :func:`assert_converges`: enough for gradient descent.
+
+    GD with ``lr = 1/L`` contracts the distance to the minimizer by ``1 - 1/kappa`` per step
+    (``kappa = L / mu``), so it needs :math:`\ln(1/\mathrm{tol}) / -\ln(1 - 1/\kappa) \le
+    \kappa \ln(1/\mathrm{tol})` steps; the budget doubles that for methods with a smaller
+    step or a slower start:
+
+    .. math::
+        T = \lceil 2\, \kappa \ln(1/\mathrm{tol}) \rceil + 20.
+
+    Args:
+        problem: a problem with strong-convexity and smoothness constants ``mu > 0`` and
+            ``L``.
+        tol: the relative error reduction asked for, in ``(0, 1)``.
+
+    Example:
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
+        >>> step_budget(quadratic_problem(dim=3, condition=100.0), tol=1e-3)
+        1402
+    """
+    check_positive("tol", tol)
+    if not tol < 1:
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    mu, L = getattr(problem, "mu", None), getattr(problem, "L", None)
+    if mu is None or L is None:
+        raise ValueError(f"{problem!r} has no strong-convexity and smoothness constants "
+                         "(attributes mu and L) to size the budget from: pass steps=")
+    if not mu > 0:
+        raise ValueError(f"{problem!r} is not strongly convex (mu = {mu}): no linear rate "
+                         "sizes the budget; pass steps=")
+    return math.ceil(2 * (L / mu) * math.log(1 / tol)) + 20
+
+
 @dataclass
 class RateResult:
     """Measured numbers of :func:`assert_linear_rate` / :func:`assert_converges`."""
@@ -148,9 +185,9 @@ class RateResult:
     run: Run
 
 
-def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *, steps: int = 100,
-                       constant: float = 1.0, measure: str | None = None,
-                       floor: float = 1e-10) -> RateResult:
+def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *,
+                       steps: int | None = None, constant: float = 1.0,
+                       measure: str | None = None, floor: float = 1e-10) -> RateResult:
     r"""Assert linear convergence: ``e_t <= constant * rate^t * e_0`` for every checked ``t``.
 
     Precisely: with ``e_t`` the error after ``t`` steps (see the module docstring), the check
@@ -170,7 +207,9 @@ def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *, s
         problem: the problem (``x0``, ``loss``, and ``x_star``/``f_star`` by measure).
         rate: the claimed contraction factor per step, in ``[0, 1)`` (``0``: the error must
             reach the floor in one step).
-        steps: number of steps ``T``.
+        steps: number of steps ``T``; None (the default) takes the steps the claimed bound
+            needs to fall to ``1e-6 e_0``, :math:`\lceil \ln(10^6) / -\ln(\mathrm{rate})
+            \rceil` (``kappa ln(10^6)`` for ``rate = 1 - 1/kappa``).
         constant: the claimed constant ``C > 0``.
         measure: ``"distance"``, ``"gap"`` or None (distance where the minimizer is known).
         floor: relative error below which steps are not checked.
@@ -193,6 +232,9 @@ def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *, s
     if not constant > 0:
         raise ValueError(f"constant must be > 0, got {constant}")
     name, _ = _measure(problem, measure)
+    if steps is None:
+        steps = 1 if rate == 0 else max(1, math.ceil(math.log(1e6) / -math.log(rate)))
+    check_int("steps", steps)
     run = run_optimizer(make_optimizer, problem, steps=steps, measure=measure)
     e0 = run.errors[0]
     if e0 == 0:
@@ -216,15 +258,25 @@ def assert_linear_rate(make_optimizer: MakeOptimizer, problem, rate: float, *, s
     return res
 
 
-def assert_converges(make_optimizer: MakeOptimizer, problem, *, steps: int = 200,
+def assert_converges(make_optimizer: MakeOptimizer, problem, *, steps: int | None = None,
                      tol: float = 1e-3, measure: str | None = None) -> RateResult:
-    """Assert ``e_T <= tol * e_0`` after ``steps`` steps.
+    r"""Assert ``e_T <= tol * e_0`` after ``T`` steps.
+
+    .. math::
+        e_T \le \mathrm{tol}\; e_0, \qquad
+        T = \mathrm{steps} \text{ or, by default, }
+        \lceil 2\, \kappa \ln(1/\mathrm{tol}) \rceil + 20
+
+    (:func:`step_budget`: twice what gradient descent with ``lr = 1/L`` needs at condition
+    number ``kappa``). When the check fails, the message says whether the budget or the method
+    was the limit: it measures the rate over the last quarter of the run and, if the error was
+    still falling there, how many steps that rate needs to reach ``tol``.
 
     Args:
         make_optimizer: ``params -> optimizer``.
-        problem: the problem.
-        steps: number of steps ``T``.
-        tol: required relative error reduction.
+        problem: the problem (``mu`` and ``L`` too when ``steps`` is None).
+        steps: number of steps ``T``, or None for :func:`step_budget`.
+        tol: required relative error reduction, in ``(0, 1)``.
         measure: ``"distance"``, ``"gap"`` or None.
 
     Returns:
@@ -233,12 +285,15 @@ def assert_converges(make_optimizer: MakeOptimizer, problem, *, steps: int = 200
     Example:
         >>> import torch
         >>> from stochstep.theory_checks.strategies import quadratic_problem
-        >>> p = quadratic_problem(dim=3, condition=10.0, seed=0)
-        >>> res = assert_converges(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p, steps=100)
-        >>> res.final_error < 1e-3 * res.initial_error
-        True
+        >>> p = quadratic_problem(dim=3, condition=100.0, seed=0)
+        >>> res = assert_converges(lambda ps: torch.optim.SGD(ps, lr=1 / p.L), p)
+        >>> res.checked_steps, res.final_error < 1e-3 * res.initial_error
+        (1402, True)
     """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
     name, _ = _measure(problem, measure)
+    steps = step_budget(problem, tol) if steps is None else check_int("steps", steps)
     run = run_optimizer(make_optimizer, problem, steps=steps, measure=measure)
     e0, eT = run.errors[0], run.errors[-1]
     t = len(run.errors) - 1
@@ -247,8 +302,28 @@ def assert_converges(make_optimizer: MakeOptimizer, problem, *, steps: int = 200
         raise AssertionError(
             f"did not converge on {problem!r}: {name} went from {e0:.6g} to {eT:.6g} "
             f"(ratio {run.ratio:.6g}, wanted <= {tol:.3g}) in {t} steps; measured rate "
-            f"{run.measured_rate:.6g}; best {min(run.errors):.6g}{_note(run)}")
+            f"{run.measured_rate:.6g}; best {min(run.errors):.6g}{_note(run)}; "
+            f"{_limit(run, tol)}")
     return res
+
+
+def _limit(run: Run, tol: float) -> str:
+    """Whether the budget or the method stopped ``run`` short of ``tol``: the rate over the
+    last quarter of the run, and the steps it would need at that rate."""
+    if run.blew_up:
+        return "the method was the limit: the run blew up"
+    e, T = run.errors, len(run.errors) - 1
+    k = max(1, T // 4)
+    if not (e[-1] > 0 and e[T - k] > 0):
+        return "the method was the limit"
+    tail = (e[-1] / e[T - k]) ** (1 / k)
+    if tail >= 1 - 1e-12:
+        return (f"the method, not the budget, was the limit: the error stopped falling over "
+                f"the last {k} steps (rate {tail:.6g} per step)")
+    needed = T + math.ceil(math.log(tol * e[0] / e[-1]) / math.log(tail))
+    return (f"the budget, not the method, was the limit: the error was still falling at "
+            f"rate {tail:.6g} per step over the last {k} steps, which reaches the tolerance "
+            f"after about {needed} steps (pass steps >= {needed})")
 
 
 @dataclass
@@ -413,6 +488,261 @@ def assert_same_trajectory(make_a: MakeOptimizer, make_b: MakeOptimizer, problem
             f"{max(diffs):.6g} (rtol {rtol:g}, atol {atol:g}); lengths {len(ra.iterates)} and "
             f"{len(rb.iterates)}")
     return max(diffs)
+
+
+TRANSFORMS = ("scale", "rotation", "translation", "first_step")
+# Why each expectation holds: quoted in the failure messages.
+_REASONS = {
+    ("scale", "invariant"):
+        "an Adam-type update is a ratio of moment estimates, m / sqrt(v), unchanged when every "
+        "gradient is multiplied by c, so the iterates on c f are those on f (up to eps)",
+    ("scale", "proportional"):
+        "an update linear in the gradient (SGD, momentum) takes c times the step on c f, so "
+        "the run on c f with every group's lr divided by c retraces the run on f",
+    ("rotation", "equivariant"):
+        "an update made of linear, coordinate-free operations on gradients commutes with "
+        "rotations: on f(Q^T y) from Q x_0 the iterates are Q x_t",
+    ("rotation", "not_equivariant"):
+        "a coordinate-wise update (per-coordinate second moments) depends on the basis: on "
+        "f(Q^T y) from Q x_0 the iterates are not Q x_t",
+    ("translation", "equivariant"):
+        "an update that sees x only through the gradient commutes with shifts: on f(y - s) "
+        "from x_0 + s the iterates are x_t + s (decay towards 0, projections and proximal "
+        "steps do not)",
+    ("first_step", "bounded"):
+        "a bias-corrected Adam-type method has m_1 / (1 - beta1) = g and v_1 / (1 - beta2) = "
+        "g^2 on its first step, so each coordinate moves by lr |g| / (|g| + eps) <= lr",
+}
+
+
+@dataclass
+class InvarianceResult:
+    """Measured numbers of :func:`assert_invariant`: the largest deviation from what the
+    transform predicts (for ``"first_step"``: the largest coordinate move over ``lr``), the
+    step it occurs at, and the tolerance it was held to."""
+
+    transform: str
+    expect: str
+    deviation: float
+    worst_step: int
+    tolerance: float
+    reason: str
+
+
+class _AffineImage:
+    """``problem`` seen through ``y = Q x + s`` with its loss times ``c``:
+    ``g(y) = c f(Q^T (y - s))``, so ``y_star = Q x_star + s`` and ``g_star = c f_star``."""
+
+    def __init__(self, problem, *, scale: float = 1.0, rotation: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None):
+        self.problem, self.scale, self.rotation, self.shift = problem, scale, rotation, shift
+        self.x0 = self.image(problem.x0.detach().to(torch.float64))
+        x_star = getattr(problem, "x_star", None)
+        self.x_star = None if x_star is None else self.image(x_star.to(torch.float64))
+
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.rotation is None else self.rotation @ x
+        return y if self.shift is None else y + self.shift
+
+    def preimage(self, y: torch.Tensor) -> torch.Tensor:
+        x = y if self.shift is None else y - self.shift
+        return x if self.rotation is None else self.rotation.T @ x
+
+    def loss(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.problem.loss(self.preimage(y))
+
+    def gap(self, y: torch.Tensor) -> float:
+        return self.scale * self.problem.gap(self.preimage(y.detach()))
+
+    def __repr__(self) -> str:
+        return f"{self.problem!r} seen through y = Q x + s, loss x {self.scale:g}"
+
+
+def _adam_type(opt: torch.optim.Optimizer) -> bool:
+    return all("betas" in g and "eps" in g for g in opt.param_groups)
+
+
+def assert_invariant(make_optimizer: MakeOptimizer, problem, transform: str, *,
+                     expect: str | None = None, steps: int = 20, factor: float = 10.0,
+                     shift: float = 3.0, seed: int = 0, rtol: float = 1e-6,
+                     slack: float = 0.1, lr: float | None = None) -> InvarianceResult:
+    r"""Assert how the iterates respond to a change of the problem that theory predicts.
+
+    Runs ``make_optimizer`` on ``problem`` (iterates :math:`x_t`) and on its image (iterates
+    :math:`y_t`), and compares :math:`y_t` with the prediction for ``steps`` steps:
+
+    .. math::
+        egin{array}{lll}
+        	exttt{"scale"}: & c f(y), & y_t = x_t 	ext{ (invariant) or, with lr/c, }
+            y_t = x_t 	ext{ (proportional)} \
+        	exttt{"rotation"}: & f(Q^	op y),\ y_0 = Q x_0, & y_t = Q x_t
+            	ext{ (equivariant) or not (not\_equivariant)} \
+        	exttt{"translation"}: & f(y - s),\ y_0 = x_0 + s, & y_t = x_t + s \
+        	exttt{"first\_step"}: & f, & \max_i |x_{1,i} - x_{0,i}|
+            \le \mathrm{lr}\,(1 + \mathrm{slack})
+        \end{array}
+
+    A prediction holds when :math:`\max_t \|y_t - \hat y_t\|_\infty \le \mathrm{rtol}
+    \max(1, \max_t \|\hat y_t\|_\infty)`; ``"not_equivariant"`` asserts the opposite.
+    ``Q`` is a random rotation and ``s`` a random shift of length ``shift``, both drawn from
+    ``torch.Generator().manual_seed(seed)``. What to expect where ``expect`` is None: Adam-type
+    optimizers (param groups with ``betas`` and ``eps``) are scale ``"invariant"`` and not
+    rotation equivariant; others are scale ``"proportional"`` (the second run divides every
+    group's ``lr`` by ``c``) and rotation ``"equivariant"``. Each failure message says what
+    was expected and why. Stochastic optimizers satisfy these pathwise only where their noise
+    does not depend on the transform (``"translation"``, with a freshly seeded generator per
+    ``make_optimizer`` call).
+
+    Args:
+        make_optimizer: ``params -> optimizer``; called once per run.
+        problem: the problem (``x0``, ``loss``, ``gap``).
+        transform: ``"scale"``, ``"rotation"``, ``"translation"`` or ``"first_step"``.
+        expect: ``"invariant"`` or ``"proportional"`` (scale), ``"equivariant"`` or
+            ``"not_equivariant"`` (rotation), None for the rule above; translation and first
+            step have one expectation each.
+        steps: steps of each run (one for ``"first_step"``).
+        factor: the loss scale ``c > 0``, ``!= 1``.
+        shift: the length of ``s``, ``> 0``.
+        seed: seed of ``Q`` and ``s``.
+        rtol: the relative tolerance of the comparison (Adam's ``eps`` makes scale invariance
+            approximate).
+        slack: ``"first_step"``: allowed excess over ``lr`` (AdamW's decay adds
+            ``lr * weight_decay * |x|``).
+        lr: ``"first_step"``: the bound; by default the largest ``lr`` of the param groups.
+
+    Returns:
+        :class:`InvarianceResult`.
+
+    References:
+        Kingma & Ba, Adam (arXiv 1412.6980), section 2.1 (the first step is bounded by the
+        step size) and section 3 (bias correction); Loshchilov & Hutter (arXiv 1711.05101):
+        decoupled weight decay keeps Adam's scale invariance, L2 regularization does not.
+
+    Example:
+        >>> import torch
+        >>> from stochstep.theory_checks.strategies import quadratic_problem
+        >>> p = quadratic_problem(dim=4, condition=10.0, seed=0)
+        >>> adam = lambda ps: torch.optim.Adam(ps, lr=0.1)
+        >>> assert_invariant(adam, p, "scale").expect
+        'invariant'
+        >>> assert_invariant(lambda ps: torch.optim.SGD(ps, lr=0.05), p, "rotation").expect
+        'equivariant'
+        >>> l2 = lambda ps: torch.optim.Adam(ps, lr=0.1, weight_decay=0.1)
+        >>> assert_invariant(l2, p, "scale")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        AssertionError: scale: expected invariant iterates ...
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    check_int("steps", steps)
+    factor, shift = check_positive("factor", factor), check_positive("shift", shift)
+    rtol, slack = check_positive("rtol", rtol), check_positive("slack", slack)
+    if factor == 1:
+        raise ValueError("factor must differ from 1 (the loss scale c), got 1")
+    missing = [name for name in ("x0", "loss", "gap") if getattr(problem, name, None) is None]
+    if missing:
+        raise ValueError(f"{problem!r} lacks {', '.join(missing)}: assert_invariant needs a "
+                         "problem with a start x0, a loss(x) and a gap(x) (see "
+                         "theory_checks.strategies)")
+    probe = make_optimizer([torch.nn.Parameter(problem.x0.detach().clone().to(torch.float64))])
+    if not isinstance(probe, torch.optim.Optimizer):
+        raise TypeError(f"make_optimizer must return a torch.optim.Optimizer, got "
+                        f"{type(probe).__name__}")
+    adam_type = _adam_type(probe)
+    allowed = {"scale": ("invariant", "proportional"),
+               "rotation": ("equivariant", "not_equivariant"),
+               "translation": ("equivariant",), "first_step": ("bounded",)}[transform]
+    if expect is None:
+        expect = {"scale": "invariant" if adam_type else "proportional",
+                  "rotation": "not_equivariant" if adam_type else "equivariant"
+                  }.get(transform, allowed[0])
+    if expect not in allowed:
+        raise ValueError(f"expect for transform {transform!r} must be one of {allowed} or "
+                         f"None, got {expect!r}")
+    reason = _REASONS[transform, expect]
+    if transform == "first_step":
+        return _first_step(make_optimizer, problem, probe, lr, slack, reason)
+
+    gen = torch.Generator().manual_seed(seed)
+    dim = problem.x0.numel()
+    make_image = make_optimizer
+    if transform == "scale":
+        image = _AffineImage(problem, scale=factor)
+        if expect == "proportional":
+            make_image = _lr_divided(make_optimizer, factor)
+        predict = lambda x: x  # noqa: E731
+    elif transform == "rotation":
+        from stochstep.theory_checks.strategies import _random_rotation
+        q = _random_rotation(dim, gen)
+        image = _AffineImage(problem, rotation=q)
+        predict = image.image
+    else:
+        u = torch.randn(dim, generator=gen, dtype=torch.float64)
+        image = _AffineImage(problem, shift=shift * u / u.norm())
+        predict = image.image
+    base = run_optimizer(make_optimizer, problem, steps=steps, measure="gap",
+                         keep_iterates=True)
+    seen = run_optimizer(make_image, image, steps=steps, measure="gap", keep_iterates=True)
+    if base.blew_up or seen.blew_up:
+        raise AssertionError(f"{transform}: a run blew up on {problem!r} ({base.note or '-'}; "
+                             f"{seen.note or '-'}): nothing to compare")
+    predicted = [predict(x) for x in base.iterates]
+    gaps = [float((y - p).abs().max()) for y, p in zip(seen.iterates, predicted)]
+    worst = max(range(len(gaps)), key=gaps.__getitem__)
+    tolerance = rtol * max(1.0, max(float(p.abs().max()) for p in predicted))
+    res = InvarianceResult(transform, expect, gaps[worst], worst, tolerance, reason)
+    what = {"scale": f"c = {factor:g}", "rotation": f"a random rotation (seed {seed})",
+            "translation": f"a shift of length {shift:g} (seed {seed})"}[transform]
+    if expect == "not_equivariant":
+        if gaps[worst] <= tolerance:
+            raise AssertionError(
+                f"rotation: expected iterates that are not rotation-equivariant on "
+                f"{problem!r}, because {reason}; but under {what} they stayed within "
+                f"{gaps[worst]:.3g} of Q x_t (tolerance {tolerance:.3g}) for {steps} steps")
+    elif gaps[worst] > tolerance:
+        wanted = {"invariant": "invariant iterates", "proportional":
+                  "iterates retraced with lr / c", "equivariant": "equivariant iterates"}[expect]
+        raise AssertionError(
+            f"{transform}: expected {wanted} on {problem!r} under {what}, because {reason}; "
+            f"they differ by {gaps[worst]:.6g} at step {worst} (tolerance {tolerance:.3g}); "
+            f"first differing step "
+            f"{next(t for t, g in enumerate(gaps) if g > tolerance)}")
+    return res
+
+
+def _lr_divided(make_optimizer: MakeOptimizer, factor: float) -> MakeOptimizer:
+    def make(params):
+        opt = make_optimizer(params)
+        for group in opt.param_groups:
+            if "lr" not in group:
+                raise ValueError("transform 'scale' with expect='proportional' divides the "
+                                 "param groups' 'lr' by the factor; this optimizer's groups "
+                                 "hold no 'lr'")
+            group["lr"] = group["lr"] / factor
+        return opt
+    return make
+
+
+def _first_step(make_optimizer, problem, probe, lr, slack, reason) -> InvarianceResult:
+    if lr is None:
+        lrs = [g["lr"] for g in probe.param_groups if "lr" in g]
+        if not lrs:
+            raise ValueError("transform 'first_step' needs lr: this optimizer's param groups "
+                             "hold no 'lr'; pass lr=")
+        lr = max(float(v) for v in lrs)
+    lr = check_positive("lr", lr)
+    run = run_optimizer(make_optimizer, problem, steps=1, measure="gap", keep_iterates=True)
+    if run.blew_up:
+        raise AssertionError(f"first_step: the first step blew up on {problem!r} ({run.note})")
+    move = (run.iterates[1] - run.iterates[0]).abs()
+    i = int(move.argmax())
+    res = InvarianceResult("first_step", "bounded", float(move[i]) / lr, 1, 1 + slack, reason)
+    if res.deviation > res.tolerance:
+        raise AssertionError(
+            f"first_step: expected every coordinate to move by at most lr = {lr:.6g} "
+            f"(x {1 + slack:g}) on {problem!r}, because {reason}; coordinate {i} moved by "
+            f"{float(move[i]):.6g} = {res.deviation:.4g} lr")
+    return res
 
 
 def _tail(values: Sequence[float], k: int = 4) -> str:

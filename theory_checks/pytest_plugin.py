@@ -19,15 +19,21 @@ Hypothesis rejects function-scoped fixtures in ``@given`` tests (health check
 Hypothesis profiles (registered on import; select with ``--hypothesis-profile=NAME`` or the
 environment variable ``STOCHSTEP_HYPOTHESIS_PROFILE=NAME``, the option winning):
 
+- ``stochstep-default``: hypothesis's defaults (100 examples, randomized) but no deadline;
 - ``stochstep-dev``: 10 examples, randomized, example database on, no deadline;
 - ``stochstep-ci``: 30 examples, derandomized, no database, no deadline, ``too_slow`` health
   check off, reproduction blobs printed.
 
-The names carry the ``stochstep-`` prefix because the plugin loads in every pytest run of an
-environment where the package is installed: hypothesis's own ``ci`` profile (loaded
-automatically on CI machines) and a project's ``dev`` profile are left alone, and nothing is
-loaded unless asked for. Tests can reuse the settings with
-``@settings(parent=settings.get_profile("stochstep-ci"))``.
+Hypothesis's default deadline (200 ms per example) fails correct optimizer tests: a property
+runs hundreds of optimizer steps, and torch's first calls are slow. So when nobody has chosen
+a profile, the plugin loads ``stochstep-default``; nobody has chosen one when there is no
+``--hypothesis-profile`` option, no ``STOCHSTEP_HYPOTHESIS_PROFILE`` variable, and the current
+profile is still hypothesis's ``"default"``. A profile the user loaded (in a ``conftest.py``,
+say) and the ``"ci"`` profile hypothesis 6 loads by itself where it detects a CI machine
+(``CI``, ``GITHUB_ACTIONS``... set; that profile has no deadline either) are left alone, and
+so is every test's own ``@settings``. The names carry the ``stochstep-`` prefix because the
+plugin loads in every pytest run of an environment where the package is installed. Tests can
+reuse the settings with ``@settings(parent=settings.get_profile("stochstep-ci"))``.
 
 Example (``tests/test_user_example.py`` is a complete user test file):
 
@@ -50,8 +56,9 @@ from hypothesis import HealthCheck, settings
 from stochstep.theory_checks import strategies
 
 PROFILE_ENV = "STOCHSTEP_HYPOTHESIS_PROFILE"
-DEV, CI = "stochstep-dev", "stochstep-ci"
+DEFAULT, DEV, CI = "stochstep-default", "stochstep-dev", "stochstep-ci"
 
+settings.register_profile(DEFAULT, deadline=None)
 settings.register_profile(DEV, max_examples=10, deadline=None)
 settings.register_profile(CI, max_examples=30, derandomize=True, database=None, deadline=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
@@ -64,9 +71,21 @@ def _explicit_profile(config: pytest.Config) -> str | None:
         return None
 
 
+def _profile_to_load(option: str | None, env: str | None, current: str) -> str | None:
+    """The profile the plugin loads, or None to leave the current one: the environment
+    variable's unless the option chose; ours without a deadline when nothing chose one (the
+    current profile is still hypothesis's ``"default"``)."""
+    if option:
+        return None
+    if env:
+        return env
+    return DEFAULT if current == "default" else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    name = os.environ.get(PROFILE_ENV)
-    if name and not _explicit_profile(config):
+    name = _profile_to_load(_explicit_profile(config), os.environ.get(PROFILE_ENV),
+                            settings.get_current_profile_name())
+    if name:
         settings.load_profile(name)
 
 
