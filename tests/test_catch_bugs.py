@@ -4,7 +4,7 @@ property, while torch's SGD, Adam and AdamW pass every property that applies to 
 Each broken optimizer is a few lines, one bug each, written as the bug would be written. The
 problems are drawn by hypothesis under this repository's ``stochstep-ci`` profile (30
 examples, derandomized); a broken optimizer must be caught on *every* drawn problem. The
-registry's optimizers are checked in tests/conformance/test_properties.py.
+registry's optimizers are checked in tests/conformance/test_optimizer_properties.py.
 """
 
 import math
