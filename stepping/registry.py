@@ -39,7 +39,8 @@ class AlgorithmInfo:
             ``"shared_lr"`` (every param group must hold the same ``lr``: one step over all
             parameters; a scheduler scales the groups alike, so they stay equal).
             The properties of :func:`theory_checks.properties.assert_invariant` it satisfies
-            with its default arguments (tests/conformance/test_optimizer_properties.py runs them):
+            with its default arguments (tests/conformance/test_optimizer_properties.py runs
+            them):
             ``"scale_invariant"`` or ``"scale_proportional"`` (the loss times ``c``),
             ``"rotation_equivariant"``, ``"translation_equivariant"`` (pathwise, with a fresh
             generator per run), ``"first_step_bounded"`` (no coordinate moves by more than
