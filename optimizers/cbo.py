@@ -1147,6 +1147,9 @@ register(AlgorithmInfo(
     paper="Riedl, Klock, Geldhauser & Fornasier, arXiv:2306.09778",
     default_kwargs=dict(n_particles=20, lr=0.1, sigma=0.5, alpha=50.0),
     requires=frozenset({"closure"}),   # the loss only: no gradient
+    # particles start around the parameter and move by differences: shifting the problem
+    # shifts the run (the noise is drawn per coordinate, so rotations are not followed)
+    supports=frozenset({"translation_equivariant"}),
     stochastic=True,
     invalid_kwargs=(
         (dict(lr=-0.1), ValueError, "lr"),

@@ -12,6 +12,7 @@ record. The run is deterministic full-batch optimization in float64:
     opt = make_optimizer([x])            # or make_optimizer([x], lr) for the stability check
     for t in range(steps):
         opt.step(closure)                # closure: zero_grad, loss = problem.loss(x), backward
+                                         # (unless called under no_grad)
 
 The *error* ``e_t`` after ``t`` steps is ``||x_t - x_star||`` (``measure="distance"``, the
 default where the minimizer is known) or ``f(x_t) - f_star`` (``measure="gap"``).
@@ -111,7 +112,8 @@ def run_optimizer(make_optimizer: MakeOptimizer, problem, *, steps: int,
     def closure():
         opt.zero_grad()
         loss = problem.loss(x)
-        loss.backward()
+        if loss.requires_grad:  # gradient-free optimizers (CBO) call closures under no_grad
+            loss.backward()
         return loss
 
     run = Run()
