@@ -19,6 +19,7 @@ SUITES = {
     "online": "benchmarks.online",
     "surrogate": "benchmarks.surrogate",
     "bilevel": "benchmarks.bilevel",
+    "light_sb": "benchmarks.light_sb",
 }
 
 
