@@ -15,3 +15,5 @@ from stochstep.samplers.dmcmc import DMCMCResult, LangevinGibbs, dmcmc_sample  #
 __all__ += ["DMCMCResult", "LangevinGibbs", "dmcmc_sample"]
 from stochstep.samplers.random_walks import SRRW, NonBacktrackingWalk  # noqa: E402
 __all__ += ["SRRW", "NonBacktrackingWalk"]
+from stochstep.samplers.bridges import LightSB, PlanComponents  # noqa: E402
+__all__ += ["LightSB", "PlanComponents"]
