@@ -99,22 +99,22 @@ def test_sample_moments_match_closed_form():
 
 def test_single_component_by_hand():
     # K = 1, D = 1: pi(y|x) ∝ exp(x y / eps) N(y | r, eps s) = N(y | r + s x, eps s);
-    # at eps = 1, r = 1, s = 0.5, x = 0.5, t = 0.5: E[Y | X_t = x] has precision
-    # 1/(eps(1-t)) - 1/eps + 1/(eps s) = 3 and linear term x/(eps(1-t)) + r/(eps s) = 3,
-    # so E = 1 and g = (1 - 0.5) / (1 - 0.5) = 1.
-    sb = LightSB(1, 1, 1.0, generator=torch.Generator().manual_seed(0))
+    # at eps = 2, r = 1, s = 0.5, x = 0.5, t = 0.5: E[Y | X_t = x] has precision
+    # 1/(eps(1-t)) - 1/eps + 1/(eps s) = 1.5 and linear term x/(eps(1-t)) + r/(eps s) = 1.5,
+    # so E = 1 and g = (E - x) / (1 - t) = 1; log c = (s x^2 + 2 r x) / (2 eps) = 0.28125.
+    sb = LightSB(1, 1, 2.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         sb.means.fill_(1.0)
         sb.log_variance.fill_(math.log(0.5))
         sb.log_weight_raw.fill_(0.0)
     x = torch.tensor([[0.5]], dtype=F64)
     assert sb.drift(x, 0.5).item() == pytest.approx(1.0, abs=1e-12)
-    assert sb.log_c(x).item() == pytest.approx((0.5 * 0.25 + 2 * 0.5) / 2, abs=1e-12)
+    assert sb.log_c(x).item() == pytest.approx(0.28125, abs=1e-12)
     y = torch.tensor([[0.3]], dtype=F64)
-    expected = scipy.stats.norm.logpdf(0.3, 1 + 0.5 * 0.5, math.sqrt(0.5))
+    expected = scipy.stats.norm.logpdf(0.3, 1 + 0.5 * 0.5, 1.0)
     assert sb.plan_log_prob(y, x).item() == pytest.approx(expected, abs=1e-12)
     assert sb.log_potential(y).item() == pytest.approx(
-        scipy.stats.norm.logpdf(0.3, 1.0, math.sqrt(0.5)), abs=1e-12)
+        scipy.stats.norm.logpdf(0.3, 1.0, 1.0), abs=1e-12)
 
 
 def test_trajectories_end_and_midpoint_laws():
