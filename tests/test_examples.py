@@ -351,3 +351,13 @@ def test_bilevel_batch_stream_passes_are_permutations():
     for k in range(3):
         assert sorted(drawn[7 * k:7 * k + 7].tolist()) == list(range(7))
     assert stream.epochs == 3
+
+
+def test_light_sb_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "light_sb.py"), "--quick", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "light_sb.png"
+    assert png.is_file() and png.stat().st_size > 0
+    assert "energy distance to target data" in proc.stdout, proc.stdout
