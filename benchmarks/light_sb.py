@@ -62,19 +62,22 @@ def run(rounds: int | None, quick: bool) -> str:
             r = _case(dim, eps, steps, n_inputs, n_samples)
             print(r, flush=True)
             lo, hi = SPEC_RANGE[dim]
-            rows.append([str(dim), f"{eps:g}", str(steps), f"{r['exact']:.3f}", f"{r['sampled']:.3f}",
-                         f"{r['floor']:.3f}", f"{lo:g}-{hi:g}", f"{r['seconds']:.1f}"])
+            rows.append([str(dim), f"{eps:g}", str(steps), f"{r['exact']:.3f}",
+                         f"{r['sampled']:.3f}", f"{r['floor']:.3f}", f"{lo:g}-{hi:g}",
+                         f"{r['seconds']:.1f}"])
             ok = r["exact"] <= hi
             targets.append(f"D = {dim}, eps = {eps:g}: cBW2-UVP {r['exact']:.3f} % (exact "
                            f"moments) {'<=' if ok else '>'} {hi:g} %: "
                            f"{'met' if ok else 'NOT met'}")
     table = harness.markdown_table(
-        ["D", "eps", "steps", "cBW2-UVP % (exact moments)", f"cBW2-UVP % ({n_samples} draws/input)",
+        ["D", "eps", "steps", "cBW2-UVP % (exact moments)",
+         f"cBW2-UVP % ({n_samples} draws/input)",
          f"ground truth, {n_samples} draws/input", "spec's re-implementation", "train s"], rows)
     out = ["## light_sb\n",
            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
            f"- machine: {harness.machine()}",
-           "- LightSB: K = 50, batch 128, Adam steps as in the table (the paper: 10,000), lr 1e-3 / 3e-3 / 6e-2 for "
+           "- LightSB: K = 50, batch 128, Adam steps as in the table (the paper: 10,000), "
+           "lr 1e-3 / 3e-3 / 6e-2 for "
            "eps 0.1 / 1 / 10, means initialized from target samples, float64; training "
            f"pools of {POOL} samples of p0 and of p1 (unpaired)",
            "- benchmark: `theory_checks.bridges.MixtureBenchmark(D, eps, seed=0)`, p0 = N(0, I), "
