@@ -36,10 +36,10 @@ __all__ = ["MixtureBenchmark", "bures_wasserstein", "cbw2_uvp"]
 def _log_normal(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
     """log N(x_i | mean_k, cov_k), shape (n, K), by Cholesky factors."""
     chol = torch.linalg.cholesky(cov)  # (K, D, D)
-    dev = (x[:, None, :] - mean).transpose(0, 1)[..., None]  # (K, n, D, 1)
-    z = torch.linalg.solve_triangular(chol[:, None], dev, upper=False)[..., 0]
+    dev = x.T[None] - mean[..., None]  # (K, D, n): one triangular solve per component
+    z = torch.linalg.solve_triangular(chol, dev, upper=False)
     half_logdet = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
-    return (-0.5 * z.square().sum(-1) - half_logdet[:, None]
+    return (-0.5 * z.square().sum(1) - half_logdet[:, None]
             - 0.5 * x.shape[1] * math.log(2 * math.pi)).T
 
 
@@ -136,8 +136,10 @@ class MixtureBenchmark:
         w, m, covs = self.conditional_plan(x)
         k = torch.multinomial(w, 1, generator=g)[:, 0]
         z = standard_normal_like(m[:, 0], g)
-        chol = torch.linalg.cholesky(covs)[k]
-        return m[torch.arange(m.shape[0]), k] + (chol @ z[..., None])[..., 0]
+        rows = torch.arange(m.shape[0])
+        # every component's factor applied to every z (K x n x D), not one D x D per row
+        noise = torch.einsum("kij,nj->nki", torch.linalg.cholesky(covs), z)[rows, k]
+        return m[rows, k] + noise
 
     def sample_pair(self, n: int, generator: torch.Generator | None = None
                     ) -> tuple[Tensor, Tensor]:
