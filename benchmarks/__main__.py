@@ -22,6 +22,7 @@ SUITES = {
     "convex_relu": "benchmarks.convex_relu",
     "ot": "benchmarks.ot",
     "properties": "benchmarks.properties",
+    "light_sb": "benchmarks.light_sb",
 }
 
 

@@ -404,3 +404,13 @@ def test_convex_relu_quick_checks_the_identity_and_the_lower_bound(tmp_path):
     for clean, attacked in robust["accuracy"].values():
         assert 0 <= attacked <= clean <= 1       # PGD starts inside the box: never helps
     assert "convex on best Adam net's patterns" in proc.stdout, proc.stdout
+
+
+def test_light_sb_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "light_sb.py"), "--quick", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = tmp_path / "light_sb.png"
+    assert png.is_file() and png.stat().st_size > 0
+    assert "energy distance to target data" in proc.stdout, proc.stdout

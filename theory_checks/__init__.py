@@ -6,6 +6,7 @@ from stochstep.theory_checks.batch_size import (LRScaling, MinibatchHessianExtre
                                                 stability_trial, suggest_lr)
 from stochstep.theory_checks.bilevel import (QuadraticBlocks, SpeedupGrid, parallel_speedup,
                                              quadratic_blocks)
+from stochstep.theory_checks.bridges import MixtureBenchmark, bures_wasserstein, cbw2_uvp
 from stochstep.theory_checks.fokker_planck import (OdeSdeGap, fp_residual_log_density,
                                                    fp_residual_score, ou_ode_sde_gap,
                                                    wasserstein2_1d)
@@ -50,6 +51,7 @@ __all__: list[str] = [
     "largest_stable_lr", "lr_batch_scaling", "minibatch_hessian_extremes", "stability_trial",
     "suggest_lr",
     "QuadraticBlocks", "SpeedupGrid", "parallel_speedup", "quadratic_blocks",
+    "MixtureBenchmark", "bures_wasserstein", "cbw2_uvp",
     "OdeSdeGap", "fp_residual_log_density", "fp_residual_score", "ou_ode_sde_gap",
     "wasserstein2_1d",
     "SEA_DRIFTS", "SEA_SWEEP", "AdaptivityCheck", "RegretScaling", "SEAInstance",

@@ -1,0 +1,252 @@
+r"""The Gaussian-mixture benchmark of entropic OT / Schrödinger bridges with a known solution
+(Gushchin et al., NeurIPS 2023, arXiv 2306.10161) and its metric, cBW2-UVP.
+
+The construction: any plan of the form
+:math:`\pi^*(y \mid x) \propto N(y \mid x, \epsilon I)\, \varphi(y)` is the entropic-OT plan
+(cost :math:`\tfrac12\|x - y\|^2`, regularization :math:`\epsilon`) between :math:`p_0` and
+its own second marginal :math:`p_1`, whatever :math:`p_0`. With
+:math:`\varphi = \sum_k p_k N(\mu_k, \Sigma_k)` the product of Gaussians gives, in closed form,
+
+.. math::
+
+    \pi^*(y \mid x) = \sum_k w_k(x)\, N\big(y \mid \tilde\Sigma_k(\Sigma_k^{-1}\mu_k + x/\epsilon),
+    \tilde\Sigma_k\big), \quad \tilde\Sigma_k = (I/\epsilon + \Sigma_k^{-1})^{-1}, \quad
+    w_k(x) \propto p_k N(x \mid \mu_k, \Sigma_k + \epsilon I).
+
+This is the construction of the authors' ``ConditionalPlan`` (repository
+``ngushchin/EntropicOTBenchmark``, checked there). Their parameter files are downloaded from a
+file host, unreachable here, so :class:`MixtureBenchmark` draws its own seeded instance of the
+same kind: :math:`p_0 = N(0, I_D)` and a 5-component potential.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from stochstep.samplers.bridges import PlanComponents
+from stochstep.stepping.checks import check_int, check_positive
+from stochstep.stepping.noise import make_generator, standard_normal_like
+
+__all__ = ["MixtureBenchmark", "bures_wasserstein", "cbw2_uvp"]
+
+
+def _log_normal(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
+    """log N(x_i | mean_k, cov_k), shape (n, K), by Cholesky factors."""
+    chol = torch.linalg.cholesky(cov)  # (K, D, D)
+    dev = x.T[None] - mean[..., None]  # (K, D, n): one triangular solve per component
+    z = torch.linalg.solve_triangular(chol, dev, upper=False)
+    half_logdet = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+    return (-0.5 * z.square().sum(1) - half_logdet[:, None]
+            - 0.5 * x.shape[1] * math.log(2 * math.pi)).T
+
+
+def _random_rotations(k: int, d: int, g: torch.Generator) -> Tensor:
+    """K Haar-distributed orthogonal matrices (QR of Gaussians, signs fixed by R's diagonal)."""
+    q, r = torch.linalg.qr(standard_normal_like(torch.empty(k, d, d, dtype=torch.float64), g))
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+
+
+class MixtureBenchmark:
+    r"""A benchmark pair :math:`(p_0, p_1)` with the known entropic-OT plan :math:`\pi^*`.
+
+    :math:`p_0 = N(0, I_D)`; the potential :math:`\varphi = \frac1K \sum_k N(\mu_k, \Sigma_k)`
+    has means whose every coordinate is a random permutation of K points evenly spaced by
+    ``spacing`` around 0 (so the components differ in every coordinate, as in the authors'
+    construction), and covariances :math:`\Sigma_k = Q_k \Lambda_k Q_k^\top` with
+    :math:`\Lambda_k` uniform in [0.1, 1] and :math:`Q_k` Haar rotations (identity when
+    ``rotate=False``, a case :class:`samplers.bridges.LightSB` represents exactly). The plan is
+    given in the module docstring; :math:`p_1 = \int \pi^*(\cdot \mid x)\, dp_0(x)`.
+
+    Args:
+        dim: D.
+        eps: the entropic regularization :math:`\epsilon > 0` (the bridge's noise level).
+        n_components: K (default 5).
+        spacing: distance between neighbouring mean coordinates (default 1).
+        rotate: rotate the covariances (default True).
+        seed: seeds the instance (its parameters and the estimate of Var(p1)).
+
+    References:
+        N. Gushchin et al., "Building the Bridge of Schrödinger: A Continuous Entropic Optimal
+        Transport Benchmark", NeurIPS 2023, arXiv 2306.10161.
+
+    Example:
+        >>> bench = MixtureBenchmark(2, eps=1.0)
+        >>> x, y = bench.sample_pair(3, torch.Generator().manual_seed(0))
+        >>> w = bench.conditional_plan(x).weights
+        >>> x.shape, y.shape, bool(torch.allclose(w.sum(1), torch.ones(3, dtype=w.dtype)))
+        (torch.Size([3, 2]), torch.Size([3, 2]), True)
+    """
+
+    def __init__(self, dim: int, eps: float, *, n_components: int = 5, spacing: float = 1.0,
+                 rotate: bool = True, seed: int = 0):
+        self.dim = check_int("dim", dim)
+        self.eps = check_positive("eps", eps)
+        k = check_int("n_components", n_components)
+        spacing = check_positive("spacing", spacing)
+        if not isinstance(rotate, bool):
+            raise ValueError(f"rotate must be True or False, got {rotate!r}")
+        g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        grid = spacing * (torch.arange(k, dtype=torch.float64) - (k - 1) / 2)
+        self.probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
+        self.mus = torch.stack([grid[torch.randperm(k, generator=g)] for _ in range(dim)], 1)
+        lam = 0.1 + 0.9 * torch.rand(k, dim, generator=g, dtype=torch.float64)
+        q = _random_rotations(k, dim, g) if rotate else torch.eye(dim, dtype=torch.float64)
+        self.sigmas = (q * lam[:, None, :]) @ q.transpose(-1, -2)
+        eye = torch.eye(dim, dtype=torch.float64)
+        self.plan_covs = torch.linalg.inv(eye / self.eps + torch.linalg.inv(self.sigmas))
+        self.plan_bias = (self.plan_covs @ torch.linalg.solve(self.sigmas, self.mus[..., None])
+                          )[..., 0]
+        self._weight_covs = self.sigmas + self.eps * eye
+        self.target_variance = self._estimate_target_variance(g)
+
+    def _input(self, x, name: str = "x") -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must be a tensor of shape (n, {self.dim}), got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        return x.to(torch.float64)
+
+    def sample_input(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws of :math:`p_0 = N(0, I_D)`."""
+        z = torch.empty(check_int("n", n), self.dim, dtype=torch.float64)
+        return standard_normal_like(z, make_generator(generator))
+
+    def conditional_plan(self, x: Tensor):
+        r""":math:`\pi^*(\cdot \mid x)` as (weights (n, K), means (n, K, D), covariances
+        (K, D, D)), a :class:`samplers.bridges.PlanComponents`-like triple with full
+        covariances."""
+        x = self._input(x)
+        logits = self.probs.log() + _log_normal(x, self.mus, self._weight_covs)
+        means = self.plan_bias + torch.einsum("kij,nj->nki", self.plan_covs, x) / self.eps
+        return PlanComponents(torch.softmax(logits, -1), means, self.plan_covs)
+
+    def conditional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Exact mean (n, D) and covariance (n, D, D) of :math:`\pi^*(\cdot \mid x)`."""
+        w, m, covs = self.conditional_plan(x)
+        mean = (w[..., None] * m).sum(1)
+        dev = m - mean[:, None, :]
+        return mean, torch.einsum("nk,nki,nkj->nij", w, dev, dev) + \
+            torch.einsum("nk,kij->nij", w, covs)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        r"""One draw :math:`y_i \sim \pi^*(\cdot \mid x_i)` per row of ``x``."""
+        g = make_generator(generator)
+        w, m, covs = self.conditional_plan(x)
+        k = torch.multinomial(w, 1, generator=g)[:, 0]
+        z = standard_normal_like(m[:, 0], g)
+        rows = torch.arange(m.shape[0])
+        # every component's factor applied to every z (K x n x D), not one D x D per row
+        noise = torch.einsum("kij,nj->nki", torch.linalg.cholesky(covs), z)[rows, k]
+        return m[rows, k] + noise
+
+    def sample_pair(self, n: int, generator: torch.Generator | None = None
+                    ) -> tuple[Tensor, Tensor]:
+        r"""n pairs :math:`(x, y) \sim \pi^*`: x from :math:`p_0`, y from the plan."""
+        g = make_generator(generator)
+        x = self.sample_input(n, g)
+        return x, self.sample(x, g)
+
+    def _estimate_target_variance(self, g: torch.Generator, n: int = 40_000) -> float:
+        r""":math:`\mathrm{Var}(p_1) = \mathbb{E}\,\mathrm{tr\,Cov}(y \mid x)
+        + \mathrm{tr\,Cov}(\mathbb{E}[y \mid x])`, the inner moments exact, the outer
+        expectation over n draws of :math:`p_0` (traces only: no D x D per input)."""
+        x = self.sample_input(n, g)
+        tr_covs = torch.diagonal(self.plan_covs, dim1=-2, dim2=-1).sum(-1)
+        within, means = 0.0, []
+        for chunk in x.split(5000):
+            w, m, _ = self.conditional_plan(chunk)
+            mean = (w[..., None] * m).sum(1)
+            within += float((w * ((m - mean[:, None]).square().sum(-1) + tr_covs)).sum())
+            means.append(mean)
+        return within / n + float(torch.cat(means).var(0).sum())
+
+
+def bures_wasserstein(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> Tensor:
+    r"""Squared 2-Wasserstein distance between Gaussians, batched over leading dimensions:
+
+    .. math::
+
+        \mathrm{BW}^2 = \|m_1 - m_2\|^2 + \mathrm{tr}\,C_1 + \mathrm{tr}\,C_2
+        - 2\,\mathrm{tr}\big(C_1^{1/2} C_2 C_1^{1/2}\big)^{1/2}.
+
+    Example:
+        >>> i = torch.eye(2, dtype=torch.float64)
+        >>> float(bures_wasserstein(torch.zeros(2), i, torch.ones(2), 4 * i))
+        4.0
+    """
+    mean1, mean2 = torch.as_tensor(mean1, dtype=torch.float64), torch.as_tensor(mean2).double()
+    cov1, cov2 = torch.as_tensor(cov1).double(), torch.as_tensor(cov2).double()
+    lam, vec = torch.linalg.eigh(cov1)
+    # eigenvalues of PSD matrices come out a rounding error below 0 at worst: sqrt needs >= 0
+    root1 = (vec * lam.clamp_min(0).sqrt()[..., None, :]) @ vec.transpose(-1, -2)
+    cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum(-1)
+    trace = torch.diagonal(cov1, dim1=-2, dim2=-1).sum(-1) + \
+        torch.diagonal(cov2, dim1=-2, dim2=-1).sum(-1)
+    return (mean1 - mean2).square().sum(-1) + trace - 2 * cross
+
+
+def cbw2_uvp(model, benchmark: MixtureBenchmark, n_inputs: int = 1000,
+             n_samples: int | None = 1000, *, generator: torch.Generator | None = None,
+             chunk: int = 100_000) -> float:
+    r"""The conditional Bures--Wasserstein unexplained variance percentage of a plan.
+
+    .. math::
+
+        \mathrm{cBW}_2^2\text{-UVP} = \frac{100}{\tfrac12 \mathrm{Var}(p_1)}\,
+        \mathbb{E}_{x \sim p_0}\Big[\tfrac12 \mathrm{BW}^2\big(\hat\pi(\cdot \mid x),
+        \pi^*(\cdot \mid x)\big)\Big],
+
+    with BW between the Gaussians of the same means and covariances (see
+    :func:`bures_wasserstein`; the halves as in the authors' ``calculate_cond_bw``), the
+    expectation over ``n_inputs`` draws of :math:`p_0`, the true moments exact.
+
+    Args:
+        model: a sampler ``model(x) -> y`` (or an object with ``sample(x)``), one draw per row;
+            or, with ``n_samples=None``, an object with ``conditional_moments(x) -> (mean,
+            cov)`` (e.g. :class:`samplers.bridges.LightSB`, the benchmark itself), whose
+            exact moments are used.
+        benchmark: the :class:`MixtureBenchmark`.
+        n_inputs: inputs x (default 1000, the authors').
+        n_samples: draws per input for the model's sample moments (default 1000), or None.
+        generator: draws the inputs.
+        chunk: at most this many draws of the model at once.
+
+    Returns:
+        The percentage (0 for the true plan's exact moments).
+
+    Example:
+        >>> bench = MixtureBenchmark(2, eps=1.0)
+        >>> cbw2_uvp(bench, bench, 100, None) < 1e-9
+        True
+    """
+    n_inputs = check_int("n_inputs", n_inputs)
+    if n_samples is not None:
+        n_samples = check_int("n_samples", n_samples, low=2)
+    chunk = check_int("chunk", chunk)
+    x = benchmark.sample_input(n_inputs, make_generator(generator))
+    true_mean, true_cov = benchmark.conditional_moments(x)
+    if n_samples is None:
+        if not callable(getattr(model, "conditional_moments", None)):
+            raise ValueError("model must have conditional_moments(x) when n_samples is None, "
+                             f"got {type(model).__name__}")
+        mean, cov = (t.detach().double() for t in model.conditional_moments(x))
+    else:
+        draw = model.sample if callable(getattr(model, "sample", None)) else model
+        if not callable(draw):
+            raise ValueError(f"model must be callable or have sample(x), got {model!r}")
+        means, covs = [], []
+        with torch.no_grad():
+            for xs in x.split(max(1, chunk // n_samples)):
+                y = draw(xs.repeat_interleave(n_samples, 0)).double()
+                y = y.reshape(xs.shape[0], n_samples, -1)
+                dev = y - y.mean(1, keepdim=True)
+                means.append(y.mean(1))
+                covs.append(dev.transpose(1, 2) @ dev / (n_samples - 1))
+        mean, cov = torch.cat(means), torch.cat(covs)
+    if mean.shape != true_mean.shape or cov.shape != true_cov.shape:
+        raise ValueError(f"model's moments have shapes {tuple(mean.shape)}, {tuple(cov.shape)};"
+                         f" expected {tuple(true_mean.shape)}, {tuple(true_cov.shape)}")
+    half_bw = 0.5 * bures_wasserstein(mean, cov, true_mean, true_cov)
+    return float(100 * half_bw.mean() / (0.5 * benchmark.target_variance))
