@@ -659,6 +659,9 @@ class NoisyQuadraticProblem(_StochasticOracle, QuadraticProblem):
         self.noise_cov = torch.as_tensor(noise_cov, dtype=DTYPE)
         self.generator = generator
 
+    #: the gradient noise is Gaussian (the property checks then know the law of the run exactly)
+    gaussian_noise = True
+
     @property
     def H(self) -> Tensor:
         return self.A
