@@ -53,6 +53,8 @@ def parse_args(argv=None):
 
 
 def problem(n: int, d: int, seed: int):
+    """Uniform marginals and the squared Euclidean cost (scaled to max 1) of two uniform clouds
+    in [0, 1]^d (also the benchmark's problems)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(n, d, generator=gen, dtype=torch.float64)
     y = torch.rand(n, d, generator=gen, dtype=torch.float64)
