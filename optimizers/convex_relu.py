@@ -54,9 +54,10 @@ RHO_CONE = 0.003
 CG_TOL = 1e-10
 # the interior-point method: the barrier weight's growth per centering (Boyd & Vandenberghe
 # 11.3.3 find 10 to 100 about equally good), the centering's end (half the squared Newton
-# decrement), and the line search (backtracking factor, Armijo fraction)
+# decrement, per barrier term: roundoff keeps it near 3e-9 m at large tau), and the line search
+# (backtracking factor, Armijo fraction)
 IPM_MU = 20.0
-IPM_CENTERED = 1e-6
+IPM_CENTERED = 1e-7
 IPM_BACKTRACK, IPM_ARMIJO = 0.5, 0.01
 CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8),
                         "SCS": dict(eps_abs=1e-6, eps_rel=1e-6)}
@@ -650,7 +651,7 @@ class ConvexReLU:
             if self.progress:
                 print(f"ConvexReLU IPM {k}: objective {history['objective'][-1]:.10g}, gap "
                       f"bound {history['gap_bound'][-1]:.3e}, decrement^2 {decrement2:.2e}")
-            if decrement2 / 2 <= IPM_CENTERED or alpha < 1e-12:     # centered (or stuck)
+            if decrement2 / 2 <= IPM_CENTERED * barrier.m or alpha < 1e-12:  # centered
                 if barrier.m / tau <= self.tol * abs(barrier.objective(x[:, :-1])):
                     break
                 # predictor: follow the central path's tangent dx/dtau = -H^{-1} grad f0 (from
