@@ -276,6 +276,20 @@ def test_ipm_newton_system_is_the_autograd_gradient_and_hessian():
     torch.testing.assert_close(step, -torch.linalg.solve(expected, torch.func.grad(f)(flat)))
 
 
+def test_ipm_start_is_strictly_inside_every_cone():
+    """A given direction is kept where it is strictly inside its cone, else an LP replaces it."""
+    X, _ = data(n=30, d=3, seed=2)
+    D, directions = convex_relu._sample_patterns(X, 6, torch.Generator().manual_seed(0))
+    A = (2 * D.double() - 1).T[:, :, None] * X[None]           # (P, n, d): A_i = (2D_i - I) X
+    A = A.permute(1, 0, 2)
+    assert torch.equal(convex_relu._interior_directions(A, directions), directions)
+    wrong = -directions                                         # outside (the opposite cone)
+    wrong[0] = directions[0] - (X[0] @ directions[0]) / X[0].dot(X[0]) * X[0]  # on a face
+    h = convex_relu._interior_directions(A, wrong)
+    assert float(torch.einsum("npd,pd->np", A, h).min()) > 0
+    assert float(h.abs().max()) <= 1 + 1e-9                     # the LP's box
+
+
 def test_ipm_rejects_a_pattern_without_interior():
     # rows x and -x with the same sign: x^T h >= 0 and -x^T h >= 0 force x^T h = 0
     X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
