@@ -307,12 +307,41 @@ class ConvexReLU:
     ``python -m benchmarks convex_relu``, n = 500, d = 10, P = 30: a relative gap of 1e-4 for
     good after 5419 iterations against 6895), but the convergence is still far from geometric.
 
+    The interior-point method (``solver="ipm"``, squared loss, the same scaled units) follows
+    the central path of the barrier problem over :math:`x = (z_j, t_j)_{j=1}^{2P}`
+    (:math:`z = (v_1, \dots, v_P, w_1, \dots, w_P)`, epigraph variables :math:`t_j \ge \lVert
+    z_j\rVert`, :math:`A_j = (2D_j - I) X`):
+
+    .. math::
+        \min_x\ f_\tau(x) = \tau\Big(\tfrac12 \lVert Fz - y\rVert^2 + \beta \sum_j t_j\Big)
+            - \sum_j \log\big(t_j^2 - \lVert z_j\rVert^2\big)
+            - \sum_j \sum_k \log\,(A_j z_j)_k,\\
+        \nabla^2 f_\tau = \tau F^\top F + \operatorname{blkdiag}_j\Big(
+            X^\top \operatorname{diag}(A_j z_j)^{-2} X \oplus 0
+            + \tfrac{2}{q_j}\operatorname{diag}(I_d, -1) + \tfrac{4}{q_j^2} c_j c_j^\top\Big),
+        \quad q_j = t_j^2 - \lVert z_j\rVert^2,\ c_j = (z_j, -t_j),\\
+        \text{stop when}\quad m/\tau \le \epsilon\,\lvert f_0(x)\rvert,\qquad
+        m = 4P + \#\{\text{linear constraints}\}.
+
+    :math:`F^\top F` is formed once; each Newton step adds the :math:`(d+1)`-blocks
+    (:math:`O(nd^2)` per group, the row signs of :math:`A_j` square away), factorizes the
+    :math:`2P(d+1)` matrix by one dense Cholesky and backtracks (inside the domain, then to
+    sufficient decrease); a point is centered when half the squared Newton decrement is at most
+    ``IPM_CENTERED`` :math:`m`, and then :math:`\tau` grows by ``IPM_MU`` = 20 and a predictor
+    step follows the path's tangent :math:`-\nabla^2 f_\tau^{-1} \nabla f_0`. :math:`m/\tau`
+    bounds the duality gap at a central point (Boyd & Vandenberghe, Section 11.2). The start is
+    free: each sampled pattern's direction :math:`h_i` satisfies :math:`(2D_i - I) X h_i = |X
+    h_i| > 0`, so :math:`v_i = w_i = h_i/(10\lVert h_i\rVert)`, :math:`t = 2\lVert z\rVert` is
+    strictly feasible (for given ``patterns`` an LP finds a direction in each cone; a cone
+    without interior raises). The answer is strictly inside the cones and not exactly group
+    sparse: groups that vanish at the optimum are of the order of the gap.
+
     Args:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
         beta: :math:`\beta \ge 0`, the weight decay.
         loss: ``"squared"``, ``"logistic"`` or ``"hinge"``.
-        solver: ``"admm"`` (squared loss only) or ``"cvxpy"`` (MOSEK when installed, else
-            Clarabel).
+        solver: ``"admm"`` or ``"ipm"`` (squared loss only), or ``"cvxpy"`` (MOSEK when
+            installed, else Clarabel).
         robust_eps: :math:`\epsilon \ge 0`, the :math:`\ell_\infty` radius of adversarial
             training (``solver="cvxpy"`` only). With the patterns held fixed, the robust
             counterpart replaces the cone constraints by :math:`(2D_i - I) X v_i \ge \epsilon
@@ -333,20 +362,24 @@ class ConvexReLU:
             every 10 iterations where a constraint's primal residual is 10 times its dual
             residual, or the other way round, its penalty is doubled or halved (and the matrix
             factorized again). On small problems the residual of :math:`u = v` stalls without.
-        tol: the ADMM tolerance :math:`\epsilon > 0`.
-        max_iter: the most ADMM iterations (reaching it without meeting ``tol`` warns).
+        tol: the ADMM tolerance, or the interior-point method's relative gap bound,
+            :math:`\epsilon > 0`.
+        max_iter: the most ADMM iterations or Newton steps (reaching it without meeting
+            ``tol`` warns).
         cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
             (``None``: MOSEK when installed, else Clarabel); its options are
             ``CVXPY_SOLVER_OPTIONS[name]`` when present.
         generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
             global RNG).
-        progress: print the residuals every 100 ADMM iterations.
+        progress: print the residuals every 100 ADMM iterations (every Newton step).
 
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
     float64), ``objective_`` (the convex objective at the solution; with ``robust_eps > 0``
     also ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict
     of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
-    (seconds since the ADMM began, the factorization included); cvxpy: the
+    (seconds since the ADMM began, the factorization included); IPM: per Newton step
+    ``objective``, ``gap_bound`` (:math:`m/\tau`, original units), ``newton_decrement`` and
+    ``time`` (since the fit began, the start included); cvxpy: the
     solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
     ``"cg"``).
 
@@ -354,6 +387,7 @@ class ConvexReLU:
         Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
         Quadratic-time Algorithms and Adversarial Training", SIAM J. Math. Data Sci. 2023,
         arXiv:2201.01965. Pilanci, Ergen, "Neural Networks are Convex Regularizers", ICML 2020.
+        Boyd, Vandenberghe, "Convex Optimization", 2004, Chapter 11 (the barrier method).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -364,6 +398,9 @@ class ConvexReLU:
         True
         >>> net = model.to_module()
         >>> bool(torch.allclose(net(X.double()).squeeze(1), model.predict(X)))
+        True
+        >>> ipm = ConvexReLU(beta=1e-2, solver="ipm").fit(X, y, patterns=model.patterns_)
+        >>> bool(ipm.history_["gap_bound"][-1] <= 1e-6 * ipm.objective_ <= model.objective_)
         True
     """
 
