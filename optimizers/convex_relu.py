@@ -420,6 +420,10 @@ class ConvexReLU:
             raise ValueError(f"solver={solver!r} solves the squared loss only, got "
                              f"loss={loss!r}; use solver='cvxpy'")
         self.loss, self.solver = loss, solver
+        if solver == "ipm" and self.beta == 0:
+            # without a price on the epigraph variables t_j >= ||z_j|| the barrier has no minimum
+            raise ValueError("beta must be > 0 for solver='ipm', got 0.0; use solver='admm' or "
+                             "'cvxpy'")
         self.robust_eps = check_nonnegative("robust_eps", robust_eps)
         if self.robust_eps > 0 and solver != "cvxpy":
             raise NotImplementedError("robust_eps > 0 (adversarial training) is implemented "

@@ -362,6 +362,7 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     (dict(loss="cross"), "loss"), (dict(solver="sgd"), "solver"),
     (dict(loss="hinge", solver="admm"), "squared loss only"), (dict(rho=0.0), "rho"),
     (dict(loss="logistic", solver="ipm"), "solver='ipm' solves the squared loss only"),
+    (dict(beta=0.0, solver="ipm"), "beta must be > 0 for solver='ipm'"),
     (dict(tol=-1.0), "tol"), (dict(max_iter=0), "max_iter"), (dict(n_patterns=0), "n_patterns"),
     (dict(progress=1), "progress"), (dict(generator=3), "generator"),
     (dict(rho_cone=-1.0), "rho_cone"), (dict(relaxation=0.0), "relaxation"),
