@@ -131,8 +131,8 @@ def _sample_patterns(X: Tensor, n_patterns, generator) -> tuple[Tensor, Tensor]:
 
 
 def _cholesky_solve(L: Tensor, b: Tensor) -> Tensor:
-    """:math:`(LL^\top)^{-1} b` by two triangular solves (on one thread, 3 to 7 times faster
-    than ``torch.cholesky_solve`` at 2100 unknowns: 1.6 ms against 20 ms)."""
+    r""":math:`(LL^\top)^{-1} b` by two triangular solves (on one thread, 12 times faster than
+    ``torch.cholesky_solve`` at 2100 unknowns: 1.6 ms against 20 ms)."""
     z = torch.linalg.solve_triangular(L, b[:, None], upper=False)
     return torch.linalg.solve_triangular(L.T, z, upper=True)[:, 0]
 
