@@ -681,7 +681,12 @@ class ConvexReLU:
         history = {"objective": [], "gap_bound": [], "newton_decrement": [], "time": []}
         for k in range(1, self.max_iter + 1):
             grad, hessian = barrier.newton_system(x, tau)
-            factor = torch.linalg.cholesky(hessian)
+            try:
+                factor = torch.linalg.cholesky(hessian)
+            except torch.linalg.LinAlgError as err:
+                raise RuntimeError(f"ConvexReLU: the interior-point method's Newton matrix is "
+                                   f"not positive definite at step {k} (gap bound "
+                                   f"{barrier.m / tau * y_scale ** 2:.3e}): {err}") from err
             step = -_cholesky_solve(factor, grad)
             decrement2 = -float(grad @ step)
             step = step.reshape(x.shape)

@@ -298,6 +298,15 @@ def test_ipm_rejects_a_pattern_without_interior():
         ConvexReLU(solver="ipm").fit(X, y, patterns=np.ones((3, 1)))
 
 
+def test_ipm_reports_a_failed_factorization(monkeypatch):
+    def fail(matrix):
+        raise torch.linalg.LinAlgError("the leading minor of order 3 is not positive-definite")
+    monkeypatch.setattr(torch.linalg, "cholesky", fail)
+    X, y = data()
+    with pytest.raises(RuntimeError, match="Newton matrix is not positive definite at step 1"):
+        ConvexReLU(10, solver="ipm", generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
 def test_ipm_warns_when_it_runs_out_of_newton_steps():
     X, y = data()
     with pytest.warns(RuntimeWarning, match="interior-point method did not meet tol"):
