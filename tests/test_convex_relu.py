@@ -222,6 +222,98 @@ def test_admm_warns_when_it_runs_out_of_iterations():
         ConvexReLU(10, max_iter=5, generator=torch.Generator().manual_seed(0)).fit(X, y)
 
 
+# -- interior point ---------------------------------------------------------------------------
+def test_ipm_reaches_the_clarabel_optimum_on_the_same_patterns(one_thread):
+    X, y = data(n=50, d=5)
+    X[7] = 0.0                            # a zero row: its constraints read 0 >= 0
+    oracle = ConvexReLU(20, beta=0.01, solver="cvxpy",
+                        generator=torch.Generator().manual_seed(1)).fit(X, y)
+    ipm = ConvexReLU(20, beta=0.01, solver="ipm", tol=1e-9,
+                     generator=torch.Generator().manual_seed(1)).fit(X, y)
+    assert torch.equal(ipm.patterns_, oracle.patterns_)
+    assert ipm.objective_ == pytest.approx(oracle.objective_, rel=1e-6)
+    E = 2 * ipm.patterns_.double() - 1    # strictly inside the cones, away from the zero row
+    rows = torch.arange(50) != 7
+    assert float(torch.cat([E * (X @ ipm.v_.T), E * (X @ ipm.w_.T)], dim=1)[rows].min()) > 0
+    assert network_objective(ipm, X, y, "squared") == pytest.approx(oracle.objective_, rel=1e-6)
+    h = ipm.history_
+    assert len(h["objective"]) == len(h["gap_bound"]) == len(h["time"]) == ipm.n_iter_
+    assert h["objective"][-1] == pytest.approx(ipm.objective_, rel=1e-12)
+    assert h["gap_bound"][-1] <= 1e-9 * ipm.objective_ < h["gap_bound"][0]
+    # given patterns (no directions: an LP finds a start inside each cone) give the same answer
+    again = ConvexReLU(20, beta=0.01, solver="ipm", tol=1e-9).fit(X, y, patterns=oracle.patterns_)
+    assert again.objective_ == pytest.approx(oracle.objective_, rel=1e-6)
+
+
+def test_ipm_newton_system_is_the_autograd_gradient_and_hessian():
+    """The barrier of the docstring written densely (F, G as matrices), differentiated by
+    autograd, against the structured gradient and Hessian; and the Newton step they give."""
+    X, y = data(n=9, d=3, seed=5)
+    D, directions = convex_relu._sample_patterns(X, 4, torch.Generator().manual_seed(0))
+    D = D.double()
+    P, beta, tau = D.shape[1], 0.2, 3.0
+    F, G = dense_operators(X, D)
+    barrier = convex_relu._LogBarrier(X, y, D, beta)
+    assert barrier.m == 2 * 2 * P + G.shape[0]
+    g = torch.Generator().manual_seed(1)
+    z = torch.cat([directions, directions]) * (1 + torch.rand(2 * P, 1, generator=g,
+                                                             dtype=torch.float64))
+    x = torch.cat([z, z.norm(dim=1, keepdim=True) + 0.5], dim=1)
+
+    def f(flat):
+        x = flat.reshape(2 * P, 4)
+        z, t = x[:, :3], x[:, 3]
+        fit = 0.5 * ((F @ z.reshape(-1) - y) ** 2).sum() + beta * t.sum()
+        return tau * fit - (t ** 2 - (z ** 2).sum(1)).log().sum() - (G @ z.reshape(-1)).log().sum()
+
+    grad, hessian = barrier.newton_system(x, tau)
+    flat = x.reshape(-1)
+    torch.testing.assert_close(grad, torch.func.grad(f)(flat), rtol=1e-10, atol=1e-10)
+    expected = torch.autograd.functional.hessian(f, flat)
+    torch.testing.assert_close(hessian, expected, rtol=1e-10, atol=1e-10)
+    assert barrier.value(x, tau) == pytest.approx(float(f(flat)), rel=1e-12)
+    step = -torch.cholesky_solve(grad[:, None], torch.linalg.cholesky(hessian))[:, 0]
+    torch.testing.assert_close(step, -torch.linalg.solve(expected, torch.func.grad(f)(flat)))
+
+
+def test_ipm_start_is_strictly_inside_every_cone():
+    """A given direction is kept where it is strictly inside its cone, else an LP replaces it."""
+    X, _ = data(n=30, d=3, seed=2)
+    D, directions = convex_relu._sample_patterns(X, 6, torch.Generator().manual_seed(0))
+    A = (2 * D.double() - 1).T[:, :, None] * X[None]           # (P, n, d): A_i = (2D_i - I) X
+    A = A.permute(1, 0, 2)
+    assert torch.equal(convex_relu._interior_directions(A, directions), directions)
+    wrong = -directions                                         # outside (the opposite cone)
+    wrong[0] = directions[0] - (X[0] @ directions[0]) / X[0].dot(X[0]) * X[0]  # on a face
+    h = convex_relu._interior_directions(A, wrong)
+    assert float(torch.einsum("npd,pd->np", A, h).min()) > 0
+    assert float(h.abs().max()) <= 1 + 1e-9                     # the LP's box
+
+
+def test_ipm_rejects_a_pattern_without_interior():
+    # rows x and -x with the same sign: x^T h >= 0 and -x^T h >= 0 force x^T h = 0
+    X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="pattern 0 has a cone .* empty interior"):
+        ConvexReLU(solver="ipm").fit(X, y, patterns=np.ones((3, 1)))
+
+
+def test_ipm_reports_a_failed_factorization(monkeypatch):
+    def fail(matrix):
+        raise torch.linalg.LinAlgError("the leading minor of order 3 is not positive-definite")
+    monkeypatch.setattr(torch.linalg, "cholesky", fail)
+    X, y = data()
+    with pytest.raises(RuntimeError, match="Newton matrix is not positive definite at step 1"):
+        ConvexReLU(10, solver="ipm", generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
+def test_ipm_warns_when_it_runs_out_of_newton_steps():
+    X, y = data()
+    with pytest.warns(RuntimeWarning, match="interior-point method did not meet tol"):
+        ConvexReLU(10, solver="ipm", max_iter=3,
+                   generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
 # -- the network ------------------------------------------------------------------------------
 def test_to_module_reproduces_predict():
     X, y = data()
@@ -278,6 +370,8 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     (dict(beta=-1.0), "beta"), (dict(robust_eps=-0.1), "robust_eps"),
     (dict(loss="cross"), "loss"), (dict(solver="sgd"), "solver"),
     (dict(loss="hinge", solver="admm"), "squared loss only"), (dict(rho=0.0), "rho"),
+    (dict(loss="logistic", solver="ipm"), "solver='ipm' solves the squared loss only"),
+    (dict(beta=0.0, solver="ipm"), "beta must be > 0 for solver='ipm'"),
     (dict(tol=-1.0), "tol"), (dict(max_iter=0), "max_iter"), (dict(n_patterns=0), "n_patterns"),
     (dict(progress=1), "progress"), (dict(generator=3), "generator"),
     (dict(rho_cone=-1.0), "rho_cone"), (dict(relaxation=0.0), "relaxation"),
@@ -293,8 +387,9 @@ def test_bad_options(kwargs, match):
 def test_unknown_option_and_unimplemented_robust():
     with pytest.raises(TypeError):
         ConvexReLU(lr=0.1)
-    with pytest.raises(NotImplementedError, match="robust_eps"):
-        ConvexReLU(robust_eps=0.1, solver="admm")
+    for solver in ("admm", "ipm"):
+        with pytest.raises(NotImplementedError, match="robust_eps"):
+            ConvexReLU(robust_eps=0.1, solver=solver)
 
 
 def test_bad_data():

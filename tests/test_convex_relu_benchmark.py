@@ -30,3 +30,19 @@ def test_problem_is_seeded():
     assert X1.shape == (30, 3) and D1.shape[0] == 30 and D1.shape[1] <= 5
     with pytest.raises(ValueError, match="n_patterns"):
         bench.problem(30, 3, 0)
+
+
+def test_fit_ipm_solves_the_program_of_problem(one_thread):
+    _, _, D = bench.problem(60, 3, 8)
+    model = bench.fit_ipm(60, 3, 8)
+    assert model.patterns_.equal(D) and model.solver == "ipm"
+
+
+def test_time_case_runs_the_interior_point_method_alone_above_the_clarabel_size(
+        one_thread, monkeypatch):
+    monkeypatch.setattr(bench, "CLARABEL_MAX_SIZE", 0)
+    lines, targets = bench.case_time([(60, 3, 8)])
+    row = lines[0].splitlines()[2].split(" | ")
+    assert row[3:7] == ["-"] * 4 and "steps, gap bound" in row[7]
+    assert "interior-point method alone" in lines[1]
+    assert targets[-1].startswith("target (issue 16)")
