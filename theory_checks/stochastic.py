@@ -581,8 +581,8 @@ def assert_noise_ball(make_optimizer: Callable[..., torch.optim.Optimizer], prob
             f"noise ball of kind={kind!r} ({_show(hyper)}) on {problem!r}: measured "
             f"E||x_t - x*||^2 = {measured:.6g} +- {stderr:.3g} (steps {burn_in + 1}..{steps}, "
             f"{runs} runs) is {res.ratio:.4g} x the exact {expected:.6g} (stationary "
-            f"{stationary:.6g}), outside the {100 * confidence:g}% ({interval}) interval "
-            f"[{res.low:.6g}, {res.high:.6g}]")
+            f"{stationary:.6g}), outside the {100 * confidence:g}% interval "
+            f"[{res.low:.6g}, {res.high:.6g}] ({interval})")
     return res
 
 
