@@ -574,13 +574,13 @@ def assert_invariant(make_optimizer: MakeOptimizer, problem, transform: str, *,
     :math:`y_t`), and compares :math:`y_t` with the prediction for ``steps`` steps:
 
     .. math::
-        egin{array}{lll}
-        	exttt{"scale"}: & c f(y), & y_t = x_t 	ext{ (invariant) or, with lr/c, }
-            y_t = x_t 	ext{ (proportional)} \
-        	exttt{"rotation"}: & f(Q^	op y),\ y_0 = Q x_0, & y_t = Q x_t
-            	ext{ (equivariant) or not (not\_equivariant)} \
-        	exttt{"translation"}: & f(y - s),\ y_0 = x_0 + s, & y_t = x_t + s \
-        	exttt{"first\_step"}: & f, & \max_i |x_{1,i} - x_{0,i}|
+        \begin{array}{lll}
+        \texttt{"scale"}: & c f(y), & y_t = x_t \text{ (invariant) or, with lr/c, }
+            y_t = x_t \text{ (proportional)} \\
+        \texttt{"rotation"}: & f(Q^\top y),\ y_0 = Q x_0, & y_t = Q x_t
+            \text{ (equivariant) or not (not\_equivariant)} \\
+        \texttt{"translation"}: & f(y - s),\ y_0 = x_0 + s, & y_t = x_t + s \\
+        \texttt{"first\_step"}: & f, & \max_i |x_{1,i} - x_{0,i}|
             \le \mathrm{lr}\,(1 + \mathrm{slack})
         \end{array}
 
