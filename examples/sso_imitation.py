@@ -62,6 +62,7 @@ from tqdm import tqdm  # noqa: E402
 
 from stochstep.optimizers import SSO  # noqa: E402
 from stochstep.optimizers.policy_gradient import policy_for, rollout  # noqa: E402
+from policy_gradient_cartpole import band as returns_band  # noqa: E402  (this folder)
 
 EVAL_HORIZON = 500          # CartPole-v1's episode limit
 ANGLE_GAIN = 0.5            # the expert's derivative gain on theta_dot (seconds)
@@ -187,19 +188,10 @@ def first_reaching(curve: list[tuple[int, int, float]], target: float):
 
 
 def band(curves: list[list[tuple[int, int, float]]], grid: Tensor):
-    """Mean and 95% t-band over seeds of the returns, as step functions on ``grid``."""
-    values = []
-    for curve in curves:
-        x = torch.tensor([c[0] for c in curve], dtype=torch.float64)
-        y = torch.tensor([c[2] for c in curve], dtype=torch.float64)
-        values.append(y[torch.searchsorted(x, grid, right=True).clamp(min=1) - 1])
-    v = torch.stack(values)
-    mean = v.mean(0)
-    if len(curves) < 2:
-        return mean, mean, mean
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}.get(len(curves), 2.26)   # t_{0.975, n-1}
-    half = t * v.std(0) / math.sqrt(len(curves))
-    return mean, (mean - half).clamp(min=0), (mean + half).clamp(max=EVAL_HORIZON)
+    """Mean and 95% t-band over seeds of the returns on ``grid`` (the policy-gradient example's
+    band), held inside the possible returns [0, EVAL_HORIZON]."""
+    mean, low, high = returns_band([[(n, r) for n, _, r in curve] for curve in curves], grid)
+    return mean, low.clamp(min=0), high.clamp(max=EVAL_HORIZON)
 
 
 def summary(curves, target: float) -> str:
