@@ -16,6 +16,17 @@ def quadratic(x):
     return 0.5 * x @ A @ x - B @ x
 
 
+def recording_closure(x, opt, seen):
+    """A closure that records the point it is evaluated at, then backpropagates ``quadratic``."""
+    def closure():
+        seen.append(x.detach().clone())
+        opt.zero_grad()
+        loss = quadratic(x)
+        loss.backward()
+        return loss
+    return closure
+
+
 def test_nharpg_on_a_quadratic_is_normalized_gradient_descent():
     """The Hessian correction is exact on a quadratic, whatever q: d_t = grad f(theta_t)."""
     x = torch.nn.Parameter(torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64))
@@ -33,13 +44,7 @@ def test_npgigt_evaluates_at_the_extrapolated_point_and_restores_theta():
     x = torch.nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
     opt = NPGIGT([x], lr=0.3, momentum=0.5)
     seen = []
-
-    def closure():
-        seen.append(x.detach().clone())
-        opt.zero_grad()
-        loss = quadratic(x)
-        loss.backward()
-        return loss
+    closure = recording_closure(x, opt, seen)
 
     thetas = [x.detach().clone()]
     for _ in range(3):
@@ -60,13 +65,7 @@ def test_the_authors_extrapolation_variant_uses_the_previous_eta():
     x = torch.nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
     opt = _CodeExtrapolation([x], lr=0.3, momentum=0.5)
     seen, thetas = [], [x.detach().clone()]
-
-    def closure():
-        seen.append(x.detach().clone())
-        opt.zero_grad()
-        loss = quadratic(x)
-        loss.backward()
-        return loss
+    closure = recording_closure(x, opt, seen)
 
     for _ in range(3):
         opt.step(closure)
