@@ -146,6 +146,33 @@ def _unit_scale(X: Tensor, y: Tensor, beta: float) -> tuple[Tensor, Tensor, floa
     return X / x_scale, y / y_scale, beta / (x_scale * y_scale), y_scale
 
 
+class _Split:
+    r"""The ADMM's linear maps on :math:`u = (v_1, \dots, v_P, w_1, \dots, w_P)` stored as a
+    ``(2P, d)`` tensor: :math:`F = [D_1X, \dots, D_PX, -D_1X, \dots, -D_PX]` and :math:`G =
+    \operatorname{blkdiag}((2D_i - I) X)` (twice), by products with ``X`` and the masks."""
+
+    def __init__(self, X: Tensor, D: Tensor):
+        self.X = X
+        self.signs = torch.cat([2 * D - 1, 2 * D - 1], dim=1)    # (n, 2P): the signs of G
+        self.masks = torch.cat([D, -D], dim=1)                   # (n, 2P): F's masks and signs
+
+    def F(self, u: Tensor) -> Tensor:
+        """:math:`Fu` as ``(n,)``."""
+        return (self.masks * (self.X @ u.T)).sum(1)
+
+    def F_T(self, r: Tensor) -> Tensor:
+        r""":math:`F^\top r` as ``(2P, d)``."""
+        return (self.masks * r[:, None]).T @ self.X
+
+    def G(self, u: Tensor) -> Tensor:
+        """:math:`Gu` as ``(n, 2P)``."""
+        return self.signs * (self.X @ u.T)
+
+    def G_T(self, q: Tensor) -> Tensor:
+        r""":math:`G^\top q` as ``(2P, d)``."""
+        return (self.signs * q).T @ self.X
+
+
 def _interior_directions(A: Tensor, directions: Tensor | None) -> Tensor:
     r"""For each pattern :math:`i` a direction :math:`h_i` (row :math:`i` of the ``(P, d)``
     result) strictly inside its cone, :math:`A_i h_i > 0` where :math:`A_i = (2D_i - I) X` is
@@ -572,46 +599,56 @@ class ConvexReLU:
         return torch.from_numpy(V.value.T.copy()), torch.from_numpy(W.value.T.copy())
 
     def _fit_admm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        """The ADMM with the exact u-step: one linear system (Cholesky or conjugate gradients)."""
+        def exact_u_step(X: Tensor, y: Tensor, D: Tensor, ops: _Split):
+            use_cg = (self.linear_solver == "cg" or self.linear_solver == "auto"
+                      and 2 * D.shape[1] * X.shape[1] > MAX_CHOLESKY_UNKNOWNS)
+            self.linear_solver_ = "cg" if use_cg else "cholesky"
+            solve = (self._cg_solver(X, D, ops.F, ops.F_T, ops.G, ops.G_T) if use_cg
+                     else self._cholesky_solver(X, D))
+            Fty = ops.F_T(y)
+
+            class Step:
+                def factor(self, rho: float, rho_cone: float) -> None:
+                    self.rho, self.rho_cone = rho, rho_cone
+                    solve.factor(rho, rho_cone)
+
+                def __call__(self, u, v, lam, s, nu) -> tuple[Tensor, None]:
+                    rho, rho_cone = self.rho, self.rho_cone
+                    return solve(Fty / rho + v - lam + (rho_cone / rho) * ops.G_T(s - nu), u), None
+            return Step()
+        return self._admm(X, y, D, exact_u_step, "ADMM")
+
+    def _admm(self, X: Tensor, y: Tensor, D: Tensor, make_u_step, name: str
+              ) -> tuple[Tensor, Tensor]:
+        """The ADMM's loop (v-, s- and dual steps, residuals, balancing, history) around the
+        u-step that ``make_u_step(X, y, D, ops)`` builds in the scaled units: an object with
+        ``factor(rho, rho_cone)`` and ``u_step(u, v, lam, s, nu) -> (u, error)``, ``error`` the
+        gradient of the u-subproblem at the new ``u`` (``None`` when it is solved exactly)."""
         n, d = X.shape
         P = D.shape[1]
         # Solve in units where X and y have unit root-mean-square entries, so that the default
         # penalties do not depend on the data's units: with X = a X', y = b y' and v = (b/a) v'
         # the objective is b^2 times the same program in (X', y', v') with beta' = beta/(a b).
+        # Labels +-1 have b = 1, and then the classification losses scale the same way.
         x_scale = float(X.pow(2).mean().sqrt()) or 1.0
         X, y, beta, y_scale = _unit_scale(X, y, self.beta)
         to_original = y_scale / x_scale
         start = time.perf_counter()
         rho, rho_cone, alpha = self.rho, self.rho_cone, self.relaxation
-        E = torch.cat([2 * D - 1, 2 * D - 1], dim=1)             # (n, 2P): the signs of G
-        masks = torch.cat([D, -D], dim=1)                        # (n, 2P): F's masks and signs
-
-        def F(u: Tensor) -> Tensor:        # F u as (n,)
-            return (masks * (X @ u.T)).sum(1)
-
-        def F_T(r: Tensor) -> Tensor:      # F^T r as (2P, d)
-            return (masks * r[:, None]).T @ X
-
-        def G(u: Tensor) -> Tensor:        # G u as (n, 2P)
-            return E * (X @ u.T)
-
-        def G_T(q: Tensor) -> Tensor:      # G^T q as (2P, d)
-            return (E * q).T @ X
-
-        use_cg = (self.linear_solver == "cg" or self.linear_solver == "auto"
-                  and 2 * P * d > MAX_CHOLESKY_UNKNOWNS)
-        solve = (self._cg_solver(X, D, F, F_T, G, G_T) if use_cg
-                 else self._cholesky_solver(X, D))
-        solve.factor(rho, rho_cone)
+        ops = _Split(X, D)
+        G_T = ops.G_T
+        u_step = make_u_step(X, y, D, ops)
+        u_step.factor(rho, rho_cone)
         self.n_factorizations_ = 1
-        Fty = F_T(y)
         u = torch.zeros(2 * P, d, dtype=X.dtype)
         v, lam = u.clone(), u.clone()
         s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
         history = {"objective": [], "primal_residual": [], "dual_residual": [], "time": []}
         sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
         for k in range(1, self.max_iter + 1):
-            u = solve(Fty / rho + v - lam + (rho_cone / rho) * G_T(s - nu), u)
-            Gu = G(u)
+            u, error = u_step(u, v, lam, s, nu)
+            Gu = ops.G(u)
             # over-relaxation (Boyd et al. 2011, 3.4.3): both constraints see alpha u + ...
             u_hat = alpha * u + (1 - alpha) * v
             Gu_hat = alpha * Gu + (1 - alpha) * s
@@ -625,16 +662,17 @@ class ConvexReLU:
             primal_c = float(torch.linalg.vector_norm(Gu - s))
             dual_u, dual_c = rho * (v - v_old), rho_cone * G_T(s - s_old)
             primal = math.hypot(primal_u, primal_c)
-            dual = float(torch.linalg.vector_norm(dual_u + dual_c))
-            y_hat = F(v)
-            objective = 0.5 * float(((y_hat - y) ** 2).sum()) + beta * float(
+            # an inexact u-step leaves its subproblem's gradient in the optimality condition
+            dual_vector = dual_u + dual_c if error is None else dual_u + dual_c - error
+            dual = float(torch.linalg.vector_norm(dual_vector))
+            objective = self._loss(ops.F(v), y) + beta * float(
                 torch.linalg.vector_norm(v, dim=1).sum())
             history["objective"].append(objective * y_scale ** 2)
             history["primal_residual"].append(primal)
             history["dual_residual"].append(dual)
             history["time"].append(time.perf_counter() - start)
             if self.progress and k % 100 == 0:
-                print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
+                print(f"ConvexReLU {name} {k}: objective {history['objective'][-1]:.8g}, "
                       f"primal {primal:.3e}, dual {dual:.3e}")
             scale_primal = max(math.hypot(float(torch.linalg.vector_norm(u)),
                                           float(torch.linalg.vector_norm(Gu))),
@@ -642,7 +680,8 @@ class ConvexReLU:
                                           float(torch.linalg.vector_norm(s))))
             scale_dual = float(torch.linalg.vector_norm(rho * lam + rho_cone * G_T(nu)))
             if (primal <= sqrt_p * self.tol + self.tol * scale_primal
-                    and dual <= sqrt_q * self.tol + self.tol * scale_dual):
+                    and dual <= sqrt_q * self.tol + self.tol * scale_dual
+                    and getattr(u_step, "settled", True)):
                 break
             if k % 10 == 0 and self.balance:
                 # residual balancing (Boyd et al. 2011, 3.4.1), for each constraint on its own;
@@ -652,15 +691,14 @@ class ConvexReLU:
                 if factor_u != 1 or factor_c != 1:
                     rho, rho_cone = rho * factor_u, rho_cone * factor_c
                     lam, nu = lam / factor_u, nu / factor_c
-                    solve.factor(rho, rho_cone)
+                    u_step.factor(rho, rho_cone)
                     self.n_factorizations_ += 1
         else:
-            warnings.warn(f"ConvexReLU: ADMM did not meet tol={self.tol} in max_iter="
+            warnings.warn(f"ConvexReLU: {name} did not meet tol={self.tol} in max_iter="
                           f"{self.max_iter} iterations (primal residual {primal:.3e}, "
                           f"dual {dual:.3e}); raise max_iter or tol",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
         self.history_, self.n_iter_ = history, k
-        self.linear_solver_ = "cg" if use_cg else "cholesky"
         return to_original * v[:P].clone(), to_original * v[P:].clone()
 
     def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor, directions: Tensor | None
