@@ -22,7 +22,8 @@ and reading the neurons off its solution: :math:`u = v_i/\sqrt{\lVert v_i\rVert}
 bias (as in the authors' code); append a column of ones to ``X`` for one.
 
 Solvers: ``"cvxpy"`` (the program as written; the ground truth), ``"admm"`` (the paper's
-ADMM for the squared loss, with its fixed linear system factorized once) and ``"ipm"`` (a
+ADMM for the squared loss, with its fixed linear system factorized once), ``"admm_rbcd"`` (the
+same ADMM with randomized block coordinate descent u-steps, for every loss) and ``"ipm"`` (a
 log-barrier interior-point method for the squared loss that exploits the program's structure).
 """
 
@@ -44,7 +45,7 @@ __all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "IPM_MU", "LINEAR_SOLVERS", "LO
            "MAX_CHOLESKY_UNKNOWNS", "RHO_CONE", "SOLVERS", "sample_patterns"]
 
 LOSSES = ("squared", "logistic", "hinge")
-SOLVERS = ("admm", "cvxpy", "ipm")
+SOLVERS = ("admm", "admm_rbcd", "cvxpy", "ipm")
 # Clarabel's own defaults, written out: the 1e-10 of domains.ACCURATE_SOLVER_OPTIONS ends
 # 'optimal_inaccurate' at n = 2000, d = 20, 50 patterns.
 LINEAR_SOLVERS = ("auto", "cholesky", "cg")
@@ -60,6 +61,8 @@ IPM_MU = 20.0
 IPM_CENTERED = 1e-7
 IPM_BACKTRACK, IPM_ARMIJO = 0.5, 0.01
 EPS = torch.finfo(torch.float64).eps
+# ADMM-RBCD: the block line search (Armijo fraction, backtracking factor, smallest step)
+RBCD_ARMIJO, RBCD_BACKTRACK, RBCD_MIN_STEP = 0.01, 0.5, 1e-9
 CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8),
                         "SCS": dict(eps_abs=1e-6, eps_rel=1e-6)}
 
@@ -171,6 +174,87 @@ class _Split:
     def G_T(self, q: Tensor) -> Tensor:
         r""":math:`G^\top q` as ``(2P, d)``."""
         return (self.signs * q).T @ self.X
+
+
+class _SmoothLoss:
+    r"""The loss :math:`\ell(\hat y) = \sum_k \phi(\hat y_k)` of the ADMM-RBCD u-step, entry by
+    entry, with its first and second derivatives: :math:`\tfrac12(\hat y_k - y_k)^2`,
+    :math:`\log(1 + e^{-y_k \hat y_k})`, or the hinge :math:`\max(0, t_k)`, :math:`t_k = 1 -
+    y_k\hat y_k`, through its Moreau envelope with parameter :math:`\mu` (``smoothing``):
+    :math:`0` for :math:`t_k \le 0`, :math:`t_k^2/(2\mu)` for :math:`0 < t_k \le \mu`,
+    :math:`t_k - \mu/2` beyond, between the hinge minus :math:`\mu/2` and the hinge."""
+
+    def __init__(self, loss: str, y: Tensor, smoothing: float = 0.0):
+        self.loss, self.y, self.smoothing = loss, y, smoothing
+
+    def terms(self, y_hat: Tensor) -> Tensor:
+        y = self.y
+        if self.loss == "squared":
+            return 0.5 * (y_hat - y) ** 2
+        if self.loss == "logistic":
+            return torch.nn.functional.softplus(-y * y_hat)
+        t, mu = 1 - y * y_hat, self.smoothing
+        return torch.where(t <= 0, 0.0, torch.where(t < mu, t ** 2 / (2 * mu), t - mu / 2))
+
+    def derivatives(self, y_hat: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(\phi'(\hat y_k))_k` and :math:`(\phi''(\hat y_k))_k` (labels :math:`\pm1`)."""
+        y = self.y
+        if self.loss == "squared":
+            return y_hat - y, torch.ones_like(y_hat)
+        if self.loss == "logistic":
+            margin = y * y_hat
+            return -y * torch.sigmoid(-margin), torch.sigmoid(margin) * torch.sigmoid(-margin)
+        t, mu = 1 - y * y_hat, self.smoothing
+        return -y * (t / mu).clamp(0, 1), ((t > 0) & (t <= mu)).to(y.dtype) / mu
+
+
+def _rbcd_block_step(X: Tensor, mask: Tensor, u: Tensor, rows: tuple[int, int], y_hat: Tensor,
+                     loss: _SmoothLoss, shift_u: Tensor, shift_c: Tensor, penalties) -> Tensor:
+    r"""One block step of the ADMM-RBCD u-step, in place on the rows ``(i, P + i)`` of ``u``
+    (the block :math:`(u_i, z_i)`); returns the new :math:`\hat y = Fu`.
+
+    The u-subproblem :math:`L(u) = \ell(Fu) + \tfrac\rho2\lVert u + \text{shift}_u\rVert^2 +
+    \tfrac{\rho_c}2\lVert Gu + \text{shift}_c\rVert^2` restricted to the block has the gradient
+    :math:`g = (X^\top(D_i \ell' + \rho_c E_i c_u) + \rho r_u,\ X^\top(-D_i \ell' + \rho_c E_i
+    c_z) + \rho r_z)` (:math:`E_i = 2D_i - I`, :math:`r, c` the two residuals) and the Hessian
+    :math:`\begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix}`, :math:`A = \rho I + \rho_c
+    X^\top X`, :math:`H = X^\top D_i \operatorname{diag}(\ell'') X`. The Newton direction
+    solves it through :math:`\delta_u + \delta_z = -A^{-1}(g_u + g_z)` and :math:`\delta_u -
+    \delta_z = -(A + 2H)^{-1}(g_u - g_z)`; the step :math:`\gamma` starts at 1 and is halved
+    until :math:`L(u + \gamma\delta) \le L(u) + c\,\gamma\, g^\top\delta` (Armijo, :math:`c` =
+    ``RBCD_ARMIJO``), and none is taken if :math:`\gamma` falls below ``RBCD_MIN_STEP``."""
+    rho, rho_cone = penalties.rho, penalties.rho_cone
+    i, j = rows
+    block = u[[i, j]]                                             # (2, d): u_i, z_i
+    sign = 2 * mask - 1
+    cone = sign[:, None] * (X @ block.T) + shift_c[:, [i, j]]     # (n, 2): G u + shift_c
+    residual = block + shift_u[[i, j]]                            # (2, d): u + shift_u
+    first, second = loss.derivatives(y_hat)
+    first = mask * first
+    grad = (X.T @ torch.stack([first, -first], 1) + X.T @ (rho_cone * sign[:, None] * cone)
+            ).T + rho * residual
+    H = X.T @ ((mask * second)[:, None] * X)
+    total = -torch.cholesky_solve((grad[0] + grad[1])[:, None], penalties.A_factor)[:, 0]
+    difference = -torch.linalg.solve(penalties.A + 2 * H, grad[0] - grad[1])
+    delta = torch.stack([total + difference, total - difference]) / 2
+    slope = float((grad * delta).sum())
+    if not slope < 0:      # a zero gradient: nothing to do
+        return y_hat
+    X_delta = X @ delta.T                                         # (n, 2)
+    dy = mask * (X_delta[:, 0] - X_delta[:, 1])
+    linear = rho * float((residual * delta).sum()) + rho_cone * float(
+        (cone * sign[:, None] * X_delta).sum())
+    quadratic = rho * float((delta ** 2).sum()) + rho_cone * float((X_delta ** 2).sum())
+    before = loss.terms(y_hat)     # term by term: the rows outside D_i add exact zeros
+    step = 1.0
+    while step >= RBCD_MIN_STEP:
+        change = (float((loss.terms(y_hat + step * dy) - before).sum())
+                  + step * linear + step ** 2 / 2 * quadratic)
+        if change <= RBCD_ARMIJO * step * slope:
+            u[[i, j]] = block + step * delta
+            return y_hat + step * dy
+        step *= RBCD_BACKTRACK
+    return y_hat
 
 
 def _interior_directions(A: Tensor, directions: Tensor | None) -> Tensor:
@@ -342,6 +426,46 @@ class ConvexReLU:
     ``python -m benchmarks convex_relu``, n = 500, d = 10, P = 30: a relative gap of 1e-4 for
     good after 5419 iterations against 6895), but the convergence is still far from geometric.
 
+    ADMM-RBCD (``solver="admm_rbcd"``, every loss; the same scaled units, splitting, updates of
+    :math:`v, s, \lambda, \nu`, balancing and stopping rule) replaces the u-step, which has no
+    closed form for the logistic and hinge losses, by ``rbcd_sweeps`` sweeps of randomized
+    block coordinate descent on its subproblem, started at :math:`u^k`. The blocks are the
+    :math:`P` pairs :math:`b_i = (u_i, z_i)` (rows :math:`i` and :math:`P + i` of :math:`u`,
+    :math:`2d` numbers); a sweep visits them once each in an order drawn by ``generator``, and
+    at each takes a Newton step on the block with a backtracking step size:
+
+    .. math::
+        L_k(u) &= \ell(Fu) + \tfrac\rho2 \lVert u - v^k + \lambda^k\rVert^2
+            + \tfrac{\rho_c}2 \lVert Gu - s^k + \nu^k\rVert^2,\qquad
+        g = \nabla_{b_i} L_k(u),\\
+        \nabla^2_{b_i} L_k &= \begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix},\quad
+            A = \rho I + \rho_c X^\top X,\quad
+            H = X^\top D_i \operatorname{diag}(\ell''(Fu)) X,\\
+        \delta &= -(\nabla^2_{b_i} L_k)^{-1} g:\quad \delta_u + \delta_z = -A^{-1}(g_u + g_z),
+            \quad \delta_u - \delta_z = -(A + 2H)^{-1}(g_u - g_z),\\
+        b_i &\leftarrow b_i + \gamma\delta,\quad \gamma = 2^{-j}\ \text{for the least}\
+            j \ge 0\ \text{with}\ L_k(u + \gamma\delta) \le L_k(u)
+            + 0.01\,\gamma\, g^\top\delta .
+
+    The u-step is inexact, so its subproblem's gradient :math:`e = \nabla L_k(u^{k+1})` is
+    subtracted in the dual residual, :math:`d = \rho(v^{k+1} - v^k) + \rho_c G^\top(s^{k+1} -
+    s^k) - e` (with an exact u-step :math:`e = 0`). The hinge loss is not differentiable; the
+    u-step uses its Moreau envelope with parameter :math:`\mu` (``hinge_smoothing``,
+    :math:`t = 1 - s_k \hat y_k`): :math:`0` for :math:`t \le 0`, :math:`t^2/(2\mu)` for
+    :math:`0 < t \le \mu`, :math:`t - \mu/2` beyond. The iterates then converge to the
+    optimum of the smoothed program, whose hinge objective exceeds the hinge optimum by at most
+    ``smoothing_bound_`` :math:`= \sum_k (\max(0, t_k) - \text{envelope}(t_k)) \le \tfrac\mu2
+    \#\{k : t_k > 0\}` (the envelope lies between the hinge minus :math:`\mu/2` and the hinge);
+    :math:`\mu \to 0` gives the hinge optimum, but slower (the block Hessians grow like
+    :math:`1/\mu`). From the third-party ADMM-RBCD (``zachary-shah/admmNN``,
+    ``utils/primal_update_utils.py``): the blocks :math:`(u_i, z_i)`, drawn at random, and a
+    backtracking (Armijo) step on each; it takes gradient steps on three blocks at a time, an
+    inner loop ended by a decaying threshold on the decrease, a growing :math:`\rho` and a
+    decaying dual step, and has no hinge loss. The Newton direction (two :math:`d \times d`
+    solves), the sweeps in random order, the error term in the dual residual and the smoothing
+    are this implementation's choices. Its convergence is slower than the exact ADMM's (the
+    blocks are coupled through :math:`F^\top F`; see the family page for measurements).
+
     The interior-point method (``solver="ipm"``, squared loss, the same scaled units) follows
     the central path of the barrier problem over :math:`x = (z_j, t_j)_{j=1}^{2P}`
     (:math:`z = (v_1, \dots, v_P, w_1, \dots, w_P)`, epigraph variables :math:`t_j \ge \lVert
@@ -375,8 +499,8 @@ class ConvexReLU:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
         beta: :math:`\beta \ge 0`, the weight decay.
         loss: ``"squared"``, ``"logistic"`` or ``"hinge"``.
-        solver: ``"admm"`` or ``"ipm"`` (squared loss only), or ``"cvxpy"`` (MOSEK when
-            installed, else Clarabel).
+        solver: ``"admm"`` or ``"ipm"`` (squared loss only), ``"admm_rbcd"`` (every loss), or
+            ``"cvxpy"`` (MOSEK when installed, else Clarabel).
         robust_eps: :math:`\epsilon \ge 0`, the :math:`\ell_\infty` radius of adversarial
             training (``solver="cvxpy"`` only). With the patterns held fixed, the robust
             counterpart replaces the cone constraints by :math:`(2D_i - I) X v_i \ge \epsilon
@@ -401,11 +525,13 @@ class ConvexReLU:
             :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations or Newton steps (reaching it without meeting
             ``tol`` warns).
+        rbcd_sweeps: ADMM-RBCD's sweeps over the blocks per u-step, an integer >= 1.
+        hinge_smoothing: ADMM-RBCD's :math:`\mu > 0` for the hinge loss (margin units).
         cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
             (``None``: MOSEK when installed, else Clarabel); its options are
             ``CVXPY_SOLVER_OPTIONS[name]`` when present.
-        generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
-            global RNG).
+        generator: the ``torch.Generator`` for the patterns and ADMM-RBCD's block orders
+            (``None``: seeded from torch's global RNG).
         progress: print the residuals every 100 ADMM iterations (every Newton step).
 
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
@@ -416,7 +542,7 @@ class ConvexReLU:
     ``objective``, ``gap_bound`` (:math:`m/\tau`, original units), ``newton_decrement`` and
     ``time`` (since the fit began, the start included); cvxpy: the
     solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
-    ``"cg"``).
+    ``"cg"``; ADMM-RBCD: ``"rbcd"``), ``smoothing_bound_`` (ADMM-RBCD, hinge loss).
 
     References:
         Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
@@ -443,7 +569,8 @@ class ConvexReLU:
                  solver: str = "admm", robust_eps: float = 0.0, rho: float | None = None,
                  rho_cone: float | None = None, relaxation: float = 1.6,
                  linear_solver: str = "auto", balance: bool = True, tol: float = 1e-6,
-                 max_iter: int = 10_000, cvxpy_solver: str | None = None,
+                 max_iter: int = 10_000, rbcd_sweeps: int = 1, hinge_smoothing: float = 1e-2,
+                 cvxpy_solver: str | None = None,
                  generator: torch.Generator | None = None, progress: bool = False):
         self.n_patterns = check_int("n_patterns", n_patterns)
         self.beta = check_nonnegative("beta", beta)
@@ -480,6 +607,8 @@ class ConvexReLU:
         self.cvxpy_solver = None if cvxpy_solver is None else cvxpy_solver.upper()
         self.tol = check_positive("tol", tol)
         self.max_iter = check_int("max_iter", max_iter)
+        self.rbcd_sweeps = check_int("rbcd_sweeps", rbcd_sweeps)
+        self.hinge_smoothing = check_positive("hinge_smoothing", hinge_smoothing)
         self.generator = make_generator(generator)
         self.progress = check_flag("progress", progress)
 
@@ -531,6 +660,8 @@ class ConvexReLU:
             self.v_, self.w_ = self._fit_cvxpy(X, y, D.double())
         elif self.solver == "ipm":
             self.v_, self.w_ = self._fit_ipm(X, y, D.double(), directions)
+        elif self.solver == "admm_rbcd":
+            self.v_, self.w_ = self._fit_admm_rbcd(X, y, D.double())
         else:
             self.v_, self.w_ = self._fit_admm(X, y, D.double())
         self.objective_ = self._objective(X, y, D.double(), self.v_, self.w_)
@@ -680,8 +811,7 @@ class ConvexReLU:
                                           float(torch.linalg.vector_norm(s))))
             scale_dual = float(torch.linalg.vector_norm(rho * lam + rho_cone * G_T(nu)))
             if (primal <= sqrt_p * self.tol + self.tol * scale_primal
-                    and dual <= sqrt_q * self.tol + self.tol * scale_dual
-                    and getattr(u_step, "settled", True)):
+                    and dual <= sqrt_q * self.tol + self.tol * scale_dual):
                 break
             if k % 10 == 0 and self.balance:
                 # residual balancing (Boyd et al. 2011, 3.4.1), for each constraint on its own;
@@ -700,6 +830,42 @@ class ConvexReLU:
                           RuntimeWarning, stacklevel=4)
         self.history_, self.n_iter_ = history, k
         return to_original * v[:P].clone(), to_original * v[P:].clone()
+
+    def _fit_admm_rbcd(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        """The ADMM with randomized block coordinate descent u-steps (any of the losses)."""
+        generator, sweeps, loss_name = self.generator, self.rbcd_sweeps, self.loss
+        self.linear_solver_ = "rbcd"
+
+        def rbcd_u_step(X: Tensor, y: Tensor, D: Tensor, ops: _Split):
+            P, d = D.shape[1], X.shape[1]
+            XtX, eye = X.T @ X, torch.eye(d, dtype=X.dtype)
+            loss = _SmoothLoss(loss_name, y, self.hinge_smoothing)
+
+            class Step:
+                def factor(self, rho: float, rho_cone: float) -> None:
+                    # the quadratic part of a block's Hessian, the same for u_i and z_i
+                    self.rho, self.rho_cone = rho, rho_cone
+                    self.A = rho * eye + rho_cone * XtX
+                    self.A_factor = torch.linalg.cholesky(self.A)
+
+                def __call__(self, u, v, lam, s, nu) -> tuple[Tensor, Tensor]:
+                    u, y_hat = u.clone(), ops.F(u)
+                    shift_u, shift_c = lam - v, nu - s      # u + shift_u: u's ADMM residual
+                    for _ in range(sweeps):
+                        for i in torch.randperm(P, generator=generator).tolist():
+                            y_hat = _rbcd_block_step(X, D[:, i], u, (i, P + i), y_hat, loss,
+                                                     shift_u, shift_c, self)
+                    error = (ops.F_T(loss.derivatives(y_hat)[0]) + self.rho * (u + shift_u)
+                             + self.rho_cone * ops.G_T(ops.G(u) + shift_c))
+                    return u, error
+            return Step()
+        v, w = self._admm(X, y, D, rbcd_u_step, "ADMM-RBCD")
+        if loss_name == "hinge":
+            # what the smoothing can cost: sum_k hinge - envelope at the answer's margins
+            y_hat = (D * (X @ (v - w).T)).sum(1)
+            envelope = _SmoothLoss("hinge", y, self.hinge_smoothing).terms(y_hat)
+            self.smoothing_bound_ = float((torch.relu(1 - y * y_hat) - envelope).sum())
+        return v, w
 
     def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor, directions: Tensor | None
                  ) -> tuple[Tensor, Tensor]:
