@@ -293,7 +293,7 @@ def test_three_rbcd_sweeps_by_hand(loss):
     """Three ADMM-RBCD iterations (beta = 0 and no relaxation, so that v = u, lambda = 0,
     s = (Gu + nu)_+, nu = min(Gu + nu, 0)), each one sweep over the blocks (u_i, z_i) in the
     generator's order: a Newton step on the dense u-subproblem (gradient and Hessian of the
-    block by autograd), halved until the Armijo condition holds."""
+    block by autograd), halved until the Armijo condition holds; and the dual residuals."""
     X, y = data(n=14, d=3, seed=6, labels=loss != "squared")
     D = sample_patterns(X, 5, torch.Generator().manual_seed(2)).double()
     P, rho, rho_c, iterations = D.shape[1], 0.01, 0.003, 3
@@ -309,7 +309,7 @@ def test_three_rbcd_sweeps_by_hand(loss):
     u, nu, halvings = torch.zeros(F.shape[1], dtype=torch.float64), 0.0, 0
     s, v = torch.zeros(G.shape[0], dtype=torch.float64), torch.zeros(F.shape[1],
                                                                       dtype=torch.float64)
-    order = torch.Generator().manual_seed(3)
+    order, duals = torch.Generator().manual_seed(3), []
     for _ in range(iterations):
         def subproblem(u):
             y_hat = F @ u
@@ -331,10 +331,15 @@ def test_three_rbcd_sweeps_by_hand(loss):
                     grad @ direction[block]):
                 step, halvings = step / 2, halvings + 1
             u = u + step * direction
+        # the dual residual carries the inexact u-step's gradient e
+        error = torch.func.grad(subproblem)(u)
+        v_old, s_old = v, s
         v, s, nu = u, torch.relu(G @ u + nu), torch.clamp(G @ u + nu, max=0)
+        duals.append(float((rho * (v - v_old) + rho_c * G.T @ (s - s_old) - error).norm()))
     expected = u.reshape(2 * P, 3) * b / a
     torch.testing.assert_close(model.v_, expected[:P], atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(model.w_, expected[P:], atol=1e-10, rtol=1e-8)
+    assert model.history_["dual_residual"] == pytest.approx(duals, rel=1e-8)
     if loss == "hinge":
         assert halvings > 0          # the line search did backtrack
 
@@ -381,6 +386,10 @@ def test_admm_rbcd_bad_input():
         ConvexReLU(5, loss="cross_entropy", solver="admm_rbcd")
     with pytest.raises(ValueError, match="rbcd_sweeps"):
         ConvexReLU(5, solver="admm_rbcd", rbcd_sweeps=0)
+    with pytest.raises(ValueError, match="hinge_smoothing"):
+        ConvexReLU(5, loss="hinge", solver="admm_rbcd", hinge_smoothing=0.0)
+    with pytest.raises(TypeError):
+        ConvexReLU(5, solver="admm_rbcd", rbcd_blocksize=3)
     with pytest.raises(NotImplementedError, match="robust_eps"):
         ConvexReLU(5, loss="hinge", solver="admm_rbcd", robust_eps=0.1)
 
