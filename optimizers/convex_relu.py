@@ -208,31 +208,35 @@ class _SmoothLoss:
         return -y * (t / mu).clamp(0, 1), ((t > 0) & (t <= mu)).to(y.dtype) / mu
 
 
-def _rbcd_block_step(X: Tensor, mask: Tensor, u: Tensor, rows: tuple[int, int], y_hat: Tensor,
-                     loss: _SmoothLoss, shift_u: Tensor, shift_c: Tensor, penalties) -> Tensor:
-    r"""One block step of the ADMM-RBCD u-step, in place on the rows ``(i, P + i)`` of ``u``
-    (the block :math:`(u_i, z_i)`); returns the new :math:`\hat y = Fu`.
+def _rbcd_block_step(X: Tensor, mask: Tensor, sign: Tensor, block: Tensor, shift_u: Tensor,
+                     shift_c: Tensor, y_hat: Tensor, loss: _SmoothLoss, penalties) -> Tensor:
+    r"""One block step of the ADMM-RBCD u-step, in place on ``block``, the ``(2, d)`` view of
+    :math:`(u_i, z_i)` in :math:`u`; returns the new :math:`\hat y = Fu`. ``mask`` and ``sign``
+    are the diagonals of :math:`D_i` and :math:`E_i = 2D_i - I`, ``shift_u`` ``(2, d)`` and
+    ``shift_c`` ``(n, 2)`` the block's parts of :math:`\lambda - v` and :math:`\nu - s`.
 
     The u-subproblem :math:`L(u) = \ell(Fu) + \tfrac\rho2\lVert u + \text{shift}_u\rVert^2 +
     \tfrac{\rho_c}2\lVert Gu + \text{shift}_c\rVert^2` restricted to the block has the gradient
     :math:`g = (X^\top(D_i \ell' + \rho_c E_i c_u) + \rho r_u,\ X^\top(-D_i \ell' + \rho_c E_i
-    c_z) + \rho r_z)` (:math:`E_i = 2D_i - I`, :math:`r, c` the two residuals) and the Hessian
-    :math:`\begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix}`, :math:`A = \rho I + \rho_c
-    X^\top X`, :math:`H = X^\top D_i \operatorname{diag}(\ell'') X`. The Newton direction
-    solves it through :math:`\delta_u + \delta_z = -A^{-1}(g_u + g_z)` and :math:`\delta_u -
-    \delta_z = -(A + 2H)^{-1}(g_u - g_z)`; the step :math:`\gamma` starts at 1 and is halved
-    until :math:`L(u + \gamma\delta) \le L(u) + c\,\gamma\, g^\top\delta` (Armijo, :math:`c` =
-    ``RBCD_ARMIJO``), and none is taken if :math:`\gamma` falls below ``RBCD_MIN_STEP``."""
+    c_z) + \rho r_z)` (:math:`r = b + \text{shift}_u`, :math:`c = E_i X b + \text{shift}_c`)
+    and the Hessian :math:`\begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix}`, :math:`A =
+    \rho I + \rho_c X^\top X`, :math:`H = X^\top D_i \operatorname{diag}(\ell'') X`. The Newton
+    direction solves it through :math:`\delta_u + \delta_z = -A^{-1}(g_u + g_z)` and
+    :math:`\delta_u - \delta_z = -(A + 2H)^{-1}(g_u - g_z)`; the step :math:`\gamma` starts at 1
+    and is halved until :math:`L(u + \gamma\delta) \le L(u) + c\,\gamma\, g^\top\delta`
+    (Armijo, :math:`c` = ``RBCD_ARMIJO``); none is taken if :math:`\gamma` falls below
+    ``RBCD_MIN_STEP``. Along the step the quadratic terms change by :math:`\gamma\,(\rho\,
+    r^\top\delta + \rho_c c^\top E_i X\delta) + \tfrac{\gamma^2}2(\rho\lVert\delta\rVert^2 +
+    \rho_c\lVert X\delta\rVert^2)`, so a trial step costs one pass over the loss terms."""
     rho, rho_cone = penalties.rho, penalties.rho_cone
-    i, j = rows
-    block = u[[i, j]]                                             # (2, d): u_i, z_i
-    sign = 2 * mask - 1
-    cone = sign[:, None] * (X @ block.T) + shift_c[:, [i, j]]     # (n, 2): G u + shift_c
-    residual = block + shift_u[[i, j]]                            # (2, d): u + shift_u
+    signed_cone = sign[:, None] * (sign[:, None] * (X @ block.T) + shift_c)     # (n, 2): E_i c
+    residual = block + shift_u                                                 # (2, d)
     first, second = loss.derivatives(y_hat)
     first = mask * first
-    grad = (X.T @ torch.stack([first, -first], 1) + X.T @ (rho_cone * sign[:, None] * cone)
-            ).T + rho * residual
+    weights = rho_cone * signed_cone
+    weights[:, 0] += first
+    weights[:, 1] -= first
+    grad = (X.T @ weights).T + rho * residual
     H = X.T @ ((mask * second)[:, None] * X)
     total = -torch.cholesky_solve((grad[0] + grad[1])[:, None], penalties.A_factor)[:, 0]
     difference = -torch.linalg.solve(penalties.A + 2 * H, grad[0] - grad[1])
@@ -240,6 +244,21 @@ def _rbcd_block_step(X: Tensor, mask: Tensor, u: Tensor, rows: tuple[int, int], 
     slope = float((grad * delta).sum())
     if not slope < 0:      # a zero gradient: nothing to do
         return y_hat
+    X_delta = X @ delta.T                                                      # (n, 2)
+    dy = mask * (X_delta[:, 0] - X_delta[:, 1])
+    linear = rho * float((residual * delta).sum()) + rho_cone * float(
+        (signed_cone * X_delta).sum())
+    quadratic = rho * float((delta ** 2).sum()) + rho_cone * float((X_delta ** 2).sum())
+    before = loss.terms(y_hat)     # term by term: the rows outside D_i add exact zeros
+    step = 1.0
+    while step >= RBCD_MIN_STEP:
+        change = (float((loss.terms(y_hat + step * dy) - before).sum())
+                  + step * linear + step ** 2 / 2 * quadratic)
+        if change <= RBCD_ARMIJO * step * slope:
+            block += step * delta
+            return y_hat + step * dy
+        step *= RBCD_BACKTRACK
+    return y_hat
     X_delta = X @ delta.T                                         # (n, 2)
     dy = mask * (X_delta[:, 0] - X_delta[:, 1])
     linear = rho * float((residual * delta).sum()) + rho_cone * float(
@@ -839,6 +858,7 @@ class ConvexReLU:
         def rbcd_u_step(X: Tensor, y: Tensor, D: Tensor, ops: _Split):
             P, d = D.shape[1], X.shape[1]
             XtX, eye = X.T @ X, torch.eye(d, dtype=X.dtype)
+            signs = 2 * D - 1
             loss = _SmoothLoss(loss_name, y, self.hinge_smoothing)
 
             class Step:
@@ -851,10 +871,14 @@ class ConvexReLU:
                 def __call__(self, u, v, lam, s, nu) -> tuple[Tensor, Tensor]:
                     u, y_hat = u.clone(), ops.F(u)
                     shift_u, shift_c = lam - v, nu - s      # u + shift_u: u's ADMM residual
+                    # block i is (rows i and P + i of u), as (2, d) views
+                    blocks, shifts_u = u.view(2, P, d), shift_u.view(2, P, d)
+                    shifts_c = shift_c.view(-1, 2, P)
                     for _ in range(sweeps):
                         for i in torch.randperm(P, generator=generator).tolist():
-                            y_hat = _rbcd_block_step(X, D[:, i], u, (i, P + i), y_hat, loss,
-                                                     shift_u, shift_c, self)
+                            y_hat = _rbcd_block_step(X, D[:, i], signs[:, i], blocks[:, i],
+                                                     shifts_u[:, i], shifts_c[:, :, i], y_hat,
+                                                     loss, self)
                     error = (ops.F_T(loss.derivatives(y_hat)[0]) + self.rho * (u + shift_u)
                              + self.rho_cone * ops.G_T(ops.G(u) + shift_c))
                     return u, error
