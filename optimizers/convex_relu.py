@@ -599,7 +599,7 @@ class ConvexReLU:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if solver in ("admm", "ipm") and loss != "squared":
             raise ValueError(f"solver={solver!r} solves the squared loss only, got "
-                             f"loss={loss!r}; use solver='cvxpy'")
+                             f"loss={loss!r}; use solver='admm_rbcd' or 'cvxpy'")
         self.loss, self.solver = loss, solver
         if solver == "ipm" and self.beta == 0:
             # without a price on the epigraph variables t_j >= ||z_j|| the barrier has no minimum
