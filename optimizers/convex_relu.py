@@ -22,7 +22,8 @@ and reading the neurons off its solution: :math:`u = v_i/\sqrt{\lVert v_i\rVert}
 bias (as in the authors' code); append a column of ones to ``X`` for one.
 
 Solvers: ``"cvxpy"`` (the program as written; the ground truth), ``"admm"`` (the paper's
-ADMM for the squared loss, with its fixed linear system factorized once) and ``"ipm"`` (a
+ADMM for the squared loss, with its fixed linear system factorized once), ``"admm_rbcd"`` (the
+same ADMM with randomized block coordinate descent u-steps, for every loss) and ``"ipm"`` (a
 log-barrier interior-point method for the squared loss that exploits the program's structure).
 """
 
@@ -44,7 +45,7 @@ __all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "IPM_MU", "LINEAR_SOLVERS", "LO
            "MAX_CHOLESKY_UNKNOWNS", "RHO_CONE", "SOLVERS", "sample_patterns"]
 
 LOSSES = ("squared", "logistic", "hinge")
-SOLVERS = ("admm", "cvxpy", "ipm")
+SOLVERS = ("admm", "admm_rbcd", "cvxpy", "ipm")
 # Clarabel's own defaults, written out: the 1e-10 of domains.ACCURATE_SOLVER_OPTIONS ends
 # 'optimal_inaccurate' at n = 2000, d = 20, 50 patterns.
 LINEAR_SOLVERS = ("auto", "cholesky", "cg")
@@ -60,6 +61,8 @@ IPM_MU = 20.0
 IPM_CENTERED = 1e-7
 IPM_BACKTRACK, IPM_ARMIJO = 0.5, 0.01
 EPS = torch.finfo(torch.float64).eps
+# ADMM-RBCD: the block line search (Armijo fraction, backtracking factor, smallest step)
+RBCD_ARMIJO, RBCD_BACKTRACK, RBCD_MIN_STEP = 0.01, 0.5, 1e-9
 CVXPY_SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-8, tol_gap_rel=1e-8, tol_feas=1e-8),
                         "SCS": dict(eps_abs=1e-6, eps_rel=1e-6)}
 
@@ -144,6 +147,133 @@ def _unit_scale(X: Tensor, y: Tensor, beta: float) -> tuple[Tensor, Tensor, floa
     x_scale = float(X.pow(2).mean().sqrt()) or 1.0
     y_scale = float(y.pow(2).mean().sqrt()) or 1.0
     return X / x_scale, y / y_scale, beta / (x_scale * y_scale), y_scale
+
+
+class _Split:
+    r"""The ADMM's linear maps on :math:`u = (v_1, \dots, v_P, w_1, \dots, w_P)` stored as a
+    ``(2P, d)`` tensor: :math:`F = [D_1X, \dots, D_PX, -D_1X, \dots, -D_PX]` and :math:`G =
+    \operatorname{blkdiag}((2D_i - I) X)` (twice), by products with ``X`` and the masks."""
+
+    def __init__(self, X: Tensor, D: Tensor):
+        self.X = X
+        self.signs = torch.cat([2 * D - 1, 2 * D - 1], dim=1)    # (n, 2P): the signs of G
+        self.masks = torch.cat([D, -D], dim=1)                   # (n, 2P): F's masks and signs
+
+    def F(self, u: Tensor) -> Tensor:
+        """:math:`Fu` as ``(n,)``."""
+        return (self.masks * (self.X @ u.T)).sum(1)
+
+    def F_T(self, r: Tensor) -> Tensor:
+        r""":math:`F^\top r` as ``(2P, d)``."""
+        return (self.masks * r[:, None]).T @ self.X
+
+    def G(self, u: Tensor) -> Tensor:
+        """:math:`Gu` as ``(n, 2P)``."""
+        return self.signs * (self.X @ u.T)
+
+    def G_T(self, q: Tensor) -> Tensor:
+        r""":math:`G^\top q` as ``(2P, d)``."""
+        return (self.signs * q).T @ self.X
+
+
+class _SmoothLoss:
+    r"""The loss :math:`\ell(\hat y) = \sum_k \phi(\hat y_k)` of the ADMM-RBCD u-step, entry by
+    entry, with its first and second derivatives: :math:`\tfrac12(\hat y_k - y_k)^2`,
+    :math:`\log(1 + e^{-y_k \hat y_k})`, or the hinge :math:`\max(0, t_k)`, :math:`t_k = 1 -
+    y_k\hat y_k`, through its Moreau envelope with parameter :math:`\mu` (``smoothing``):
+    :math:`0` for :math:`t_k \le 0`, :math:`t_k^2/(2\mu)` for :math:`0 < t_k \le \mu`,
+    :math:`t_k - \mu/2` beyond, between the hinge minus :math:`\mu/2` and the hinge."""
+
+    def __init__(self, loss: str, y: Tensor, smoothing: float = 0.0):
+        self.loss, self.y, self.smoothing = loss, y, smoothing
+
+    def terms(self, y_hat: Tensor) -> Tensor:
+        y = self.y
+        if self.loss == "squared":
+            return 0.5 * (y_hat - y) ** 2
+        if self.loss == "logistic":
+            return torch.nn.functional.softplus(-y * y_hat)
+        t, mu = 1 - y * y_hat, self.smoothing
+        return torch.where(t <= 0, 0.0, torch.where(t < mu, t ** 2 / (2 * mu), t - mu / 2))
+
+    def derivatives(self, y_hat: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(\phi'(\hat y_k))_k` and :math:`(\phi''(\hat y_k))_k` (labels :math:`\pm1`)."""
+        y = self.y
+        if self.loss == "squared":
+            return y_hat - y, torch.ones_like(y_hat)
+        if self.loss == "logistic":
+            margin = y * y_hat
+            return -y * torch.sigmoid(-margin), torch.sigmoid(margin) * torch.sigmoid(-margin)
+        t, mu = 1 - y * y_hat, self.smoothing
+        return -y * (t / mu).clamp(0, 1), ((t > 0) & (t <= mu)).to(y.dtype) / mu
+
+
+def _rbcd_block_step(X: Tensor, mask: Tensor, sign: Tensor, block: Tensor, shift_u: Tensor,
+                     shift_c: Tensor, y_hat: Tensor, loss: _SmoothLoss, penalties) -> Tensor:
+    r"""One block step of the ADMM-RBCD u-step, in place on ``block``, the ``(2, d)`` view of
+    :math:`(u_i, z_i)` in :math:`u`; returns the new :math:`\hat y = Fu`. ``mask`` and ``sign``
+    are the diagonals of :math:`D_i` and :math:`E_i = 2D_i - I`, ``shift_u`` ``(2, d)`` and
+    ``shift_c`` ``(n, 2)`` the block's parts of :math:`\lambda - v` and :math:`\nu - s`.
+
+    The u-subproblem :math:`L(u) = \ell(Fu) + \tfrac\rho2\lVert u + \text{shift}_u\rVert^2 +
+    \tfrac{\rho_c}2\lVert Gu + \text{shift}_c\rVert^2` restricted to the block has the gradient
+    :math:`g = (X^\top(D_i \ell' + \rho_c E_i c_u) + \rho r_u,\ X^\top(-D_i \ell' + \rho_c E_i
+    c_z) + \rho r_z)` (:math:`r = b + \text{shift}_u`, :math:`c = E_i X b + \text{shift}_c`)
+    and the Hessian :math:`\begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix}`, :math:`A =
+    \rho I + \rho_c X^\top X`, :math:`H = X^\top D_i \operatorname{diag}(\ell'') X`. The Newton
+    direction solves it through :math:`\delta_u + \delta_z = -A^{-1}(g_u + g_z)` and
+    :math:`\delta_u - \delta_z = -(A + 2H)^{-1}(g_u - g_z)`; the step :math:`\gamma` starts at 1
+    and is halved until :math:`L(u + \gamma\delta) \le L(u) + c\,\gamma\, g^\top\delta`
+    (Armijo, :math:`c` = ``RBCD_ARMIJO``); none is taken if :math:`\gamma` falls below
+    ``RBCD_MIN_STEP``. Along the step the quadratic terms change by :math:`\gamma\,(\rho\,
+    r^\top\delta + \rho_c c^\top E_i X\delta) + \tfrac{\gamma^2}2(\rho\lVert\delta\rVert^2 +
+    \rho_c\lVert X\delta\rVert^2)`, so a trial step costs one pass over the loss terms."""
+    rho, rho_cone = penalties.rho, penalties.rho_cone
+    signed_cone = sign[:, None] * (sign[:, None] * (X @ block.T) + shift_c)     # (n, 2): E_i c
+    residual = block + shift_u                                                 # (2, d)
+    first, second = loss.derivatives(y_hat)
+    first = mask * first
+    weights = rho_cone * signed_cone
+    weights[:, 0] += first
+    weights[:, 1] -= first
+    grad = (X.T @ weights).T + rho * residual
+    H = X.T @ ((mask * second)[:, None] * X)
+    total = -torch.cholesky_solve((grad[0] + grad[1])[:, None], penalties.A_factor)[:, 0]
+    difference = -torch.linalg.solve(penalties.A + 2 * H, grad[0] - grad[1])
+    delta = torch.stack([total + difference, total - difference]) / 2
+    slope = float((grad * delta).sum())
+    if not slope < 0:      # a zero gradient: nothing to do
+        return y_hat
+    X_delta = X @ delta.T                                                      # (n, 2)
+    dy = mask * (X_delta[:, 0] - X_delta[:, 1])
+    linear = rho * float((residual * delta).sum()) + rho_cone * float(
+        (signed_cone * X_delta).sum())
+    quadratic = rho * float((delta ** 2).sum()) + rho_cone * float((X_delta ** 2).sum())
+    before = loss.terms(y_hat)     # term by term: the rows outside D_i add exact zeros
+    step = 1.0
+    while step >= RBCD_MIN_STEP:
+        change = (float((loss.terms(y_hat + step * dy) - before).sum())
+                  + step * linear + step ** 2 / 2 * quadratic)
+        if change <= RBCD_ARMIJO * step * slope:
+            block += step * delta
+            return y_hat + step * dy
+        step *= RBCD_BACKTRACK
+    return y_hat
+    X_delta = X @ delta.T                                         # (n, 2)
+    dy = mask * (X_delta[:, 0] - X_delta[:, 1])
+    linear = rho * float((residual * delta).sum()) + rho_cone * float(
+        (cone * sign[:, None] * X_delta).sum())
+    quadratic = rho * float((delta ** 2).sum()) + rho_cone * float((X_delta ** 2).sum())
+    before = loss.terms(y_hat)     # term by term: the rows outside D_i add exact zeros
+    step = 1.0
+    while step >= RBCD_MIN_STEP:
+        change = (float((loss.terms(y_hat + step * dy) - before).sum())
+                  + step * linear + step ** 2 / 2 * quadratic)
+        if change <= RBCD_ARMIJO * step * slope:
+            u[[i, j]] = block + step * delta
+            return y_hat + step * dy
+        step *= RBCD_BACKTRACK
+    return y_hat
 
 
 def _interior_directions(A: Tensor, directions: Tensor | None) -> Tensor:
@@ -315,6 +445,46 @@ class ConvexReLU:
     ``python -m benchmarks convex_relu``, n = 500, d = 10, P = 30: a relative gap of 1e-4 for
     good after 5419 iterations against 6895), but the convergence is still far from geometric.
 
+    ADMM-RBCD (``solver="admm_rbcd"``, every loss; the same scaled units, splitting, updates of
+    :math:`v, s, \lambda, \nu`, balancing and stopping rule) replaces the u-step, which has no
+    closed form for the logistic and hinge losses, by ``rbcd_sweeps`` sweeps of randomized
+    block coordinate descent on its subproblem, started at :math:`u^k`. The blocks are the
+    :math:`P` pairs :math:`b_i = (u_i, z_i)` (rows :math:`i` and :math:`P + i` of :math:`u`,
+    :math:`2d` numbers); a sweep visits them once each in an order drawn by ``generator``, and
+    at each takes a Newton step on the block with a backtracking step size:
+
+    .. math::
+        L_k(u) &= \ell(Fu) + \tfrac\rho2 \lVert u - v^k + \lambda^k\rVert^2
+            + \tfrac{\rho_c}2 \lVert Gu - s^k + \nu^k\rVert^2,\qquad
+        g = \nabla_{b_i} L_k(u),\\
+        \nabla^2_{b_i} L_k &= \begin{pmatrix} A + H & -H\\ -H & A + H\end{pmatrix},\quad
+            A = \rho I + \rho_c X^\top X,\quad
+            H = X^\top D_i \operatorname{diag}(\ell''(Fu)) X,\\
+        \delta &= -(\nabla^2_{b_i} L_k)^{-1} g:\quad \delta_u + \delta_z = -A^{-1}(g_u + g_z),
+            \quad \delta_u - \delta_z = -(A + 2H)^{-1}(g_u - g_z),\\
+        b_i &\leftarrow b_i + \gamma\delta,\quad \gamma = 2^{-j}\ \text{for the least}\
+            j \ge 0\ \text{with}\ L_k(u + \gamma\delta) \le L_k(u)
+            + 0.01\,\gamma\, g^\top\delta .
+
+    The u-step is inexact, so its subproblem's gradient :math:`e = \nabla L_k(u^{k+1})` is
+    subtracted in the dual residual, :math:`d = \rho(v^{k+1} - v^k) + \rho_c G^\top(s^{k+1} -
+    s^k) - e` (with an exact u-step :math:`e = 0`). The hinge loss is not differentiable; the
+    u-step uses its Moreau envelope with parameter :math:`\mu` (``hinge_smoothing``,
+    :math:`t = 1 - s_k \hat y_k`): :math:`0` for :math:`t \le 0`, :math:`t^2/(2\mu)` for
+    :math:`0 < t \le \mu`, :math:`t - \mu/2` beyond. The iterates then converge to the
+    optimum of the smoothed program, whose hinge objective exceeds the hinge optimum by at most
+    ``smoothing_bound_`` :math:`= \sum_k (\max(0, t_k) - \text{envelope}(t_k)) \le \tfrac\mu2
+    \#\{k : t_k > 0\}` (the envelope lies between the hinge minus :math:`\mu/2` and the hinge);
+    :math:`\mu \to 0` gives the hinge optimum, but slower (the block Hessians grow like
+    :math:`1/\mu`). From the third-party ADMM-RBCD (``zachary-shah/admmNN``,
+    ``utils/primal_update_utils.py``): the blocks :math:`(u_i, z_i)`, drawn at random, and a
+    backtracking (Armijo) step on each; it takes gradient steps on three blocks at a time, an
+    inner loop ended by a decaying threshold on the decrease, a growing :math:`\rho` and a
+    decaying dual step, and has no hinge loss. The Newton direction (two :math:`d \times d`
+    solves), the sweeps in random order, the error term in the dual residual and the smoothing
+    are this implementation's choices. Its convergence is slower than the exact ADMM's (the
+    blocks are coupled through :math:`F^\top F`; see the family page for measurements).
+
     The interior-point method (``solver="ipm"``, squared loss, the same scaled units) follows
     the central path of the barrier problem over :math:`x = (z_j, t_j)_{j=1}^{2P}`
     (:math:`z = (v_1, \dots, v_P, w_1, \dots, w_P)`, epigraph variables :math:`t_j \ge \lVert
@@ -348,8 +518,8 @@ class ConvexReLU:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
         beta: :math:`\beta \ge 0`, the weight decay.
         loss: ``"squared"``, ``"logistic"`` or ``"hinge"``.
-        solver: ``"admm"`` or ``"ipm"`` (squared loss only), or ``"cvxpy"`` (MOSEK when
-            installed, else Clarabel).
+        solver: ``"admm"`` or ``"ipm"`` (squared loss only), ``"admm_rbcd"`` (every loss), or
+            ``"cvxpy"`` (MOSEK when installed, else Clarabel).
         robust_eps: :math:`\epsilon \ge 0`, the :math:`\ell_\infty` radius of adversarial
             training (``solver="cvxpy"`` only). With the patterns held fixed, the robust
             counterpart replaces the cone constraints by :math:`(2D_i - I) X v_i \ge \epsilon
@@ -374,11 +544,13 @@ class ConvexReLU:
             :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations or Newton steps (reaching it without meeting
             ``tol`` warns).
+        rbcd_sweeps: ADMM-RBCD's sweeps over the blocks per u-step, an integer >= 1.
+        hinge_smoothing: ADMM-RBCD's :math:`\mu > 0` for the hinge loss (margin units).
         cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
             (``None``: MOSEK when installed, else Clarabel); its options are
             ``CVXPY_SOLVER_OPTIONS[name]`` when present.
-        generator: the ``torch.Generator`` for the patterns (``None``: seeded from torch's
-            global RNG).
+        generator: the ``torch.Generator`` for the patterns and ADMM-RBCD's block orders
+            (``None``: seeded from torch's global RNG).
         progress: print the residuals every 100 ADMM iterations (every Newton step).
 
     Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
@@ -389,7 +561,7 @@ class ConvexReLU:
     ``objective``, ``gap_bound`` (:math:`m/\tau`, original units), ``newton_decrement`` and
     ``time`` (since the fit began, the start included); cvxpy: the
     solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
-    ``"cg"``).
+    ``"cg"``; ADMM-RBCD: ``"rbcd"``), ``smoothing_bound_`` (ADMM-RBCD, hinge loss).
 
     References:
         Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
@@ -416,7 +588,8 @@ class ConvexReLU:
                  solver: str = "admm", robust_eps: float = 0.0, rho: float | None = None,
                  rho_cone: float | None = None, relaxation: float = 1.6,
                  linear_solver: str = "auto", balance: bool = True, tol: float = 1e-6,
-                 max_iter: int = 10_000, cvxpy_solver: str | None = None,
+                 max_iter: int = 10_000, rbcd_sweeps: int = 1, hinge_smoothing: float = 1e-2,
+                 cvxpy_solver: str | None = None,
                  generator: torch.Generator | None = None, progress: bool = False):
         self.n_patterns = check_int("n_patterns", n_patterns)
         self.beta = check_nonnegative("beta", beta)
@@ -426,7 +599,7 @@ class ConvexReLU:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if solver in ("admm", "ipm") and loss != "squared":
             raise ValueError(f"solver={solver!r} solves the squared loss only, got "
-                             f"loss={loss!r}; use solver='cvxpy'")
+                             f"loss={loss!r}; use solver='admm_rbcd' or 'cvxpy'")
         self.loss, self.solver = loss, solver
         if solver == "ipm" and self.beta == 0:
             # without a price on the epigraph variables t_j >= ||z_j|| the barrier has no minimum
@@ -453,6 +626,8 @@ class ConvexReLU:
         self.cvxpy_solver = None if cvxpy_solver is None else cvxpy_solver.upper()
         self.tol = check_positive("tol", tol)
         self.max_iter = check_int("max_iter", max_iter)
+        self.rbcd_sweeps = check_int("rbcd_sweeps", rbcd_sweeps)
+        self.hinge_smoothing = check_positive("hinge_smoothing", hinge_smoothing)
         self.generator = make_generator(generator)
         self.progress = check_flag("progress", progress)
 
@@ -504,6 +679,8 @@ class ConvexReLU:
             self.v_, self.w_ = self._fit_cvxpy(X, y, D.double())
         elif self.solver == "ipm":
             self.v_, self.w_ = self._fit_ipm(X, y, D.double(), directions)
+        elif self.solver == "admm_rbcd":
+            self.v_, self.w_ = self._fit_admm_rbcd(X, y, D.double())
         else:
             self.v_, self.w_ = self._fit_admm(X, y, D.double())
         self.objective_ = self._objective(X, y, D.double(), self.v_, self.w_)
@@ -572,46 +749,56 @@ class ConvexReLU:
         return torch.from_numpy(V.value.T.copy()), torch.from_numpy(W.value.T.copy())
 
     def _fit_admm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        """The ADMM with the exact u-step: one linear system (Cholesky or conjugate gradients)."""
+        def exact_u_step(X: Tensor, y: Tensor, D: Tensor, ops: _Split):
+            use_cg = (self.linear_solver == "cg" or self.linear_solver == "auto"
+                      and 2 * D.shape[1] * X.shape[1] > MAX_CHOLESKY_UNKNOWNS)
+            self.linear_solver_ = "cg" if use_cg else "cholesky"
+            solve = (self._cg_solver(X, D, ops.F, ops.F_T, ops.G, ops.G_T) if use_cg
+                     else self._cholesky_solver(X, D))
+            Fty = ops.F_T(y)
+
+            class Step:
+                def factor(self, rho: float, rho_cone: float) -> None:
+                    self.rho, self.rho_cone = rho, rho_cone
+                    solve.factor(rho, rho_cone)
+
+                def __call__(self, u, v, lam, s, nu) -> tuple[Tensor, None]:
+                    rho, rho_cone = self.rho, self.rho_cone
+                    return solve(Fty / rho + v - lam + (rho_cone / rho) * ops.G_T(s - nu), u), None
+            return Step()
+        return self._admm(X, y, D, exact_u_step, "ADMM")
+
+    def _admm(self, X: Tensor, y: Tensor, D: Tensor, make_u_step, name: str
+              ) -> tuple[Tensor, Tensor]:
+        """The ADMM's loop (v-, s- and dual steps, residuals, balancing, history) around the
+        u-step that ``make_u_step(X, y, D, ops)`` builds in the scaled units: an object with
+        ``factor(rho, rho_cone)`` and ``u_step(u, v, lam, s, nu) -> (u, error)``, ``error`` the
+        gradient of the u-subproblem at the new ``u`` (``None`` when it is solved exactly)."""
         n, d = X.shape
         P = D.shape[1]
         # Solve in units where X and y have unit root-mean-square entries, so that the default
         # penalties do not depend on the data's units: with X = a X', y = b y' and v = (b/a) v'
         # the objective is b^2 times the same program in (X', y', v') with beta' = beta/(a b).
+        # Labels +-1 have b = 1, and then the classification losses scale the same way.
         x_scale = float(X.pow(2).mean().sqrt()) or 1.0
         X, y, beta, y_scale = _unit_scale(X, y, self.beta)
         to_original = y_scale / x_scale
         start = time.perf_counter()
         rho, rho_cone, alpha = self.rho, self.rho_cone, self.relaxation
-        E = torch.cat([2 * D - 1, 2 * D - 1], dim=1)             # (n, 2P): the signs of G
-        masks = torch.cat([D, -D], dim=1)                        # (n, 2P): F's masks and signs
-
-        def F(u: Tensor) -> Tensor:        # F u as (n,)
-            return (masks * (X @ u.T)).sum(1)
-
-        def F_T(r: Tensor) -> Tensor:      # F^T r as (2P, d)
-            return (masks * r[:, None]).T @ X
-
-        def G(u: Tensor) -> Tensor:        # G u as (n, 2P)
-            return E * (X @ u.T)
-
-        def G_T(q: Tensor) -> Tensor:      # G^T q as (2P, d)
-            return (E * q).T @ X
-
-        use_cg = (self.linear_solver == "cg" or self.linear_solver == "auto"
-                  and 2 * P * d > MAX_CHOLESKY_UNKNOWNS)
-        solve = (self._cg_solver(X, D, F, F_T, G, G_T) if use_cg
-                 else self._cholesky_solver(X, D))
-        solve.factor(rho, rho_cone)
+        ops = _Split(X, D)
+        G_T = ops.G_T
+        u_step = make_u_step(X, y, D, ops)
+        u_step.factor(rho, rho_cone)
         self.n_factorizations_ = 1
-        Fty = F_T(y)
         u = torch.zeros(2 * P, d, dtype=X.dtype)
         v, lam = u.clone(), u.clone()
         s, nu = torch.zeros(n, 2 * P, dtype=X.dtype), torch.zeros(n, 2 * P, dtype=X.dtype)
         history = {"objective": [], "primal_residual": [], "dual_residual": [], "time": []}
         sqrt_p, sqrt_q = math.sqrt(u.numel() + s.numel()), math.sqrt(u.numel())
         for k in range(1, self.max_iter + 1):
-            u = solve(Fty / rho + v - lam + (rho_cone / rho) * G_T(s - nu), u)
-            Gu = G(u)
+            u, error = u_step(u, v, lam, s, nu)
+            Gu = ops.G(u)
             # over-relaxation (Boyd et al. 2011, 3.4.3): both constraints see alpha u + ...
             u_hat = alpha * u + (1 - alpha) * v
             Gu_hat = alpha * Gu + (1 - alpha) * s
@@ -625,16 +812,17 @@ class ConvexReLU:
             primal_c = float(torch.linalg.vector_norm(Gu - s))
             dual_u, dual_c = rho * (v - v_old), rho_cone * G_T(s - s_old)
             primal = math.hypot(primal_u, primal_c)
-            dual = float(torch.linalg.vector_norm(dual_u + dual_c))
-            y_hat = F(v)
-            objective = 0.5 * float(((y_hat - y) ** 2).sum()) + beta * float(
+            # an inexact u-step leaves its subproblem's gradient in the optimality condition
+            dual_vector = dual_u + dual_c if error is None else dual_u + dual_c - error
+            dual = float(torch.linalg.vector_norm(dual_vector))
+            objective = self._loss(ops.F(v), y) + beta * float(
                 torch.linalg.vector_norm(v, dim=1).sum())
             history["objective"].append(objective * y_scale ** 2)
             history["primal_residual"].append(primal)
             history["dual_residual"].append(dual)
             history["time"].append(time.perf_counter() - start)
             if self.progress and k % 100 == 0:
-                print(f"ConvexReLU ADMM {k}: objective {history['objective'][-1]:.8g}, "
+                print(f"ConvexReLU {name} {k}: objective {history['objective'][-1]:.8g}, "
                       f"primal {primal:.3e}, dual {dual:.3e}")
             scale_primal = max(math.hypot(float(torch.linalg.vector_norm(u)),
                                           float(torch.linalg.vector_norm(Gu))),
@@ -652,16 +840,56 @@ class ConvexReLU:
                 if factor_u != 1 or factor_c != 1:
                     rho, rho_cone = rho * factor_u, rho_cone * factor_c
                     lam, nu = lam / factor_u, nu / factor_c
-                    solve.factor(rho, rho_cone)
+                    u_step.factor(rho, rho_cone)
                     self.n_factorizations_ += 1
         else:
-            warnings.warn(f"ConvexReLU: ADMM did not meet tol={self.tol} in max_iter="
+            warnings.warn(f"ConvexReLU: {name} did not meet tol={self.tol} in max_iter="
                           f"{self.max_iter} iterations (primal residual {primal:.3e}, "
                           f"dual {dual:.3e}); raise max_iter or tol",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
         self.history_, self.n_iter_ = history, k
-        self.linear_solver_ = "cg" if use_cg else "cholesky"
         return to_original * v[:P].clone(), to_original * v[P:].clone()
+
+    def _fit_admm_rbcd(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        """The ADMM with randomized block coordinate descent u-steps (any of the losses)."""
+        generator, sweeps, loss_name = self.generator, self.rbcd_sweeps, self.loss
+        self.linear_solver_ = "rbcd"
+
+        def rbcd_u_step(X: Tensor, y: Tensor, D: Tensor, ops: _Split):
+            P, d = D.shape[1], X.shape[1]
+            XtX, eye = X.T @ X, torch.eye(d, dtype=X.dtype)
+            signs = 2 * D - 1
+            loss = _SmoothLoss(loss_name, y, self.hinge_smoothing)
+
+            class Step:
+                def factor(self, rho: float, rho_cone: float) -> None:
+                    # the quadratic part of a block's Hessian, the same for u_i and z_i
+                    self.rho, self.rho_cone = rho, rho_cone
+                    self.A = rho * eye + rho_cone * XtX
+                    self.A_factor = torch.linalg.cholesky(self.A)
+
+                def __call__(self, u, v, lam, s, nu) -> tuple[Tensor, Tensor]:
+                    u, y_hat = u.clone(), ops.F(u)
+                    shift_u, shift_c = lam - v, nu - s      # u + shift_u: u's ADMM residual
+                    # block i is (rows i and P + i of u), as (2, d) views
+                    blocks, shifts_u = u.view(2, P, d), shift_u.view(2, P, d)
+                    shifts_c = shift_c.view(-1, 2, P)
+                    for _ in range(sweeps):
+                        for i in torch.randperm(P, generator=generator).tolist():
+                            y_hat = _rbcd_block_step(X, D[:, i], signs[:, i], blocks[:, i],
+                                                     shifts_u[:, i], shifts_c[:, :, i], y_hat,
+                                                     loss, self)
+                    error = (ops.F_T(loss.derivatives(y_hat)[0]) + self.rho * (u + shift_u)
+                             + self.rho_cone * ops.G_T(ops.G(u) + shift_c))
+                    return u, error
+            return Step()
+        v, w = self._admm(X, y, D, rbcd_u_step, "ADMM-RBCD")
+        if loss_name == "hinge":
+            # what the smoothing can cost: sum_k hinge - envelope at the answer's margins
+            y_hat = (D * (X @ (v - w).T)).sum(1)
+            envelope = _SmoothLoss("hinge", y, self.hinge_smoothing).terms(y_hat)
+            self.smoothing_bound_ = float((torch.relu(1 - y * y_hat) - envelope).sum())
+        return v, w
 
     def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor, directions: Tensor | None
                  ) -> tuple[Tensor, Tensor]:

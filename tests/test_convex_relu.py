@@ -222,6 +222,178 @@ def test_admm_warns_when_it_runs_out_of_iterations():
         ConvexReLU(10, max_iter=5, generator=torch.Generator().manual_seed(0)).fit(X, y)
 
 
+# -- ADMM-RBCD --------------------------------------------------------------------------------
+def test_admm_rbcd_reaches_the_cvxpy_optimum_for_the_logistic_loss(one_thread):
+    X, y = data(n=20, d=3, labels=True)
+    oracle = ConvexReLU(6, beta=0.05, loss="logistic", solver="cvxpy",
+                        generator=torch.Generator().manual_seed(1)).fit(X, y)
+    rbcd = ConvexReLU(6, beta=0.05, loss="logistic", solver="admm_rbcd", tol=1e-5,
+                      generator=torch.Generator().manual_seed(0))
+    rbcd.fit(X, y, patterns=oracle.patterns_)
+    assert rbcd.objective_ == pytest.approx(oracle.objective_, rel=1e-4)
+    assert constraint_violation(rbcd, X) < 1e-3
+    assert network_objective(rbcd, X, y, "logistic") == pytest.approx(oracle.objective_,
+                                                                      rel=1e-3)
+    h = rbcd.history_
+    assert len(h["objective"]) == len(h["dual_residual"]) == rbcd.n_iter_ < rbcd.max_iter
+    assert h["objective"][-1] == pytest.approx(rbcd.objective_, rel=1e-12)
+    assert rbcd.linear_solver_ == "rbcd"
+
+
+def smoothed_hinge_optimum(X, s, D, beta, mu):
+    """The sampled program with the hinge's Moreau envelope, in cvxpy: the envelope of
+    max(0, t) is min over r of max(0, r) + (t - r)^2 / (2 mu), minimized jointly."""
+    import cvxpy as cp
+    Xn, Dn = X.numpy(), D.double().numpy()
+    V, W = cp.Variable((X.shape[1], Dn.shape[1])), cp.Variable((X.shape[1], Dn.shape[1]))
+    r = cp.Variable(len(s))
+    t = 1 - cp.multiply(s.numpy(), cp.sum(cp.multiply(Dn, Xn @ (V - W)), axis=1))
+    objective = cp.sum(cp.pos(r)) + cp.sum_squares(t - r) / (2 * mu) + beta * (
+        cp.sum(cp.norm(V, 2, axis=0)) + cp.sum(cp.norm(W, 2, axis=0)))
+    E = 2 * Dn - 1
+    problem = cp.Problem(cp.Minimize(objective),
+                         [cp.multiply(E, Xn @ V) >= 0, cp.multiply(E, Xn @ W) >= 0])
+    problem.solve(solver="CLARABEL")
+    return problem.value
+
+
+def test_admm_rbcd_hinge_reaches_the_smoothed_optimum_within_its_bound(one_thread):
+    """With smoothing mu the answer is the smoothed program's optimum (cvxpy, written
+    independently), and its hinge objective is within smoothing_bound_ of the hinge optimum."""
+    X, y = data(n=20, d=3, labels=True)
+    s, beta, mu = 2 * y - 1, 0.05, 1.0
+    hinge = ConvexReLU(6, beta=beta, loss="hinge", solver="cvxpy",
+                       generator=torch.Generator().manual_seed(1)).fit(X, y)
+    rbcd = ConvexReLU(6, beta=beta, loss="hinge", solver="admm_rbcd", hinge_smoothing=mu,
+                      tol=1e-6, generator=torch.Generator().manual_seed(0))
+    rbcd.fit(X, y, patterns=hinge.patterns_)
+    assert rbcd.n_iter_ < rbcd.max_iter
+    margins = s * (hinge.patterns_.double() * (X @ (rbcd.v_ - rbcd.w_).T)).sum(1)
+    penalty = beta * float(rbcd.v_.norm(dim=1).sum() + rbcd.w_.norm(dim=1).sum())
+    smoothed = float(smoothed_hinge(margins, mu).sum()) + penalty
+    assert smoothed == pytest.approx(smoothed_hinge_optimum(X, s, hinge.patterns_, beta, mu),
+                                     rel=1e-4)
+    assert rbcd.objective_ == pytest.approx(float(torch.relu(1 - margins).sum()) + penalty)
+    assert rbcd.smoothing_bound_ == pytest.approx(rbcd.objective_ - smoothed, rel=1e-9)
+    assert rbcd.smoothing_bound_ <= mu / 2 * int((margins < 1).sum())
+    # the bound holds: hinge optimum <= hinge objective <= hinge optimum + bound
+    assert hinge.objective_ * (1 - 1e-4) <= rbcd.objective_
+    assert rbcd.objective_ <= hinge.objective_ + rbcd.smoothing_bound_ * (1 + 1e-4)
+
+
+def smoothed_hinge(margin, mu):
+    """The Moreau envelope of max(0, 1 - m) with parameter mu, through the hinge's prox."""
+    t = 1 - margin
+    p = torch.where(t > mu, t - mu, torch.where(t < 0, t, torch.zeros_like(t)))
+    return torch.relu(p) + (t - p) ** 2 / (2 * mu)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "hinge", "squared"])
+def test_three_rbcd_sweeps_by_hand(loss):
+    """Three ADMM-RBCD iterations (beta = 0 and no relaxation, so that v = u, lambda = 0,
+    s = (Gu + nu)_+, nu = min(Gu + nu, 0)), each one sweep over the blocks (u_i, z_i) in the
+    generator's order: a Newton step on the dense u-subproblem (gradient and Hessian of the
+    block by autograd), halved until the Armijo condition holds; and the dual residuals."""
+    X, y = data(n=14, d=3, seed=6, labels=loss != "squared")
+    D = sample_patterns(X, 5, torch.Generator().manual_seed(2)).double()
+    P, rho, rho_c, iterations = D.shape[1], 0.01, 0.003, 3
+    model = ConvexReLU(5, beta=0.0, loss=loss, solver="admm_rbcd", rho=rho, rho_cone=rho_c,
+                       relaxation=1.0, max_iter=iterations, hinge_smoothing=0.3,
+                       generator=torch.Generator().manual_seed(3))
+    with pytest.warns(RuntimeWarning, match="ADMM-RBCD did not meet tol"):
+        model.fit(X, y, patterns=D)
+    a, b = float(X.pow(2).mean().sqrt()), 1.0 if loss != "squared" else float(
+        y.pow(2).mean().sqrt())
+    Xs, ys = X / a, (2 * y - 1 if loss != "squared" else y / b)
+    F, G = dense_operators(Xs, D)
+    u, nu, halvings = torch.zeros(F.shape[1], dtype=torch.float64), 0.0, 0
+    s, v = torch.zeros(G.shape[0], dtype=torch.float64), torch.zeros(F.shape[1],
+                                                                      dtype=torch.float64)
+    order, duals = torch.Generator().manual_seed(3), []
+    for _ in range(iterations):
+        def subproblem(u):
+            y_hat = F @ u
+            fit = {"squared": lambda: 0.5 * ((y_hat - ys) ** 2).sum(),
+                   "logistic": lambda: torch.log1p(torch.exp(-ys * y_hat)).sum(),
+                   "hinge": lambda: smoothed_hinge(ys * y_hat, 0.3).sum()}[loss]()
+            return (fit + rho / 2 * ((u - v) ** 2).sum()
+                    + rho_c / 2 * ((G @ u - s + nu) ** 2).sum())
+
+        for i in torch.randperm(P, generator=order).tolist():
+            block = torch.cat([torch.arange(3 * i, 3 * i + 3),
+                               torch.arange(3 * (P + i), 3 * (P + i) + 3)])
+            grad = torch.func.grad(subproblem)(u)[block]
+            hessian = torch.autograd.functional.hessian(subproblem, u)[block][:, block]
+            direction = torch.zeros_like(u)
+            direction[block] = -torch.linalg.solve(hessian, grad)
+            step = 1.0
+            while subproblem(u + step * direction) > subproblem(u) + 0.01 * step * float(
+                    grad @ direction[block]):
+                step, halvings = step / 2, halvings + 1
+            u = u + step * direction
+        # the dual residual carries the inexact u-step's gradient e
+        error = torch.func.grad(subproblem)(u)
+        v_old, s_old = v, s
+        v, s, nu = u, torch.relu(G @ u + nu), torch.clamp(G @ u + nu, max=0)
+        duals.append(float((rho * (v - v_old) + rho_c * G.T @ (s - s_old) - error).norm()))
+    expected = u.reshape(2 * P, 3) * b / a
+    torch.testing.assert_close(model.v_, expected[:P], atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(model.w_, expected[P:], atol=1e-10, rtol=1e-8)
+    assert model.history_["dual_residual"] == pytest.approx(duals, rel=1e-8)
+    if loss == "hinge":
+        assert halvings > 0          # the line search did backtrack
+
+
+def test_rbcd_u_step_with_many_sweeps_is_the_exact_u_step():
+    """Squared loss: sweeping until the u-subproblem is solved gives the Cholesky ADMM's
+    iterates."""
+    X, y = data(n=20, d=3, seed=3)
+    D = sample_patterns(X, 6, torch.Generator().manual_seed(0))
+    runs = {}
+    for solver, sweeps in (("admm", 1), ("admm_rbcd", 60)):
+        model = ConvexReLU(6, beta=0.05, solver=solver, rho=2.0, rho_cone=1.0, max_iter=4,
+                           rbcd_sweeps=sweeps, balance=False,
+                           generator=torch.Generator().manual_seed(0))
+        with pytest.warns(RuntimeWarning, match="did not meet tol"):
+            runs[solver] = model.fit(X, y, patterns=D)
+    torch.testing.assert_close(runs["admm_rbcd"].v_, runs["admm"].v_, atol=1e-9, rtol=0)
+    torch.testing.assert_close(torch.tensor(runs["admm_rbcd"].history_["objective"]),
+                               torch.tensor(runs["admm"].history_["objective"]), rtol=1e-9,
+                               atol=0)
+
+
+def test_admm_rbcd_same_seed_same_answer():
+    X, y = data(n=20, d=3, labels=True)
+    D = sample_patterns(X, 6, torch.Generator().manual_seed(0))
+    fits = []
+    for seed in (4, 4, 5):
+        model = ConvexReLU(6, loss="hinge", solver="admm_rbcd", max_iter=30,
+                           generator=torch.Generator().manual_seed(seed))
+        with pytest.warns(RuntimeWarning):
+            fits.append(model.fit(X, y, patterns=D))
+    assert torch.equal(fits[0].v_, fits[1].v_) and torch.equal(fits[0].w_, fits[1].w_)
+    assert fits[0].history_ == {**fits[1].history_, "time": fits[0].history_["time"]}
+    assert not torch.equal(fits[0].v_, fits[2].v_)     # the block order matters
+
+
+def test_admm_rbcd_bad_input():
+    X, y = data(n=20, d=3)
+    with pytest.raises(ValueError, match=r"labels in \{0, 1\} or \{-1, 1\} for loss='logistic'"):
+        ConvexReLU(5, loss="logistic", solver="admm_rbcd").fit(X, y)
+    with pytest.raises(ValueError, match="labels in"):
+        ConvexReLU(5, loss="hinge", solver="admm_rbcd").fit(X, 3 * (y > 0).double())
+    with pytest.raises(ValueError, match="loss must be one of"):
+        ConvexReLU(5, loss="cross_entropy", solver="admm_rbcd")
+    with pytest.raises(ValueError, match="rbcd_sweeps"):
+        ConvexReLU(5, solver="admm_rbcd", rbcd_sweeps=0)
+    with pytest.raises(ValueError, match="hinge_smoothing"):
+        ConvexReLU(5, loss="hinge", solver="admm_rbcd", hinge_smoothing=0.0)
+    with pytest.raises(TypeError):
+        ConvexReLU(5, solver="admm_rbcd", rbcd_blocksize=3)
+    with pytest.raises(NotImplementedError, match="robust_eps"):
+        ConvexReLU(5, loss="hinge", solver="admm_rbcd", robust_eps=0.1)
+
+
 # -- interior point ---------------------------------------------------------------------------
 def test_ipm_reaches_the_clarabel_optimum_on_the_same_patterns(one_thread):
     X, y = data(n=50, d=5)
