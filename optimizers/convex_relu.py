@@ -259,21 +259,6 @@ def _rbcd_block_step(X: Tensor, mask: Tensor, sign: Tensor, block: Tensor, shift
             return y_hat + step * dy
         step *= RBCD_BACKTRACK
     return y_hat
-    X_delta = X @ delta.T                                         # (n, 2)
-    dy = mask * (X_delta[:, 0] - X_delta[:, 1])
-    linear = rho * float((residual * delta).sum()) + rho_cone * float(
-        (cone * sign[:, None] * X_delta).sum())
-    quadratic = rho * float((delta ** 2).sum()) + rho_cone * float((X_delta ** 2).sum())
-    before = loss.terms(y_hat)     # term by term: the rows outside D_i add exact zeros
-    step = 1.0
-    while step >= RBCD_MIN_STEP:
-        change = (float((loss.terms(y_hat + step * dy) - before).sum())
-                  + step * linear + step ** 2 / 2 * quadratic)
-        if change <= RBCD_ARMIJO * step * slope:
-            u[[i, j]] = block + step * delta
-            return y_hat + step * dy
-        step *= RBCD_BACKTRACK
-    return y_hat
 
 
 def _interior_directions(A: Tensor, directions: Tensor | None) -> Tensor:
