@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from stochstep.stepping.checks import check_flag, check_int, check_positive
@@ -59,6 +60,10 @@ _CG_MAX = 50
 _DAMP_START, _DAMP_MIN, _DAMP_MAX = 0.1, 1e-6, 1e8
 _CG_REFACTOR = 10
 _PRECONDITIONER_DROP = 1e-2
+# Newton's plan passes run over blocks of this many entries (1 MiB of float64): each block's
+# exponent, exponential and sums stay in cache, where a dense n x m plan would be written and
+# read back from memory several times per pass
+_BLOCK_ELEMENTS = 1 << 17
 
 
 @dataclass
@@ -289,9 +294,9 @@ def _plan(f: Tensor, g: Tensor, C: Tensor, reg: float) -> Tensor:
     dtype's smallest normal number) set to 0: subnormal numbers make every later product with
     the matrix several times slower, and none of them moves a marginal by more than
     ``e * tiny * max(n, m)``."""
-    exponent = (f[:, :, None] + g[:, None, :] - C) / reg
+    exponent = torch.add(f[:, :, None], g[:, None, :]).sub_(C).div_(reg)
     floor = math.log(torch.finfo(exponent.dtype).tiny) + 1
-    return exponent.masked_fill_(exponent < floor, -math.inf).exp_()
+    return F.threshold_(exponent, floor, -math.inf).exp_()
 
 
 def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -391,10 +396,10 @@ def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
 
 def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
     n, m = C.shape
-    P = _plan(f[None], g[None], C[None], reg)[0]
-    r, c = P.sum(1), P.sum(0)
-    err = ((r - a).abs().sum() + (c - b).abs().sum()).item()
-    dual = (a @ f + b @ g - reg * r.sum()).item()
+    a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
+    P, r, c = _sparse_plan(f, g, C, reg)
+    err = np.abs(r - a_np).sum() + np.abs(c - b_np).sum()
+    dual = (a @ f + b @ g).item() - reg * r.sum()
     history = [(err, time.perf_counter() - start)]
     k = min(topk, n, m)
     damp, precondition, stalled = _DAMP_START, None, False
@@ -410,21 +415,22 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
                 if stalled:
                     break
                 continue
-        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, a - r, b - c,
+        grad_f, grad_g = a_np - r, b_np - c
+        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, grad_f, grad_g,
                                                           reg, precondition, min(0.1, err))
         # a factorization serves while CG converges fast with it (P changes little late on)
         if not solved or cg_iterations > _CG_REFACTOR:
             precondition = None
         if not solved and fresh and k < min(n, m):
             k = min(2 * k, n, m)  # CG hit its cap with a fresh factorization: a denser one
-        slope = ((a - r) @ df + (b - c) @ dg).item()  # <grad D, d> > 0: an ascent direction
+        slope = grad_f @ df + grad_g @ dg  # <grad D, d> > 0: an ascent direction
+        df, dg = torch.as_tensor(df).to(f), torch.as_tensor(dg).to(g)
         t, accepted = 1.0, False
         for _ in range(_LINE_SEARCH_HALVINGS):
             f_new, g_new = f + t * df, g + t * dg
-            P_new = _plan(f_new[None], g_new[None], C[None], reg)[0]
-            r_new, c_new = P_new.sum(1), P_new.sum(0)
-            err_new = ((r_new - a).abs().sum() + (c_new - b).abs().sum()).item()
-            dual_new = (a @ f_new + b @ g_new - reg * r_new.sum()).item()
+            P_new, r_new, c_new = _sparse_plan(f_new, g_new, C, reg)
+            err_new = np.abs(r_new - a_np).sum() + np.abs(c_new - b_np).sum()
+            dual_new = (a @ f_new + b @ g_new).item() - reg * r_new.sum()
             if math.isfinite(dual_new) and (dual_new >= dual + 1e-4 * t * slope
                                             or err_new < err):
                 accepted = True
@@ -444,67 +450,110 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
             damp = damp / 4 if damp > _DAMP_MIN else 0.0
         elif t < 0.5:
             damp = 4 * max(damp, _DAMP_MIN)
-        history.append((err, time.perf_counter() - start))
+        history.append((float(err), time.perf_counter() - start))
         if bar is not None:
             bar.update()
     return f, g, history, k, stalled
 
 
+def _sparse_plan(f: Tensor, g: Tensor, C: Tensor, reg: float):
+    """One pass over ``C`` in blocks of rows that stay in cache: the plan's marginals ``r = P1``,
+    ``c = P^T 1`` (every entry counted) and ``P`` without its entries
+    ``P_ij <= u r_i / max(n, m)`` (``u`` the unit roundoff) as a scipy CSR matrix. Together the
+    dropped entries of a row or column move its products with ``P`` by less than ``u`` times
+    the diagonal term ``r_i x_i`` or ``c_j y_j`` they meet in the Newton system, i.e. below
+    rounding; at small ``reg`` they are most of ``P`` (98 % for ``n = 1000``, ``d = 10``,
+    ``reg = 1e-3``), and products with the rest cost a fraction of a dense pass."""
+    n, m = C.shape
+    rows = max(1, min(n, _BLOCK_ELEMENTS // m))
+    floor = math.log(torch.finfo(C.dtype).tiny) + 1
+    drop = torch.finfo(C.dtype).eps / 2 / max(n, m)
+    r, c = C.new_empty(n), C.new_zeros(m)
+    block = C.new_empty(rows, m)
+    kept_rows, kept_cols, kept = [], [], []
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        P = block[: hi - lo]
+        torch.add(f[lo:hi, None], g[None, :], out=P).sub_(C[lo:hi]).div_(reg)
+        F.threshold_(P, floor, -math.inf).exp_()
+        torch.sum(P, 1, out=r[lo:hi])
+        c += P.sum(0)
+        # one threshold for the block, its smallest row mass's (more entries kept, never fewer)
+        F.threshold_(P, drop * r[lo:hi].min().item(), 0.0)
+        entries = P.to_sparse()
+        i, j = entries.indices()
+        kept_rows.append(i + lo)
+        kept_cols.append(j)
+        kept.append(entries.values())
+    counts = torch.bincount(torch.cat(kept_rows), minlength=n)
+    indptr = np.concatenate([[0], counts.cumsum(0).cpu().numpy()])
+    P = sp.csr_matrix((torch.cat(kept).cpu().numpy(), torch.cat(kept_cols).cpu().numpy(), indptr),
+                      shape=(n, m))
+    return P, r.cpu().numpy(), c.cpu().numpy()
+
+
 def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
     """The Newton direction of the docstring: conjugate gradients on the Schur complement in g
-    of the exact Hessian, with the last coordinate of delta g fixed at 0, preconditioned by a
-    sparse LU factorization of the sparsified Schur complement. Returns
-    ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
+    of the Hessian (products with ``P``, a scipy sparse matrix holding every entry that is not
+    below rounding), with the last coordinate of delta g fixed at 0, preconditioned by
+    ``solve`` (a sparse LU factorization of the sparsified Schur complement). Numpy arrays in
+    and out: ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
     n, m = P.shape
     # rows and columns without mass (zero marginal entries) keep their potentials
-    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
-    c_safe = torch.where(c > 0, c, torch.ones_like(c))
+    inv_r = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
+    c_safe = np.where(c > 0, c, 1.0)
     rhs_f, rhs_g = reg * grad_f, reg * grad_g
     if m == 1:  # delta g = 0 fixes the gauge; nothing is left to solve
-        return rhs_f * inv_r, torch.zeros_like(c), 0, True
-    rhs = (rhs_g - (rhs_f * inv_r) @ P)[:-1]
+        return rhs_f * inv_r, np.zeros_like(c), 0, True
+    rhs = (rhs_g - P.T @ (rhs_f * inv_r))[:-1]
+    y = np.zeros(m, dtype=r.dtype)
 
-    def schur(x: Tensor) -> Tensor:  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
-        y = torch.cat([x, x.new_zeros(1)])
-        return (c_safe * y - ((P @ y) * inv_r) @ P)[:-1]
+    def schur(x):  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
+        y[:-1] = x
+        return (c_safe * y - P.T @ ((P @ y) * inv_r))[:-1]
 
-    dg = torch.zeros(m - 1, dtype=P.dtype, device=P.device)
-    res = rhs.clone()
-    target = rtol * rhs.norm()
+    dg = np.zeros(m - 1, dtype=r.dtype)
+    res = rhs.copy()
+    target = rtol * np.linalg.norm(rhs)
     z = solve(res)
-    d = z.clone()
+    d = z.copy()
     rz = res @ z
-    done, its = bool(res.norm() <= target), 0
+    done, its = bool(np.linalg.norm(res) <= target), 0
     while not done and its < _CG_MAX:
         Sd = schur(d)
         step = rz / (d @ Sd)
         dg += step * d
         res -= step * Sd
         its += 1
-        done = bool(res.norm() <= target)
+        done = bool(np.linalg.norm(res) <= target)
         z = solve(res)
         rz, rz_old = res @ z, rz
         d = z + (rz / rz_old) * d
-    dg = torch.cat([dg, dg.new_zeros(1)])
+    dg = np.append(dg, 0.0)
     df = (rhs_f - P @ dg) * inv_r
     return df, dg, its, done
 
 
 def _sparse_schur_solver(P, r, c, k):
     """``x -> S~^{-1} x`` for the sparsified Schur complement (its last row and column
-    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` among the
-    ``k`` largest of their row or their column, less its off-diagonal entries below
-    ``_PRECONDITIONER_DROP * sqrt(S~_ii S~_jj)``; factorized once by scipy's sparse LU."""
+    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` (a scipy
+    sparse matrix) among the ``k`` largest of their row or their column, less its off-diagonal
+    entries below ``_PRECONDITIONER_DROP * sqrt(S~_ii S~_jj)``; factorized once by scipy's
+    sparse LU. Numpy arrays in and out."""
     n, m = P.shape
-    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
-    c = torch.where(c > 0, c, torch.ones_like(c))
-    mask = torch.zeros_like(P, dtype=torch.bool)
-    mask.scatter_(1, P.topk(k, dim=1).indices, True)
-    mask.scatter_(0, P.topk(k, dim=0).indices, True)
-    i, j = mask.nonzero(as_tuple=True)
-    Ps = sp.csr_matrix((P[i, j].cpu().numpy(), (i.cpu().numpy(), j.cpu().numpy())),
-                       shape=(n, m))
-    S = (sp.diags(c.cpu().numpy()) - Ps.T @ sp.diags(inv_r.cpu().numpy()) @ Ps).tocoo()
+    P = P.tocoo()
+    inv_r = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
+    c = np.where(c > 0, c, 1.0)
+    # rank of each entry within its row and within its column, largest first: sort by value,
+    # then (stably) by row or column
+    by_value = np.argsort(-P.data, kind="stable")
+    keep = np.zeros(P.nnz, dtype=bool)
+    for line, size in ((P.row, n), (P.col, m)):
+        order = by_value[np.argsort(line[by_value], kind="stable")]
+        first = np.concatenate([[0], np.bincount(line, minlength=size).cumsum()[:-1]])
+        keep[order[np.arange(P.nnz) - first[line[order]] < k]] = True
+    Ps = sp.csr_matrix((P.data[keep], (P.row[keep], P.col[keep])), shape=(n, m))
+    S = (sp.diags(c) - Ps.T @ sp.diags(inv_r) @ Ps).tocoo()
     # S~ is diagonally dominant (P~ 1 <= r, P~^T 1 <= c), and stays so when off-diagonal
     # entries go: dropping the small ones cuts the LU's fill (in 10-D, from seconds to
     # tenths at n = 2000) and costs CG an iteration or two
@@ -512,8 +561,4 @@ def _sparse_schur_solver(P, r, c, k):
     keep = (S.row == S.col) | (np.abs(S.data) >= _PRECONDITIONER_DROP * scale[S.row]
                                * scale[S.col])
     S = sp.csc_matrix((S.data[keep], (S.row[keep], S.col[keep])), shape=S.shape)
-    lu = spla.splu(S[:-1, :-1])
-
-    def solve(x: Tensor) -> Tensor:
-        return torch.as_tensor(lu.solve(x.cpu().numpy()), dtype=x.dtype, device=x.device)
-    return solve
+    return spla.splu(S[:-1, :-1]).solve
