@@ -106,14 +106,13 @@ def test_one_newton_step_by_hand_on_a_3x3_problem():
         res = entropic_ot(a, b, C, reg, method="sns", warm_start=warm, max_iter=warm + 1)
     assert res.log.stages == {"sinkhorn": warm, "newton": 1}
     f0, g0 = start.f.numpy(), start.g.numpy()
-    df, dg, _, _ = hand_newton_step(a.numpy(), b.numpy(), C.numpy(), reg, f0, g0, damp=0.1)
+    df, dg, _, _ = hand_newton_step(a.numpy(), b.numpy(), C.numpy(), reg, f0, g0, damp=1e-4)
     # the full step is taken here: it raises D (checked) and is the first tried
     dual = lambda f, g: a.numpy() @ f + b.numpy() @ g - reg * np.exp(
         (f[:, None] + g[None] - C.numpy()) / reg).sum()
     assert dual(f0 + df, g0 + dg) > dual(f0, g0)
     np.testing.assert_allclose(res.f.numpy(), f0 + df, rtol=0, atol=1e-13)
     np.testing.assert_allclose(res.g.numpy(), g0 + dg, rtol=0, atol=1e-13)
-    assert res.error < start.error
 
 
 def test_newton_direction_fixes_the_null_space_and_solves_every_equation():
