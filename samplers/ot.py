@@ -64,6 +64,9 @@ _PRECONDITIONER_DROP = 1e-2
 # exponent, exponential and sums stay in cache, where a dense n x m plan would be written and
 # read back from memory several times per pass
 _BLOCK_ELEMENTS = 1 << 17
+# Newton's plans are evaluated on a support found with this margin (in units of reg in the
+# exponent, e^-20 = 2e-9), valid while the potentials move less (see _SparsePlan)
+_SUPPORT_MARGIN = 20.0
 
 
 @dataclass
@@ -413,7 +416,8 @@ def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
 def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
     n, m = C.shape
     a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
-    P, r, c = _sparse_plan(f, g, C, reg)
+    plan = _SparsePlan(C, reg, a > 0)
+    P, r, c = plan(f, g)
     err = np.abs(r - a_np).sum() + np.abs(c - b_np).sum()
     dual = (a @ f + b @ g).item() - reg * r.sum()
     history = [(err, time.perf_counter() - start)]
@@ -444,7 +448,7 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
         t, accepted = 1.0, False
         for _ in range(_LINE_SEARCH_HALVINGS):
             f_new, g_new = f + t * df, g + t * dg
-            P_new, r_new, c_new = _sparse_plan(f_new, g_new, C, reg)
+            P_new, r_new, c_new = plan(f_new, g_new)
             err_new = np.abs(r_new - a_np).sum() + np.abs(c_new - b_np).sum()
             dual_new = (a @ f_new + b @ g_new).item() - reg * r_new.sum()
             if math.isfinite(dual_new) and (dual_new >= dual + 1e-4 * t * slope
@@ -472,40 +476,74 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
     return f, g, history, k, stalled
 
 
-def _sparse_plan(f: Tensor, g: Tensor, C: Tensor, reg: float):
-    """One pass over ``C`` in blocks of rows that stay in cache: the plan's marginals ``r = P1``,
-    ``c = P^T 1`` (every entry counted) and ``P`` without its entries
-    ``P_ij <= u r_i / max(n, m)`` (``u`` the unit roundoff) as a scipy CSR matrix. Together the
-    dropped entries of a row or column move its products with ``P`` by less than ``u`` times
-    the diagonal term ``r_i x_i`` or ``c_j y_j`` they meet in the Newton system, i.e. below
-    rounding; at small ``reg`` they are most of ``P`` (98 % for ``n = 1000``, ``d = 10``,
-    ``reg = 1e-3``), and products with the rest cost a fraction of a dense pass."""
-    n, m = C.shape
-    rows = max(1, min(n, _BLOCK_ELEMENTS // m))
-    floor = math.log(torch.finfo(C.dtype).tiny) + 1
-    drop = torch.finfo(C.dtype).eps / 2 / max(n, m)
-    r, c = C.new_empty(n), C.new_zeros(m)
-    block = C.new_empty(rows, m)
-    kept_rows, kept_cols, kept = [], [], []
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
-        P = block[: hi - lo]
-        torch.add(f[lo:hi, None], g[None, :], out=P).sub_(C[lo:hi]).div_(reg)
-        F.threshold_(P, floor, -math.inf).exp_()
-        torch.sum(P, 1, out=r[lo:hi])
-        c += P.sum(0)
-        # one threshold for the block, its smallest row mass's (more entries kept, never fewer)
-        F.threshold_(P, drop * r[lo:hi].min().item(), 0.0)
-        entries = P.to_sparse()
-        i, j = entries.indices()
-        kept_rows.append(i + lo)
-        kept_cols.append(j)
-        kept.append(entries.values())
-    counts = torch.bincount(torch.cat(kept_rows), minlength=n)
-    indptr = np.concatenate([[0], counts.cumsum(0).cpu().numpy()])
-    P = sp.csr_matrix((torch.cat(kept).cpu().numpy(), torch.cat(kept_cols).cpu().numpy(), indptr),
-                      shape=(n, m))
-    return P, r.cpu().numpy(), c.cpu().numpy()
+class _SparsePlan:
+    """``(f, g) -> (P, r, c)`` for Newton: the plan's marginals ``r = P1``, ``c = P^T 1`` and
+    ``P`` (a scipy CSR matrix) on a support that holds every entry ``P_ij > u r_i / max(n, m)``
+    (``u`` the unit roundoff). Together the entries left out move a marginal, or a product
+    with ``P`` in the Newton system, by less than ``u`` times the diagonal term ``r_i x_i`` or
+    ``c_j y_j``: below rounding. At small ``reg`` they are most of ``P`` (97 % for
+    ``n = 1000``, ``d = 10``, ``reg = 1e-3``).
+
+    The support is found by a pass over all of ``C`` (in blocks of rows that stay in cache)
+    with a margin: at potentials ``(f0, g0)`` it keeps ``P_ij > e^{-M} u r0_i / max(n, m)``.
+    At ``(f, g)`` an entry left out has
+    ``P_ij <= e^{-M + (f_i - f0_i + max_j (g_j - g0_j)) / reg} u r0_i / max(n, m)``, so the
+    support still holds every entry that counts while
+    ``(f_i - f0_i + max_j (g_j - g0_j)) / reg - M <= log(r_i / r0_i)`` on every row with mass;
+    then only the support's entries are evaluated, else the support is found again."""
+
+    def __init__(self, C: Tensor, reg: float, has_mass: Tensor):
+        self.C, self.reg, self.has_mass = C, reg, has_mass
+        n, m = C.shape
+        self.drop = torch.finfo(C.dtype).eps / 2 / max(n, m)
+        self.floor = math.log(torch.finfo(C.dtype).tiny) + 1
+        self.support = None
+        self.passes = 0  # full passes over C (for tests and profiles)
+
+    def __call__(self, f: Tensor, g: Tensor):
+        if self.support is not None:
+            rows, cols, cost, indptr, f0, g0, r0 = self.support
+            P = torch.add(f[rows], g[cols]).sub_(cost).div_(self.reg)
+            F.threshold_(P, self.floor, -math.inf).exp_()
+            r = torch.zeros_like(f).index_add_(0, rows, P)
+            reach = (f - f0 + (g - g0).max()) / self.reg - _SUPPORT_MARGIN
+            if bool((reach <= torch.log(r / r0))[self.has_mass].all()):
+                c = torch.zeros_like(g).index_add_(0, cols, P)
+                P = sp.csr_matrix((P.cpu().numpy(), cols.cpu().numpy(), indptr),
+                                  shape=self.C.shape)
+                return P, r.cpu().numpy(), c.cpu().numpy()
+        return self._full_pass(f, g)
+
+    def _full_pass(self, f: Tensor, g: Tensor):
+        C, reg = self.C, self.reg
+        n, m = C.shape
+        self.passes += 1
+        rows = max(1, min(n, _BLOCK_ELEMENTS // m))
+        keep = self.drop * math.exp(-_SUPPORT_MARGIN)
+        r, c = C.new_empty(n), C.new_zeros(m)
+        block = C.new_empty(rows, m)
+        kept_rows, kept_cols, kept = [], [], []
+        for lo in range(0, n, rows):
+            hi = min(lo + rows, n)
+            P = block[: hi - lo]
+            # the order of operations of _plan: the same rounding
+            torch.add(f[lo:hi, None], g[None, :], out=P).sub_(C[lo:hi]).div_(reg)
+            F.threshold_(P, self.floor, -math.inf).exp_()
+            torch.sum(P, 1, out=r[lo:hi])
+            c += P.sum(0)
+            # one threshold for the block, its smallest row mass's (more entries kept, never
+            # fewer)
+            F.threshold_(P, keep * r[lo:hi].min().item(), 0.0)
+            entries = P.to_sparse()
+            i, j = entries.indices()
+            kept_rows.append(i + lo)
+            kept_cols.append(j)
+            kept.append(entries.values())
+        i, j, P = torch.cat(kept_rows), torch.cat(kept_cols), torch.cat(kept)
+        indptr = np.concatenate([[0], torch.bincount(i, minlength=n).cumsum(0).cpu().numpy()])
+        self.support = (i, j, C[i, j], indptr, f, g, r)
+        P = sp.csr_matrix((P.cpu().numpy(), j.cpu().numpy(), indptr), shape=(n, m))
+        return P, r.cpu().numpy(), c.cpu().numpy()
 
 
 def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
