@@ -60,6 +60,7 @@ _CG_MAX = 50
 _DAMP_START, _DAMP_MIN, _DAMP_MAX = 1e-4, 1e-6, 1e8
 _CG_REFACTOR = 10
 _PRECONDITIONER_DROP = 1e-2
+_PRECONDITIONER_FLOOR = 1e-8
 # Newton's plan passes run over blocks of this many entries (1 MiB of float64): each block's
 # exponent, exponential and sums stay in cache, where a dense n x m plan would be written and
 # read back from memory several times per pass
@@ -598,6 +599,10 @@ def _sparse_schur_solver(P, r, c, k):
     P = P.tocoo()
     inv_r = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
     c = np.where(c > 0, c, 1.0)
+    # entries below _PRECONDITIONER_FLOOR r_i change S~ by less than that fraction, and are
+    # most of the support (which holds every entry above rounding): not worth ranking
+    large = P.data > _PRECONDITIONER_FLOOR * r[P.row]
+    P = sp.coo_matrix((P.data[large], (P.row[large], P.col[large])), shape=(n, m))
     # rank of each entry within its row and within its column, largest first: sort by value,
     # then (stably) by row or column
     by_value = np.argsort(-P.data, kind="stable")
