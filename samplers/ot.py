@@ -329,7 +329,8 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
     f = torch.zeros_like(a).masked_fill_(massless_a, no_mass)
     g = torch.zeros_like(b).masked_fill_(massless_b, no_mass)
     K = _plan(f, g, C, reg)
-    if not (((K.sum(2) > 0) | massless_a).all() and ((K.sum(1) > 0) | massless_b).all()):
+    column_mass = K.sum(1)  # also the first iteration's column marginal (u = v = 1)
+    if not (((K.sum(2) > 0) | massless_a).all() and ((column_mass > 0) | massless_b).all()):
         # exp(-C / reg) underflows on a whole row or column: one exact log-domain sweep gives
         # every row, then every column, mass
         f = reg * (a.log() - torch.logsumexp(-C / reg, dim=2))
@@ -337,6 +338,7 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
         g = reg * (b.log() - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
         g = g.masked_fill_(massless_b, no_mass)
         K = _plan(f, g, C, reg)
+        column_mass = K.sum(1)
     u = torch.ones_like(a)
     v = torch.ones_like(b)
     tiny = 1 / _ABSORB
@@ -346,7 +348,7 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
         Kv = _times_vector(K, v)
         # columns are exact after the v-update (up to rounding), rows are measured here
         err = (u * Kv).sub_(a).abs_().sum(-1).max().item() + (
-            0.0 if it else (K.sum(1) - b).abs().sum(-1).max().item())
+            0.0 if it else (column_mass - b).abs().sum(-1).max().item())
         errors.append(err)
         times.append(time.perf_counter() - start)
         if err <= tol or it >= max_iter:
