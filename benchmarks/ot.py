@@ -14,8 +14,9 @@ Euclidean cost scaled to max 1. The marginal error of a plan is
   then 3 rounds time ours and POT with that stopThr one after the other (interleaved, so that
   both see the same load of a shared machine) and the medians count. Hard cases (reg 1e-3):
   one run with ``stopThr=1e-9``, capped at 1e5 iterations or ``POT_TIME_CAP`` seconds
-  (``numItermax`` from a 20-iteration probe); its time to 1e-6 is read off its own log (the first check with L2
-  error <= 1e-6, times the mean time per iteration): both readings favour POT.
+  (``numItermax`` from a 20-iteration probe); its time to 1e-6 is read off its own log (the
+  first check with L2 error <= 1e-6, times the mean time per iteration): both readings favour
+  POT.
 - numpy (POT) and torch run on one thread.
 """
 
