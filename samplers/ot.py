@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from stochstep.stepping.checks import check_flag, check_int, check_positive
@@ -53,12 +54,22 @@ _MASS_RTOL = 1e-8
 # ~10-16 steps costing some hundreds of Sinkhorn steps, but the early rate underestimates how
 # long Sinkhorn will crawl: against 1000, 300 was 1.3-3.8x faster in 6 of 8 runs (n 500-1000,
 # d 2-10, reg 1e-3-5e-3, tol 1e-6 and 1e-9), the same in 1 (no switch) and 1.2x slower in 1.
-_AUTO_START, _AUTO_EVERY, _AUTO_SWITCH = 100, 25, 300
+# Judging from 75 rather than 100 was 1.0-1.2x faster on the hard cases of benchmarks/ot.py
+# (n 500-2000, d 10, reg 1e-3) and left the easy ones (reg 1e-2) with Sinkhorn alone.
+_AUTO_START, _AUTO_EVERY, _AUTO_SWITCH = 75, 25, 300
 _LINE_SEARCH_HALVINGS = 30
 _CG_MAX = 50
-_DAMP_START, _DAMP_MIN, _DAMP_MAX = 0.1, 1e-6, 1e8
+_DAMP_START, _DAMP_MIN, _DAMP_MAX = 1e-4, 1e-6, 1e8
 _CG_REFACTOR = 10
 _PRECONDITIONER_DROP = 1e-2
+_PRECONDITIONER_FLOOR = 1e-8
+# Newton's plan passes run over blocks of this many entries (1 MiB of float64): each block's
+# exponent, exponential and sums stay in cache, where a dense n x m plan would be written and
+# read back from memory several times per pass
+_BLOCK_ELEMENTS = 1 << 17
+# Newton's plans are evaluated on a support found with this margin (in units of reg in the
+# exponent, e^-20 = 2e-9), valid while the potentials move less (see _SparsePlan)
+_SUPPORT_MARGIN = 20.0
 
 
 @dataclass
@@ -115,9 +126,9 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
     or lowers the marginal error (which stays measurable where rounding hides changes of
     :math:`D`). With :math:`\lambda = 0` this is Newton's step
     :math:`\nabla^2 D\, \delta = -\nabla D`; the Levenberg-Marquardt damping :math:`\lambda`
-    starts at 0.1, is divided by 4 after each full step (0 once below :math:`10^{-6}`) and
-    multiplied by 4 after a step with :math:`t < 1/2`: far from the solution the quadratic
-    model of :math:`e^{(\cdot)/\varepsilon}` holds only for tiny steps.
+    starts at :math:`10^{-4}`, is divided by 4 after each full step (0 once below
+    :math:`10^{-6}`) and multiplied by 4 after a step with :math:`t < 1/2`: far from the
+    solution the quadratic model of :math:`e^{(\cdot)/\varepsilon}` holds only for short steps.
 
     For :math:`\lambda = 0` the matrix is singular along :math:`(1, -1)` (adding a constant to
     :math:`f` and removing it from :math:`g` leaves :math:`P` unchanged): the system is solved
@@ -125,15 +136,22 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
     dropped equation then holds too, as the right side sums to zero over :math:`f` minus
     :math:`g`). Eliminating :math:`\delta f` leaves the Schur complement
     :math:`S = (1 + \lambda) \operatorname{diag}(c) - P^\top ((1 + \lambda)
-    \operatorname{diag}(r))^{-1} P` (dense: products with :math:`P`), solved by conjugate
-    gradients to relative residual :math:`\min(0.1, e)` (:math:`e` the marginal error)
-    preconditioned by a sparse LU factorization (scipy) of :math:`S` with :math:`P` replaced
-    by :math:`\tilde P`: the entries of :math:`P` among the ``topk`` largest of their row or of
-    their column (the sparsified Hessian of SNS), less the off-diagonal entries of that
-    matrix below :math:`10^{-2} \sqrt{S_{ii} S_{jj}}` (it is diagonally dominant, and stays
-    so). A factorization is kept while CG needs at
-    most 10 iterations with it, and ``topk`` doubles when CG fails to converge in 50 with a
-    fresh one.
+    \operatorname{diag}(r))^{-1} P`, solved by conjugate gradients to relative residual
+    :math:`\min(0.1, e)` (:math:`e` the marginal error) preconditioned by a sparse LU
+    factorization (scipy) of :math:`S` with :math:`P` replaced by :math:`\tilde P`: the
+    entries of :math:`P` among the ``topk`` largest of their row or of their column (the
+    sparsified Hessian of SNS), less the off-diagonal entries of that matrix below
+    :math:`10^{-2} \sqrt{S_{ii} S_{jj}}` (it is diagonally dominant, and stays so). A
+    factorization is kept while CG needs at most 10 iterations with it, and ``topk`` doubles
+    when CG fails to converge in 50 with a fresh one.
+
+    Newton's marginals and products with :math:`P` are exact to rounding, yet cost far less
+    than :math:`nm` at small ``reg``: they leave out only the entries
+    :math:`P_{ij} \le u\, r_i / \max(n, m)` (:math:`u` the unit roundoff), which together move
+    a marginal or a product by less than :math:`u` times its diagonal term, and which are most
+    of :math:`P` when it is close to a permutation. The entries that may count are found by a
+    pass over :math:`C` with a margin of :math:`e^{-20}`, and that support is reused while the
+    potentials provably move less than the margin (one to three passes per run here).
 
     Sinkhorn's scalings are absorbed into :math:`(f, g)` whenever they leave
     :math:`[10^{-50}, 10^{50}]` (and :math:`u, v` restart at 1), so nothing over- or underflows
@@ -142,7 +160,7 @@ def entropic_ot(a, b, C, reg, *, method: str = "auto", tol: float = 1e-9,
     a marginal entry by less than :math:`e` times that number times :math:`\max(n, m)`).
 
     Methods: ``"sinkhorn"``; ``"sns"``: ``warm_start`` Sinkhorn iterations, then Newton;
-    ``"auto"``: Sinkhorn, switching to Newton only when, from iteration 100 on, its measured
+    ``"auto"``: Sinkhorn, switching to Newton only when, from iteration 75 on, its measured
     linear rate :math:`\rho` predicts more than 300 further iterations to ``tol``
     (:math:`\log(\mathrm{tol}/e_t) / \log \rho`, :math:`e_t` the current error).
 
@@ -269,7 +287,9 @@ def _check_problem(a, b, C) -> tuple[Tensor, Tensor, Tensor, bool]:
     elif not (batched and C.shape == (a.shape[0], n, m)):
         allowed = f"({n}, {m})" + (f" or ({a.shape[0]}, {n}, {m})" if batched else "")
         raise ValueError(f"C must have shape {allowed} to match a and b, got {tuple(C.shape)}")
-    if not torch.isfinite(C).all():
+    # a sum is finite only if every term is (one read of C, no boolean copy); an overflowing
+    # sum of finite entries falls back to the entrywise test
+    if not (torch.isfinite(C.sum()) or torch.isfinite(C).all()):
         raise ValueError("C must be finite (it holds a NaN or an infinity)")
     for name, x in (("a", a), ("b", b)):
         if not torch.isfinite(x).all() or (x < 0).any():
@@ -289,9 +309,9 @@ def _plan(f: Tensor, g: Tensor, C: Tensor, reg: float) -> Tensor:
     dtype's smallest normal number) set to 0: subnormal numbers make every later product with
     the matrix several times slower, and none of them moves a marginal by more than
     ``e * tiny * max(n, m)``."""
-    exponent = (f[:, :, None] + g[:, None, :] - C) / reg
+    exponent = torch.add(f[:, :, None], g[:, None, :]).sub_(C).div_(reg)
     floor = math.log(torch.finfo(exponent.dtype).tiny) + 1
-    return exponent.masked_fill_(exponent < floor, -math.inf).exp_()
+    return F.threshold_(exponent, floor, -math.inf).exp_()
 
 
 def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -309,7 +329,8 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
     f = torch.zeros_like(a).masked_fill_(massless_a, no_mass)
     g = torch.zeros_like(b).masked_fill_(massless_b, no_mass)
     K = _plan(f, g, C, reg)
-    if not (((K.sum(2) > 0) | massless_a).all() and ((K.sum(1) > 0) | massless_b).all()):
+    column_mass = K.sum(1)  # also the first iteration's column marginal (u = v = 1)
+    if not (((K.sum(2) > 0) | massless_a).all() and ((column_mass > 0) | massless_b).all()):
         # exp(-C / reg) underflows on a whole row or column: one exact log-domain sweep gives
         # every row, then every column, mass
         f = reg * (a.log() - torch.logsumexp(-C / reg, dim=2))
@@ -317,16 +338,17 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
         g = reg * (b.log() - torch.logsumexp((f[:, :, None] - C) / reg, dim=1))
         g = g.masked_fill_(massless_b, no_mass)
         K = _plan(f, g, C, reg)
+        column_mass = K.sum(1)
     u = torch.ones_like(a)
     v = torch.ones_like(b)
     tiny = 1 / _ABSORB
     errors, times = log.marginal_error, log.time
     it = 0
     while True:
-        Kv = torch.bmm(K, v[:, :, None])[:, :, 0]
+        Kv = _times_vector(K, v)
         # columns are exact after the v-update (up to rounding), rows are measured here
         err = (u * Kv).sub_(a).abs_().sum(-1).max().item() + (
-            0.0 if it else (K.sum(1) - b).abs().sum(-1).max().item())
+            0.0 if it else (column_mass - b).abs().sum(-1).max().item())
         errors.append(err)
         times.append(time.perf_counter() - start)
         if err <= tol or it >= max_iter:
@@ -337,7 +359,7 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
         u = a / Kv
         if has_massless:
             u = u.masked_fill_(massless_a, 1.0)  # 0 / 0 on an empty row
-        v = b / torch.bmm(u[:, None, :], K)[:, 0, :]
+        v = b / _vector_times(u, K)
         if has_massless:
             v = v.masked_fill_(massless_b, 1.0)
         it += 1
@@ -352,6 +374,22 @@ def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
             u, v = torch.ones_like(u), torch.ones_like(v)
     log.stages["sinkhorn"] = it
     return f + reg * u.log(), g + reg * v.log()
+
+
+def _times_vector(K: Tensor, v: Tensor) -> Tensor:
+    """``K v`` per problem of a batch; one problem by ``torch.mv`` (about 2x faster than ``bmm``
+    on one thread)."""
+    if K.shape[0] == 1:
+        return torch.mv(K[0], v[0])[None]
+    return torch.bmm(K, v[:, :, None])[:, :, 0]
+
+
+def _vector_times(u: Tensor, K: Tensor) -> Tensor:
+    """``u^T K`` per problem of a batch; one problem as a vector-matrix product (``bmm`` is up to
+    6x slower at n = 2000 on one thread)."""
+    if K.shape[0] == 1:
+        return (u[0] @ K[0])[None]
+    return torch.bmm(u[:, None, :], K)[:, 0, :]
 
 
 def _sinkhorn_is_slow(errors: list, tol: float) -> bool:
@@ -391,10 +429,11 @@ def _newton(a, b, C, reg, tol, max_iter, topk, f, g, log, start, bar):
 
 def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
     n, m = C.shape
-    P = _plan(f[None], g[None], C[None], reg)[0]
-    r, c = P.sum(1), P.sum(0)
-    err = ((r - a).abs().sum() + (c - b).abs().sum()).item()
-    dual = (a @ f + b @ g - reg * r.sum()).item()
+    a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
+    plan = _SparsePlan(C, reg, a > 0)
+    P, r, c = plan(f, g)
+    err = np.abs(r - a_np).sum() + np.abs(c - b_np).sum()
+    dual = (a @ f + b @ g).item() - reg * r.sum()
     history = [(err, time.perf_counter() - start)]
     k = min(topk, n, m)
     damp, precondition, stalled = _DAMP_START, None, False
@@ -410,21 +449,22 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
                 if stalled:
                     break
                 continue
-        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, a - r, b - c,
+        grad_f, grad_g = a_np - r, b_np - c
+        df, dg, cg_iterations, solved = _newton_direction(P, r_damped, c_damped, grad_f, grad_g,
                                                           reg, precondition, min(0.1, err))
         # a factorization serves while CG converges fast with it (P changes little late on)
         if not solved or cg_iterations > _CG_REFACTOR:
             precondition = None
         if not solved and fresh and k < min(n, m):
             k = min(2 * k, n, m)  # CG hit its cap with a fresh factorization: a denser one
-        slope = ((a - r) @ df + (b - c) @ dg).item()  # <grad D, d> > 0: an ascent direction
+        slope = grad_f @ df + grad_g @ dg  # <grad D, d> > 0: an ascent direction
+        df, dg = torch.as_tensor(df).to(f), torch.as_tensor(dg).to(g)
         t, accepted = 1.0, False
         for _ in range(_LINE_SEARCH_HALVINGS):
             f_new, g_new = f + t * df, g + t * dg
-            P_new = _plan(f_new[None], g_new[None], C[None], reg)[0]
-            r_new, c_new = P_new.sum(1), P_new.sum(0)
-            err_new = ((r_new - a).abs().sum() + (c_new - b).abs().sum()).item()
-            dual_new = (a @ f_new + b @ g_new - reg * r_new.sum()).item()
+            P_new, r_new, c_new = plan(f_new, g_new)
+            err_new = np.abs(r_new - a_np).sum() + np.abs(c_new - b_np).sum()
+            dual_new = (a @ f_new + b @ g_new).item() - reg * r_new.sum()
             if math.isfinite(dual_new) and (dual_new >= dual + 1e-4 * t * slope
                                             or err_new < err):
                 accepted = True
@@ -444,67 +484,148 @@ def _newton_one(a, b, C, reg, tol, max_iter, topk, f, g, bar, start):
             damp = damp / 4 if damp > _DAMP_MIN else 0.0
         elif t < 0.5:
             damp = 4 * max(damp, _DAMP_MIN)
-        history.append((err, time.perf_counter() - start))
+        history.append((float(err), time.perf_counter() - start))
         if bar is not None:
             bar.update()
     return f, g, history, k, stalled
 
 
+class _SparsePlan:
+    """``(f, g) -> (P, r, c)`` for Newton: the plan's marginals ``r = P1``, ``c = P^T 1`` and
+    ``P`` (a scipy CSR matrix) on a support that holds every entry ``P_ij > u r_i / max(n, m)``
+    (``u`` the unit roundoff). Together the entries left out move a marginal, or a product
+    with ``P`` in the Newton system, by less than ``u`` times the diagonal term ``r_i x_i`` or
+    ``c_j y_j``: below rounding. At small ``reg`` they are most of ``P`` (97 % for
+    ``n = 1000``, ``d = 10``, ``reg = 1e-3``).
+
+    The support is found by a pass over all of ``C`` (in blocks of rows that stay in cache)
+    with a margin: at potentials ``(f0, g0)`` it keeps ``P_ij > e^{-M} u r0_i / max(n, m)``.
+    At ``(f, g)`` an entry left out has
+    ``P_ij <= e^{-M + (f_i - f0_i + max_j (g_j - g0_j)) / reg} u r0_i / max(n, m)``, so the
+    support still holds every entry that counts while
+    ``(f_i - f0_i + max_j (g_j - g0_j)) / reg - M <= log(r_i / r0_i)`` on every row with mass;
+    then only the support's entries are evaluated, else the support is found again."""
+
+    def __init__(self, C: Tensor, reg: float, has_mass: Tensor):
+        self.C, self.reg, self.has_mass = C, reg, has_mass
+        n, m = C.shape
+        self.drop = torch.finfo(C.dtype).eps / 2 / max(n, m)
+        self.floor = math.log(torch.finfo(C.dtype).tiny) + 1
+        self.support = None
+        self.passes = 0  # full passes over C (for tests and profiles)
+
+    def __call__(self, f: Tensor, g: Tensor):
+        if self.support is not None:
+            rows, cols, cost, indptr, f0, g0, r0 = self.support
+            P = torch.add(f[rows], g[cols]).sub_(cost).div_(self.reg)
+            F.threshold_(P, self.floor, -math.inf).exp_()
+            r = torch.zeros_like(f).index_add_(0, rows, P)
+            reach = (f - f0 + (g - g0).max()) / self.reg - _SUPPORT_MARGIN
+            if bool((reach <= torch.log(r / r0))[self.has_mass].all()):
+                c = torch.zeros_like(g).index_add_(0, cols, P)
+                P = sp.csr_matrix((P.cpu().numpy(), cols.cpu().numpy(), indptr),
+                                  shape=self.C.shape)
+                return P, r.cpu().numpy(), c.cpu().numpy()
+        return self._full_pass(f, g)
+
+    def _full_pass(self, f: Tensor, g: Tensor):
+        C, reg = self.C, self.reg
+        n, m = C.shape
+        self.passes += 1
+        rows = max(1, min(n, _BLOCK_ELEMENTS // m))
+        keep = self.drop * math.exp(-_SUPPORT_MARGIN)
+        r, c = C.new_empty(n), C.new_zeros(m)
+        block = C.new_empty(rows, m)
+        kept_rows, kept_cols, kept = [], [], []
+        for lo in range(0, n, rows):
+            hi = min(lo + rows, n)
+            P = block[: hi - lo]
+            # the order of operations of _plan: the same rounding
+            torch.add(f[lo:hi, None], g[None, :], out=P).sub_(C[lo:hi]).div_(reg)
+            F.threshold_(P, self.floor, -math.inf).exp_()
+            torch.sum(P, 1, out=r[lo:hi])
+            c += P.sum(0)
+            # one threshold for the block, its smallest row mass's (more entries kept, never
+            # fewer)
+            F.threshold_(P, keep * r[lo:hi].min().item(), 0.0)
+            entries = P.to_sparse()
+            i, j = entries.indices()
+            kept_rows.append(i + lo)
+            kept_cols.append(j)
+            kept.append(entries.values())
+        i, j, P = torch.cat(kept_rows), torch.cat(kept_cols), torch.cat(kept)
+        indptr = np.concatenate([[0], torch.bincount(i, minlength=n).cumsum(0).cpu().numpy()])
+        self.support = (i, j, C[i, j], indptr, f, g, r)
+        P = sp.csr_matrix((P.cpu().numpy(), j.cpu().numpy(), indptr), shape=(n, m))
+        return P, r.cpu().numpy(), c.cpu().numpy()
+
+
 def _newton_direction(P, r, c, grad_f, grad_g, reg, solve, rtol):
     """The Newton direction of the docstring: conjugate gradients on the Schur complement in g
-    of the exact Hessian, with the last coordinate of delta g fixed at 0, preconditioned by a
-    sparse LU factorization of the sparsified Schur complement. Returns
-    ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
+    of the Hessian (products with ``P``, a scipy sparse matrix holding every entry that is not
+    below rounding), with the last coordinate of delta g fixed at 0, preconditioned by
+    ``solve`` (a sparse LU factorization of the sparsified Schur complement). Numpy arrays in
+    and out: ``(delta f, delta g, CG iterations, whether CG reached rtol)``."""
     n, m = P.shape
     # rows and columns without mass (zero marginal entries) keep their potentials
-    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
-    c_safe = torch.where(c > 0, c, torch.ones_like(c))
+    inv_r = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
+    c_safe = np.where(c > 0, c, 1.0)
     rhs_f, rhs_g = reg * grad_f, reg * grad_g
     if m == 1:  # delta g = 0 fixes the gauge; nothing is left to solve
-        return rhs_f * inv_r, torch.zeros_like(c), 0, True
-    rhs = (rhs_g - (rhs_f * inv_r) @ P)[:-1]
+        return rhs_f * inv_r, np.zeros_like(c), 0, True
+    rhs = (rhs_g - P.T @ (rhs_f * inv_r))[:-1]
+    y = np.zeros(m, dtype=r.dtype)
 
-    def schur(x: Tensor) -> Tensor:  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
-        y = torch.cat([x, x.new_zeros(1)])
-        return (c_safe * y - ((P @ y) * inv_r) @ P)[:-1]
+    def schur(x):  # S x, S = diag(c) - P^T diag(1/r) P, x with x_m = 0
+        y[:-1] = x
+        return (c_safe * y - P.T @ ((P @ y) * inv_r))[:-1]
 
-    dg = torch.zeros(m - 1, dtype=P.dtype, device=P.device)
-    res = rhs.clone()
-    target = rtol * rhs.norm()
+    dg = np.zeros(m - 1, dtype=r.dtype)
+    res = rhs.copy()
+    target = rtol * np.linalg.norm(rhs)
     z = solve(res)
-    d = z.clone()
+    d = z.copy()
     rz = res @ z
-    done, its = bool(res.norm() <= target), 0
+    done, its = bool(np.linalg.norm(res) <= target), 0
     while not done and its < _CG_MAX:
         Sd = schur(d)
         step = rz / (d @ Sd)
         dg += step * d
         res -= step * Sd
         its += 1
-        done = bool(res.norm() <= target)
+        done = bool(np.linalg.norm(res) <= target)
         z = solve(res)
         rz, rz_old = res @ z, rz
         d = z + (rz / rz_old) * d
-    dg = torch.cat([dg, dg.new_zeros(1)])
+    dg = np.append(dg, 0.0)
     df = (rhs_f - P @ dg) * inv_r
     return df, dg, its, done
 
 
 def _sparse_schur_solver(P, r, c, k):
     """``x -> S~^{-1} x`` for the sparsified Schur complement (its last row and column
-    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` among the
-    ``k`` largest of their row or their column, less its off-diagonal entries below
-    ``_PRECONDITIONER_DROP * sqrt(S~_ii S~_jj)``; factorized once by scipy's sparse LU."""
+    removed), ``S~ = diag(c) - P~^T diag(1/r) P~`` with ``P~`` the entries of ``P`` (a scipy
+    sparse matrix) among the ``k`` largest of their row or their column, less its off-diagonal
+    entries below ``_PRECONDITIONER_DROP * sqrt(S~_ii S~_jj)``; factorized once by scipy's
+    sparse LU. Numpy arrays in and out."""
     n, m = P.shape
-    inv_r = torch.where(r > 0, 1 / r, torch.zeros_like(r))
-    c = torch.where(c > 0, c, torch.ones_like(c))
-    mask = torch.zeros_like(P, dtype=torch.bool)
-    mask.scatter_(1, P.topk(k, dim=1).indices, True)
-    mask.scatter_(0, P.topk(k, dim=0).indices, True)
-    i, j = mask.nonzero(as_tuple=True)
-    Ps = sp.csr_matrix((P[i, j].cpu().numpy(), (i.cpu().numpy(), j.cpu().numpy())),
-                       shape=(n, m))
-    S = (sp.diags(c.cpu().numpy()) - Ps.T @ sp.diags(inv_r.cpu().numpy()) @ Ps).tocoo()
+    P = P.tocoo()
+    inv_r = np.divide(1.0, r, out=np.zeros_like(r), where=r > 0)
+    c = np.where(c > 0, c, 1.0)
+    # entries below _PRECONDITIONER_FLOOR r_i change S~ by less than that fraction, and are
+    # most of the support (which holds every entry above rounding): not worth ranking
+    large = P.data > _PRECONDITIONER_FLOOR * r[P.row]
+    P = sp.coo_matrix((P.data[large], (P.row[large], P.col[large])), shape=(n, m))
+    # rank of each entry within its row and within its column, largest first: sort by value,
+    # then (stably) by row or column
+    by_value = np.argsort(-P.data, kind="stable")
+    keep = np.zeros(P.nnz, dtype=bool)
+    for line, size in ((P.row, n), (P.col, m)):
+        order = by_value[np.argsort(line[by_value], kind="stable")]
+        first = np.concatenate([[0], np.bincount(line, minlength=size).cumsum()[:-1]])
+        keep[order[np.arange(P.nnz) - first[line[order]] < k]] = True
+    Ps = sp.csr_matrix((P.data[keep], (P.row[keep], P.col[keep])), shape=(n, m))
+    S = (sp.diags(c) - Ps.T @ sp.diags(inv_r) @ Ps).tocoo()
     # S~ is diagonally dominant (P~ 1 <= r, P~^T 1 <= c), and stays so when off-diagonal
     # entries go: dropping the small ones cuts the LU's fill (in 10-D, from seconds to
     # tenths at n = 2000) and costs CG an iteration or two
@@ -512,8 +633,7 @@ def _sparse_schur_solver(P, r, c, k):
     keep = (S.row == S.col) | (np.abs(S.data) >= _PRECONDITIONER_DROP * scale[S.row]
                                * scale[S.col])
     S = sp.csc_matrix((S.data[keep], (S.row[keep], S.col[keep])), shape=S.shape)
-    lu = spla.splu(S[:-1, :-1])
-
-    def solve(x: Tensor) -> Tensor:
-        return torch.as_tensor(lu.solve(x.cpu().numpy()), dtype=x.dtype, device=x.device)
-    return solve
+    # S~ is symmetric and diagonally dominant: a symmetric fill-reducing ordering and no
+    # pivoting (3-5x faster to factorize and solve than the default, with a third of the fill)
+    return spla.splu(S[:-1, :-1], permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                     options=dict(SymmetricMode=True)).solve
