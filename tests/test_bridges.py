@@ -170,6 +170,33 @@ def test_lightsb_holding_the_ground_truth_scores_zero(eps):
     for mine, truth in zip(sb.conditional_moments(x), bench.conditional_moments(x)):
         torch.testing.assert_close(mine.detach(), truth)
     assert cbw2_uvp(sb, bench, 200, None) < 1e-8
+    # the benchmark's own LightSB: the same plan (its weights up to a common factor)
+    own = bench.as_light_sb()
+    for name in ("means", "log_variance"):
+        torch.testing.assert_close(getattr(own, name), getattr(sb, name))
+    torch.testing.assert_close(own.log_weights - own.log_weights[0],
+                               sb.log_weights - sb.log_weights[0])
+
+
+def test_loss_gap_to_the_truth_is_the_plan_kl():
+    # as_light_sb's plan density is the benchmark's (mixture by torch.distributions), and
+    # L(model) - L(truth) = E_x KL(pi*(.|x) || pi(.|x)) sample by sample (log pi(y|x) =
+    # <x, y>/eps + log v(y) - log c(x)), which makes the loss gap a KL estimate
+    bench = MixtureBenchmark(2, 1.0, seed=4)
+    truth, model = bench.as_light_sb(), bench.as_light_sb()
+    with torch.no_grad():
+        model.means.add_(0.3)
+        model.log_variance.add_(0.2)
+    x, y = bench.sample_pair(2000, torch.Generator().manual_seed(0))
+    w, m, covs = bench.conditional_plan(x)
+    comps = torch.distributions.MultivariateNormal(m, covs)   # batch (n, K)
+    log_star = torch.logsumexp(w.log() + comps.log_prob(y[:, None, :]), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(truth.plan_log_prob(y, x), log_star)
+        gap = model.loss(x, y) - truth.loss(x, y)
+        kl = (log_star - model.plan_log_prob(y, x)).mean()
+    assert gap.item() == pytest.approx(kl.item(), rel=1e-9)
+    assert kl.item() > 0.5
 
 
 def test_cbw2_uvp_zero_for_truth_positive_when_perturbed():

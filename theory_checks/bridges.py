@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from stochstep.samplers.bridges import PlanComponents
+from stochstep.samplers.bridges import LightSB, PlanComponents
 from stochstep.stepping.checks import check_int, check_optional_positive, check_positive
 from stochstep.stepping.noise import make_generator, standard_normal_like
 
@@ -173,6 +173,29 @@ class MixtureBenchmark:
         g = make_generator(generator)
         x = self.sample_input(n, g)
         return x, self.sample(x, g)
+
+    def as_light_sb(self, generator: torch.Generator | None = None) -> LightSB:
+        r"""The :class:`samplers.bridges.LightSB` (5 components) whose plan is :math:`\pi^*`.
+
+        .. math::
+
+            S_k = \tilde\Sigma_k / \epsilon, \quad r_k = \tilde\Sigma_k \Sigma_k^{-1} \mu_k,
+            \quad a_k = p_k\, N(0 \mid \mu_k, \Sigma_k + \epsilon I)
+
+        (matching the plan's means, covariances and weights: the two weights' exponents differ
+        by :math:`-\|x\|^2 / (2\epsilon)`, the same for every k). Its loss is the least a
+        LightSB can reach, so a fitted model's loss minus this one's estimates
+        :math:`\mathbb{E}_{p_0} \mathrm{KL}(\pi^*(\cdot \mid x) \,\|\, \hat\pi(\cdot \mid x))`.
+        """
+        sb = LightSB(self.dim, len(self.probs), self.eps, generator=generator)
+        log_a = self.probs.log() + _log_normal(torch.zeros(1, self.dim, dtype=torch.float64),
+                                               self.mus, self._weight_covs)[0]
+        with torch.no_grad():
+            sb.log_variance.copy_(torch.diagonal(self.plan_covs, dim1=-2, dim2=-1).log()
+                                  - math.log(self.eps))
+            sb.means.copy_(self.plan_bias)
+            sb.log_weight_raw.copy_(self.eps * log_a)
+        return sb
 
     def _estimate_target_variance(self, g: torch.Generator, n: int = 40_000) -> float:
         r""":math:`\mathrm{Var}(p_1) = \mathbb{E}\,\mathrm{tr\,Cov}(y \mid x)
