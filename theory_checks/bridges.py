@@ -186,6 +186,11 @@ class MixtureBenchmark:
         by :math:`-\|x\|^2 / (2\epsilon)`, the same for every k). Its loss is the least a
         LightSB can reach, so a fitted model's loss minus this one's estimates
         :math:`\mathbb{E}_{p_0} \mathrm{KL}(\pi^*(\cdot \mid x) \,\|\, \hat\pi(\cdot \mid x))`.
+
+        Example:
+            >>> bench = MixtureBenchmark(2, eps=1.0)
+            >>> cbw2_uvp(bench.as_light_sb(), bench, 100, None) < 1e-9
+            True
         """
         sb = LightSB(self.dim, len(self.probs), self.eps, generator=generator)
         log_a = self.probs.log() + _log_normal(torch.zeros(1, self.dim, dtype=torch.float64),
