@@ -108,7 +108,8 @@ class LightSB(nn.Module):
         n_components: K (default 50, the paper's).
         eps: the bridge's noise level :math:`\epsilon > 0` (default 1).
         generator: the source of every random draw (initialization, minibatches, samples).
-        variance_init: the initial diagonal of :math:`S_k` (default 0.1, the authors').
+        variance_init: the initial diagonal of :math:`S_k` (default 0.1, the authors' class
+            default; their mixture-benchmark notebook passes 1.0).
         dtype: of the parameters (default float64); inputs are cast to it.
 
     References:

@@ -164,12 +164,39 @@ def _ground_truth_lightsb(bench):
 
 @pytest.mark.parametrize("eps", [0.1, 1.0, 10.0])
 def test_lightsb_holding_the_ground_truth_scores_zero(eps):
-    bench = MixtureBenchmark(3, eps, rotate=False, seed=5)
+    bench = MixtureBenchmark(4, eps, seed=5)
     sb = _ground_truth_lightsb(bench)
     x = bench.sample_input(50, torch.Generator().manual_seed(1))
     for mine, truth in zip(sb.conditional_moments(x), bench.conditional_moments(x)):
         torch.testing.assert_close(mine.detach(), truth)
     assert cbw2_uvp(sb, bench, 200, None) < 1e-8
+    # the benchmark's own LightSB: the same plan (its weights up to a common factor)
+    own = bench.as_light_sb()
+    for name in ("means", "log_variance"):
+        torch.testing.assert_close(getattr(own, name), getattr(sb, name))
+    torch.testing.assert_close(own.log_weights - own.log_weights[0],
+                               sb.log_weights - sb.log_weights[0])
+
+
+def test_loss_gap_to_the_truth_is_the_plan_kl():
+    # as_light_sb's plan density is the benchmark's (mixture by torch.distributions), and
+    # L(model) - L(truth) = E_x KL(pi*(.|x) || pi(.|x)) sample by sample (log pi(y|x) =
+    # <x, y>/eps + log v(y) - log c(x)), which makes the loss gap a KL estimate
+    bench = MixtureBenchmark(2, 1.0, seed=4)
+    truth, model = bench.as_light_sb(), bench.as_light_sb()
+    with torch.no_grad():
+        model.means.add_(0.3)
+        model.log_variance.add_(0.2)
+    x, y = bench.sample_pair(2000, torch.Generator().manual_seed(0))
+    w, m, covs = bench.conditional_plan(x)
+    comps = torch.distributions.MultivariateNormal(m, covs)   # batch (n, K)
+    log_star = torch.logsumexp(w.log() + comps.log_prob(y[:, None, :]), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(truth.plan_log_prob(y, x), log_star)
+        gap = model.loss(x, y) - truth.loss(x, y)
+        kl = (log_star - model.plan_log_prob(y, x)).mean()
+    assert gap.item() == pytest.approx(kl.item(), rel=1e-9)
+    assert kl.item() > 0.5
 
 
 def test_cbw2_uvp_zero_for_truth_positive_when_perturbed():
@@ -201,7 +228,7 @@ def test_bures_wasserstein_against_scipy_sqrtm():
 
 def test_benchmark_plan_against_bayes_rule_by_quadrature():
     # pi*(y|x) ∝ N(y | x, eps I) phi(y): normalize the product on a grid (D = 1)
-    bench = MixtureBenchmark(1, 0.5, seed=7)
+    bench = MixtureBenchmark(1, 0.5, potential_std=0.6, seed=7)
     x = torch.tensor([[0.7]], dtype=F64)
     y = torch.linspace(-12, 12, 24001, dtype=F64)
     phi = sum(p * torch.distributions.Normal(m[0], s[0, 0].sqrt()).log_prob(y).exp()
@@ -214,6 +241,35 @@ def test_benchmark_plan_against_bayes_rule_by_quadrature():
     m, c = bench.conditional_moments(x)
     assert m.item() == pytest.approx(mean.item(), abs=1e-9)
     assert c.item() == pytest.approx(var.item(), abs=1e-9)
+
+
+@pytest.mark.parametrize("dim, eps, std", [(2, 10.0, 0.25), (16, 1.0, 0.5), (64, 0.1, 4.0)])
+def test_benchmark_follows_the_authors_recipe(dim, eps, std):
+    # the authors' GaussianMixtureDraft.ipynb: p0 = 3 components N(m_j, 0.5^2 I) with every
+    # coordinate of the m_j a permutation of (-2, 0, 2); the potential 5 components
+    # N(mu_k, s^2 I), coordinates permutations of (-2, ..., 2), s = half their scale table
+    bench = MixtureBenchmark(dim, eps, seed=3)
+    assert bench.potential_std == std
+    torch.testing.assert_close(bench.sigmas, std ** 2 * torch.eye(dim, dtype=F64).expand(5, -1, -1))
+    assert bench.input_std == 0.5
+    for mus, grid in ((bench.input_mus, [-2.0, 0.0, 2.0]), (bench.mus, [-2.0, -1, 0, 1, 2])):
+        torch.testing.assert_close(mus.sort(0).values, torch.tensor(grid, dtype=F64)[:, None]
+                                   .expand(-1, dim))
+    for probs in (bench.input_probs, bench.probs):
+        assert (probs > 0).all() and probs.sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_benchmark_input_law_and_target_variance_by_sampling():
+    bench = MixtureBenchmark(4, 1.0, seed=2)
+    g = torch.Generator().manual_seed(0)
+    x, y = bench.sample_pair(200_000, g)
+    q, m = bench.input_probs, bench.input_mus
+    mean = q @ m   # the mixture's moments by hand
+    cov = 0.25 * torch.eye(4, dtype=F64) + (m - mean).T @ (q[:, None] * (m - mean))
+    torch.testing.assert_close(x.mean(0), mean, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0)
+    # Var(p1) = E tr Cov(y): the estimate by the law of total variance against plain sampling
+    assert bench.target_variance == pytest.approx(float(y.var(0).sum()), rel=0.01)
 
 
 def test_fit_reaches_small_cbw2_uvp_on_the_benchmark():
@@ -262,6 +318,12 @@ def test_bad_inputs():
     bench = MixtureBenchmark(2, 1.0)
     with pytest.raises(ValueError, match="eps"):
         MixtureBenchmark(2, -1.0)
+    with pytest.raises(ValueError, match=r"potential_std must be given .* dim=3, eps=1"):
+        MixtureBenchmark(3, 1.0)
+    with pytest.raises(ValueError, match=r"potential_std must be given .* dim=2, eps=0.5"):
+        MixtureBenchmark(2, 0.5)
+    with pytest.raises(ValueError, match="potential_std must be a finite number > 0"):
+        MixtureBenchmark(2, 1.0, potential_std=0.0)
     with pytest.raises(ValueError, match="conditional_moments"):
         cbw2_uvp(lambda x: x, bench, 10, None)
     with pytest.raises(ValueError, match="n_samples"):

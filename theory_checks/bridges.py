@@ -14,9 +14,10 @@ its own second marginal :math:`p_1`, whatever :math:`p_0`. With
     w_k(x) \propto p_k N(x \mid \mu_k, \Sigma_k + \epsilon I).
 
 This is the construction of the authors' ``ConditionalPlan`` (repository
-``ngushchin/EntropicOTBenchmark``, checked there). Their parameter files are downloaded from a
-file host, unreachable here, so :class:`MixtureBenchmark` draws its own seeded instance of the
-same kind: :math:`p_0 = N(0, I_D)` and a 5-component potential.
+``ngushchin/EntropicOTBenchmark``, ``benchmark/gaussian_mixture_benchmark.py``). Their parameter
+files are downloaded from a file host, unreachable here, so :class:`MixtureBenchmark` draws its
+own seeded instance by the authors' recipe (their notebook ``GaussianMixtureDraft.ipynb``, which
+wrote those files): :math:`p_0` a mixture of 3 isotropic Gaussians, the potential one of 5.
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ import math
 import torch
 from torch import Tensor
 
-from stochstep.samplers.bridges import PlanComponents
-from stochstep.stepping.checks import check_int, check_positive
+from stochstep.samplers.bridges import LightSB, PlanComponents
+from stochstep.stepping.checks import check_int, check_optional_positive, check_positive
 from stochstep.stepping.noise import make_generator, standard_normal_like
 
 __all__ = ["MixtureBenchmark", "bures_wasserstein", "cbw2_uvp"]
+
+# The authors' potential scale per eps and D: each component's standard deviation is half of it
+# (GaussianMixtureDraft.ipynb, commit 438dcb9 of ngushchin/EntropicOTBenchmark).
+_SCALE_EPS_SMALL = {2: 0.5, 4: 0.5, 8: 1.0, 16: 1.0, 32: 4.0, 64: 8.0, 128: 8.0}
+_SCALE_EPS_LARGE = {2: 0.5, 4: 0.5, 8: 1.0, 16: 1.0, 32: 2.0, 64: 2.0, 128: 2.0}
+_POTENTIAL_SCALE = {0.1: _SCALE_EPS_SMALL, 1.0: _SCALE_EPS_LARGE, 10.0: _SCALE_EPS_LARGE}
 
 
 def _log_normal(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
@@ -43,29 +50,43 @@ def _log_normal(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
             - 0.5 * x.shape[1] * math.log(2 * math.pi)).T
 
 
-def _random_rotations(k: int, d: int, g: torch.Generator) -> Tensor:
-    """K Haar-distributed orthogonal matrices (QR of Gaussians, signs fixed by R's diagonal)."""
-    q, r = torch.linalg.qr(standard_normal_like(torch.empty(k, d, d, dtype=torch.float64), g))
-    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+def _random_probs(k: int, g: torch.Generator) -> Tensor:
+    """K mixture weights: uniform draws on [0, 1], normalized (the authors' draw)."""
+    u = torch.rand(k, generator=g, dtype=torch.float64)
+    return u / u.sum()
+
+
+def _grid_means(k: int, dim: int, spacing: float, g: torch.Generator) -> Tensor:
+    """K means (K, D) whose every coordinate is its own random permutation of the K points
+    ``spacing * (0, 1, ..., K - 1)`` shifted to be centred at 0 (the authors' centres)."""
+    grid = spacing * (torch.arange(k, dtype=torch.float64) - (k - 1) / 2)
+    return torch.stack([grid[torch.randperm(k, generator=g)] for _ in range(dim)], 1)
 
 
 class MixtureBenchmark:
-    r"""A benchmark pair :math:`(p_0, p_1)` with the known entropic-OT plan :math:`\pi^*`.
+    r"""A benchmark pair :math:`(p_0, p_1)` with the known entropic-OT plan :math:`\pi^*`,
+    drawn by the authors' recipe.
 
-    :math:`p_0 = N(0, I_D)`; the potential :math:`\varphi = \frac1K \sum_k N(\mu_k, \Sigma_k)`
-    has means whose every coordinate is a random permutation of K points evenly spaced by
-    ``spacing`` around 0 (so the components differ in every coordinate, as in the authors'
-    construction), and covariances :math:`\Sigma_k = Q_k \Lambda_k Q_k^\top` with
-    :math:`\Lambda_k` uniform in [0.1, 1] and :math:`Q_k` Haar rotations (identity when
-    ``rotate=False``, a case :class:`samplers.bridges.LightSB` represents exactly). The plan is
-    given in the module docstring; :math:`p_1 = \int \pi^*(\cdot \mid x)\, dp_0(x)`.
+    .. math::
+
+        p_0 = \sum_{j=1}^{3} q_j\, N(m_j, \tfrac14 I), \qquad
+        \varphi = \sum_{k=1}^{5} p_k\, N(\mu_k, s^2 I), \qquad
+        \pi^*(y \mid x) \propto N(y \mid x, \epsilon I)\, \varphi(y),
+
+    with weights :math:`q, p` uniform draws normalized, every coordinate of the :math:`m_j` a
+    random permutation of (-2, 0, 2) and of the :math:`\mu_k` one of (-2, -1, 0, 1, 2), and the
+    authors' :math:`s` for their grid (D in 2, 4, 8, 16, 32, 64, 128; eps in 0.1, 1, 10):
+    :math:`s = 0.25` for D <= 4, 0.5 for D = 8, 16, 1 for D >= 32 (eps = 1, 10) and 2, 4, 4 for
+    D = 32, 64, 128 at eps = 0.1. The covariances are isotropic, not rotated, so
+    :class:`samplers.bridges.LightSB` with diagonal :math:`S_k` represents :math:`\pi^*`
+    exactly (5 of its components suffice). The plan is given in the module docstring;
+    :math:`p_1 = \int \pi^*(\cdot \mid x)\, dp_0(x)`.
 
     Args:
         dim: D.
         eps: the entropic regularization :math:`\epsilon > 0` (the bridge's noise level).
-        n_components: K (default 5).
-        spacing: distance between neighbouring mean coordinates (default 1).
-        rotate: rotate the covariances (default True).
+        potential_std: :math:`s`; None takes the authors' (then ``(dim, eps)`` must be on
+            their grid).
         seed: seeds the instance (its parameters and the estimate of Var(p1)).
 
     References:
@@ -80,22 +101,26 @@ class MixtureBenchmark:
         (torch.Size([3, 2]), torch.Size([3, 2]), True)
     """
 
-    def __init__(self, dim: int, eps: float, *, n_components: int = 5, spacing: float = 1.0,
-                 rotate: bool = True, seed: int = 0):
+    def __init__(self, dim: int, eps: float, *, potential_std: float | None = None,
+                 seed: int = 0):
         self.dim = check_int("dim", dim)
         self.eps = check_positive("eps", eps)
-        k = check_int("n_components", n_components)
-        spacing = check_positive("spacing", spacing)
-        if not isinstance(rotate, bool):
-            raise ValueError(f"rotate must be True or False, got {rotate!r}")
+        std = check_optional_positive("potential_std", potential_std)
+        if std is None:
+            scales = next((v for e, v in _POTENTIAL_SCALE.items() if math.isclose(e, eps)), {})
+            if dim not in scales:
+                raise ValueError(
+                    "potential_std must be given when (dim, eps) is off the authors' grid "
+                    f"(dim in {sorted(_SCALE_EPS_SMALL)}, eps in {sorted(_POTENTIAL_SCALE)}), "
+                    f"got dim={dim}, eps={eps}")
+            std = 0.5 * scales[dim]
+        self.potential_std = std
         g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
-        grid = spacing * (torch.arange(k, dtype=torch.float64) - (k - 1) / 2)
-        self.probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
-        self.mus = torch.stack([grid[torch.randperm(k, generator=g)] for _ in range(dim)], 1)
-        lam = 0.1 + 0.9 * torch.rand(k, dim, generator=g, dtype=torch.float64)
-        q = _random_rotations(k, dim, g) if rotate else torch.eye(dim, dtype=torch.float64)
-        self.sigmas = (q * lam[:, None, :]) @ q.transpose(-1, -2)
         eye = torch.eye(dim, dtype=torch.float64)
+        self.input_probs, self.input_mus = _random_probs(3, g), _grid_means(3, dim, 2.0, g)
+        self.input_std = 0.5
+        self.probs, self.mus = _random_probs(5, g), _grid_means(5, dim, 1.0, g)
+        self.sigmas = std ** 2 * eye.expand(5, dim, dim)
         self.plan_covs = torch.linalg.inv(eye / self.eps + torch.linalg.inv(self.sigmas))
         self.plan_bias = (self.plan_covs @ torch.linalg.solve(self.sigmas, self.mus[..., None])
                           )[..., 0]
@@ -109,9 +134,10 @@ class MixtureBenchmark:
         return x.to(torch.float64)
 
     def sample_input(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n draws of :math:`p_0 = N(0, I_D)`."""
-        z = torch.empty(check_int("n", n), self.dim, dtype=torch.float64)
-        return standard_normal_like(z, make_generator(generator))
+        r"""n draws of :math:`p_0` (a component j by its weight, then :math:`N(m_j, I/4)`)."""
+        g = make_generator(generator)
+        j = torch.multinomial(self.input_probs, check_int("n", n), replacement=True, generator=g)
+        return self.input_mus[j] + self.input_std * standard_normal_like(self.input_mus[j], g)
 
     def conditional_plan(self, x: Tensor):
         r""":math:`\pi^*(\cdot \mid x)` as (weights (n, K), means (n, K, D), covariances
@@ -147,6 +173,34 @@ class MixtureBenchmark:
         g = make_generator(generator)
         x = self.sample_input(n, g)
         return x, self.sample(x, g)
+
+    def as_light_sb(self, generator: torch.Generator | None = None) -> LightSB:
+        r"""The :class:`samplers.bridges.LightSB` (5 components) whose plan is :math:`\pi^*`.
+
+        .. math::
+
+            S_k = \tilde\Sigma_k / \epsilon, \quad r_k = \tilde\Sigma_k \Sigma_k^{-1} \mu_k,
+            \quad a_k = p_k\, N(0 \mid \mu_k, \Sigma_k + \epsilon I)
+
+        (matching the plan's means, covariances and weights: the two weights' exponents differ
+        by :math:`-\|x\|^2 / (2\epsilon)`, the same for every k). Its loss is the least a
+        LightSB can reach, so a fitted model's loss minus this one's estimates
+        :math:`\mathbb{E}_{p_0} \mathrm{KL}(\pi^*(\cdot \mid x) \,\|\, \hat\pi(\cdot \mid x))`.
+
+        Example:
+            >>> bench = MixtureBenchmark(2, eps=1.0)
+            >>> cbw2_uvp(bench.as_light_sb(), bench, 100, None) < 1e-9
+            True
+        """
+        sb = LightSB(self.dim, len(self.probs), self.eps, generator=generator)
+        log_a = self.probs.log() + _log_normal(torch.zeros(1, self.dim, dtype=torch.float64),
+                                               self.mus, self._weight_covs)[0]
+        with torch.no_grad():
+            sb.log_variance.copy_(torch.diagonal(self.plan_covs, dim1=-2, dim2=-1).log()
+                                  - math.log(self.eps))
+            sb.means.copy_(self.plan_bias)
+            sb.log_weight_raw.copy_(self.eps * log_a)
+        return sb
 
     def _estimate_target_variance(self, g: torch.Generator, n: int = 40_000) -> float:
         r""":math:`\mathrm{Var}(p_1) = \mathbb{E}\,\mathrm{tr\,Cov}(y \mid x)
