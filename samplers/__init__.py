@@ -20,5 +20,5 @@ from stochstep.samplers.random_walks import SRRW, NonBacktrackingWalk  # noqa: E
 __all__ += ["SRRW", "NonBacktrackingWalk"]
 from stochstep.samplers.ot import OTLog, OTResult, entropic_ot  # noqa: E402
 __all__ += ["OTLog", "OTResult", "entropic_ot"]
-from stochstep.samplers.bridges import LightSB, PlanComponents  # noqa: E402
-__all__ += ["LightSB", "PlanComponents"]
+from stochstep.samplers.bridges import BridgeSDE, LightSB, PlanComponents  # noqa: E402
+__all__ += ["BridgeSDE", "LightSB", "PlanComponents"]

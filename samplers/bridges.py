@@ -23,8 +23,9 @@ from stochstep.stepping.grids import uniform
 from stochstep.stepping.integrate import Solution, integrate
 from stochstep.stepping.noise import Brownian, make_generator, require_noise, \
     standard_normal_like
+from stochstep.stepping.registry import AlgorithmInfo, register
 
-__all__ = ["LightSB", "PlanComponents"]
+__all__ = ["BridgeSDE", "LightSB", "PlanComponents"]
 
 # Adam's learning rate per eps in the paper's mixture-benchmark runs (Appendix, and the code).
 _PAPER_LR = {0.1: 1e-3, 1.0: 3e-3, 10.0: 6e-2}
@@ -50,19 +51,56 @@ class PlanComponents(tuple):
     variances = property(lambda self: self[2])
 
 
-class _EulerMaruyama:
-    """dX = g(X, t) dt + sqrt(eps) dW, one Euler--Maruyama step per grid interval."""
+class BridgeSDE:
+    r"""The Schrödinger bridge's SDE :math:`dX = g(X, t)\,dt + \sqrt{\epsilon}\,dW` on
+    :math:`t \in [0, 1]`, by Euler--Maruyama: with :math:`h = t_1 - t_0 > 0` and
+    :math:`\xi \sim N(0, I)`,
+
+    .. math::
+        x \leftarrow x + h\, g(x, t_0) + \sqrt{\epsilon h}\;\xi .
+
+    The noise is additive, so the strong order is 1. The drift is evaluated at each step's
+    start, so never at :math:`t = 1`, where a bridge's drift is singular. Time runs forward
+    only: a bridge from :math:`p_0` to :math:`p_1` has no reverse-time form here.
+
+    Args:
+        drift: ``drift(x, t) -> tensor shaped like x``, e.g. :meth:`LightSB.drift`; ``t`` is a
+            float.
+        eps: :math:`\epsilon > 0`, the variance of the reference Brownian motion per unit time.
+
+    References:
+        Korotin, Gushchin, Burnaev, "Light Schrödinger Bridge", ICLR 2024, arXiv 2310.01174.
+
+    Example:
+        >>> from stochstep.stepping import Brownian, integrate, uniform
+        >>> # g = 0: Brownian motion, variance eps at t = 1
+        >>> sde = BridgeSDE(lambda x, t: torch.zeros_like(x), eps=0.5)
+        >>> x = integrate(sde, torch.zeros(4000, 1), uniform(0.0, 1.0, 20),
+        ...               noise=Brownian(torch.Generator().manual_seed(0)))
+        >>> bool(abs(x.var() - 0.5) < 0.05)
+        True
+    """
 
     order = 1.0
     strong_order = 1.0  # additive noise
 
     def __init__(self, drift, eps: float):
-        self.drift, self.eps = drift, eps
+        if not callable(drift):
+            raise ValueError(f"drift must be callable as drift(x, t), got "
+                             f"{type(drift).__name__}")
+        self.drift, self.eps = drift, check_positive("eps", eps)
 
     def step_(self, x: Tensor, t0: float, t1: float, noise) -> None:
+        if not 0 <= t0 < t1 <= 1:
+            raise ValueError(f"the grid must increase within [0, 1] (the bridge's time runs "
+                             f"forward), got a step {t0} -> {t1}")
         h = t1 - t0
-        xi = require_noise(noise, "LightSB.trajectories").standard_normal(x)
-        x.add_(self.drift(x, t0), alpha=h).add_(xi, alpha=math.sqrt(self.eps * h))
+        xi = require_noise(noise, "BridgeSDE").standard_normal(x)
+        g = self.drift(x, t0)
+        if not isinstance(g, Tensor) or g.shape != x.shape:
+            raise ValueError(f"drift must return a tensor shaped like x {tuple(x.shape)}, got "
+                             f"{tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__}")
+        x.add_(g.to(x.dtype), alpha=h).add_(xi, alpha=math.sqrt(self.eps * h))
 
 
 class LightSB(nn.Module):
@@ -342,7 +380,44 @@ class LightSB(nn.Module):
         x0 = self._input(x0, "x0").detach()
         n_steps = check_int("n_steps", n_steps)
         noise = Brownian(self.generator) if noise is None else noise
-        stepper = _EulerMaruyama(lambda x, t: self.drift(x, t), self.eps)
+        stepper = BridgeSDE(self.drift, self.eps)
         with torch.no_grad():
             return integrate(stepper, x0, uniform(0.0, 1.0, n_steps), noise=noise,
                              save_every=save_every, desc="LightSB")
+
+
+# -- registry -------------------------------------------------------------------------------
+def _bridge_reference(x0: Tensor, grid: Tensor, kwargs: dict, generator: torch.Generator
+                      ) -> Tensor:
+    """Euler--Maruyama by hand from :class:`BridgeSDE`'s math block."""
+    x = x0.clone()
+    for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        xi = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = x + (t1 - t0) * kwargs["drift"](x, t0) + math.sqrt(kwargs["eps"] * (t1 - t0)) * xi
+    return x
+
+
+def _minus(x: Tensor, t: float) -> Tensor:
+    return -x
+
+
+register(AlgorithmInfo(
+    name="BridgeSDE",
+    cls=BridgeSDE,
+    kind="stepper",
+    paper="Korotin, Gushchin, Burnaev, ICLR 2024, arXiv 2310.01174",
+    default_kwargs=dict(drift=_minus, eps=1.0),
+    requires=frozenset({"drift"}),
+    stochastic=True,
+    invalid_kwargs=(
+        (dict(drift=_minus, eps=0.0), ValueError, "eps"),
+        (dict(drift=None, eps=1.0), ValueError, "drift"),
+        (dict(drift=_minus, eps=1.0, sigma=1.0), TypeError, "sigma"),
+    ),
+    reference=_bridge_reference,
+    reference_kwargs=(dict(drift=_minus, eps=1.0),
+                      dict(drift=lambda x, t: torch.sin(x) * (1 - t), eps=0.1)),
+    # noise-free, x' = -x from 1: e^{-1} at t = 1
+    linear_problem=lambda: (BridgeSDE(_minus, 1.0), torch.ones(3, dtype=torch.float64), 0.0,
+                            1.0, torch.full((3,), math.exp(-1.0), dtype=torch.float64)),
+))

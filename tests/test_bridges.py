@@ -9,7 +9,8 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from stochstep.samplers.bridges import LightSB
+from stochstep.samplers.bridges import BridgeSDE, LightSB
+from stochstep.stepping import Brownian, integrate
 from stochstep.theory_checks.bridges import MixtureBenchmark, bures_wasserstein, cbw2_uvp
 
 F64 = torch.float64
@@ -330,3 +331,13 @@ def test_bad_inputs():
         cbw2_uvp(lambda x: x, bench, 10, 1)
     with pytest.raises(ValueError, match="x must be a tensor of shape"):
         bench.sample(torch.zeros(3, 5))
+
+
+def test_bridge_sde_refuses_a_bad_drift_and_times_outside_the_bridge():
+    noise = Brownian(torch.Generator().manual_seed(0))
+    bad = BridgeSDE(lambda x, t: x[:, :1], eps=1.0)
+    with pytest.raises(ValueError, match=r"drift must return a tensor shaped like x \(4, 2\)"):
+        integrate(bad, torch.zeros(4, 2), [0.0, 0.5], noise=noise)
+    sde = BridgeSDE(lambda x, t: -x, eps=1.0)
+    with pytest.raises(ValueError, match=r"grid must increase within \[0, 1\]"):
+        integrate(sde, torch.zeros(4, 2), [0.5, 1.5], noise=noise)
