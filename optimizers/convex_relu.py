@@ -19,7 +19,9 @@ N(0, I_d)`,
 and reading the neurons off its solution: :math:`u = v_i/\sqrt{\lVert v_i\rVert}` with
 :math:`a = \sqrt{\lVert v_i\rVert}`, and :math:`u = w_i/\sqrt{\lVert w_i\rVert}` with
 :math:`a = -\sqrt{\lVert w_i\rVert}`. Then both objectives are equal. The hidden layer has no
-bias (as in the authors' code); append a column of ones to ``X`` for one.
+bias by default (as in the authors' code); ``hidden_bias=True`` appends a column of ones to
+``X``, so each neuron's last weight is its bias (penalized like the others, and never
+perturbed by the robust program).
 
 Solvers: ``"cvxpy"`` (the program as written; the ground truth), ``"admm"`` (the paper's
 ADMM for the squared loss, with its fixed linear system factorized once), ``"admm_rbcd"`` (the
@@ -534,14 +536,18 @@ class ConvexReLU:
         cvxpy_solver: the solver for ``solver="cvxpy"``, a name in ``cvxpy.installed_solvers()``
             (``None``: MOSEK when installed, else Clarabel); its options are
             ``CVXPY_SOLVER_OPTIONS[name]`` when present.
+        hidden_bias: append a column of ones to ``X`` (in ``fit``, ``predict`` and the
+            patterns), so that each neuron's last weight is its bias; the robust program
+            perturbs only the ``d`` features.
         generator: the ``torch.Generator`` for the patterns and ADMM-RBCD's block orders
             (``None``: seeded from torch's global RNG).
         progress: print the residuals every 100 ADMM iterations (every Newton step).
 
-    Attributes (after ``fit``): ``patterns_`` (boolean ``(n, P)``), ``v_``, ``w_`` (``(P, d)``
-    float64), ``objective_`` (the convex objective at the solution; with ``robust_eps > 0``
-    also ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict
-    of per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
+    Attributes (after ``fit``): ``n_features_in_`` (``d``), ``patterns_`` (boolean ``(n, P)``),
+    ``v_``, ``w_`` (``(P, d)`` float64, ``(P, d + 1)`` with ``hidden_bias``), ``objective_``
+    (the convex objective at the solution; with ``robust_eps > 0`` also
+    ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict of
+    per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
     (seconds since the ADMM began, the factorization included); IPM: per Newton step
     ``objective``, ``gap_bound`` (:math:`m/\tau`, original units), ``newton_decrement`` and
     ``time`` (since the fit began, the start included); cvxpy: the
@@ -575,7 +581,8 @@ class ConvexReLU:
                  linear_solver: str = "auto", balance: bool = True, tol: float = 1e-6,
                  max_iter: int = 10_000, rbcd_sweeps: int = 1, hinge_smoothing: float = 1e-2,
                  cvxpy_solver: str | None = None,
-                 generator: torch.Generator | None = None, progress: bool = False):
+                 hidden_bias: bool = False, generator: torch.Generator | None = None,
+                 progress: bool = False):
         self.n_patterns = check_int("n_patterns", n_patterns)
         self.beta = check_nonnegative("beta", beta)
         if loss not in LOSSES:
@@ -615,6 +622,7 @@ class ConvexReLU:
         self.hinge_smoothing = check_positive("hinge_smoothing", hinge_smoothing)
         self.generator = make_generator(generator)
         self.progress = check_flag("progress", progress)
+        self.hidden_bias = check_flag("hidden_bias", hidden_bias)
 
     # -- data ---------------------------------------------------------------------------------
     def _check_data(self, X, y) -> tuple[Tensor, Tensor]:
@@ -655,6 +663,9 @@ class ConvexReLU:
         """Solve the sampled convex program on ``(X, y)``; ``patterns`` (an ``(n, P)`` 0/1
         array, e.g. another model's ``patterns_``) replaces the sampled ones."""
         X, y = self._check_data(X, y)
+        self.n_features_in_ = X.shape[1]
+        if self.hidden_bias:
+            X = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
         if patterns is None:
             D, directions = _sample_patterns(X, self.n_patterns, self.generator)
         else:
@@ -695,7 +706,8 @@ class ConvexReLU:
         eps = self.robust_eps
         # the worst case over ||delta_k||_inf <= eps moves y_hat_k by eps ||sum_i d_ik
         # (v_i - w_i)||_1 either way (patterns held fixed); zero when eps = 0
-        spread = eps * cp.norm((V - W) @ Dn.T, 1, axis=0) if eps > 0 else 0
+        features = self.n_features_in_     # with hidden_bias, the ones column is not perturbed
+        spread = eps * cp.norm((V - W)[:features] @ Dn.T, 1, axis=0) if eps > 0 else 0
         margin = cp.multiply(yn, y_hat) - spread if self.loss != "squared" else None
         constraints = []
         if self.loss == "squared":
@@ -713,8 +725,8 @@ class ConvexReLU:
         for Z in (V, W):  # (2D_i - I)(X + Delta) z_i >= 0 for every row perturbation
             cone = cp.multiply(E, Xn @ Z)
             if eps > 0:
-                cone = cone - eps * np.ones((len(yn), 1)) @ cp.reshape(cp.norm(Z, 1, axis=0),
-                                                                        (1, P), order="C")
+                cone = cone - eps * np.ones((len(yn), 1)) @ cp.reshape(
+                    cp.norm(Z[:features], 1, axis=0), (1, P), order="C")
             constraints.append(cone >= 0)
         problem = cp.Problem(cp.Minimize(loss + self.beta * penalty), constraints)
         name = self.cvxpy_solver or ("MOSEK" if "MOSEK" in cp.installed_solvers()
@@ -1026,8 +1038,10 @@ class ConvexReLU:
         float64."""
         self._check_fitted()
         X = _as_float64("X", X, (2,))
-        if X.shape[1] != self.v_.shape[1]:
-            raise ValueError(f"X must have {self.v_.shape[1]} columns, got {X.shape[1]}")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns, got {X.shape[1]}")
+        if self.hidden_bias:
+            X = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
         return torch.relu(X @ self.v_.T).sum(1) - torch.relu(X @ self.w_.T).sum(1)
 
     def predict(self, X) -> Tensor:
@@ -1052,8 +1066,9 @@ class ConvexReLU:
 
     def to_module(self) -> nn.Sequential:
         """The network as ``nn.Sequential(Linear(d, m), ReLU(), Linear(m, 1, bias=False))``
-        (float64, hidden bias zero), one neuron per nonzero :math:`v_i` or :math:`w_i`; its
-        output is :meth:`decision_function`'s."""
+        (float64; the hidden bias is each neuron's last weight with ``hidden_bias``, else zero),
+        one neuron per nonzero :math:`v_i` or :math:`w_i`; its output is
+        :meth:`decision_function`'s."""
         self._check_fitted()
         blocks = torch.cat([self.v_, self.w_])
         signs = torch.cat([torch.ones(len(self.v_)), -torch.ones(len(self.w_))]).double()
@@ -1062,10 +1077,13 @@ class ConvexReLU:
         scale = norms[keep].sqrt()
         hidden = blocks[keep] / scale[:, None]
         out = signs[keep] * scale
-        d, m = blocks.shape[1], int(keep.sum())
+        d, m = self.n_features_in_, int(keep.sum())
         net = nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, 1, bias=False)).double()
         with torch.no_grad():
-            net[0].weight.copy_(hidden)
-            net[0].bias.zero_()
+            net[0].weight.copy_(hidden[:, :d])
+            if self.hidden_bias:
+                net[0].bias.copy_(hidden[:, d])
+            else:
+                net[0].bias.zero_()
             net[2].weight.copy_(out[None])
         return net

@@ -537,6 +537,41 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     assert worst == pytest.approx(model.robust_objective_, rel=1e-6)
 
 
+def test_hidden_bias_is_a_ones_column_that_the_robust_program_does_not_perturb():
+    X, y = data(labels=True)
+    s, eps, d = 2 * y - 1, 0.05, X.shape[1]
+    with_ones = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
+    kwargs = dict(beta=0.05, loss="hinge", solver="cvxpy")
+    by_hand = ConvexReLU(15, **kwargs, generator=torch.Generator().manual_seed(3))
+    by_hand.fit(with_ones, y)
+    model = ConvexReLU(15, **kwargs, hidden_bias=True, generator=torch.Generator().manual_seed(3))
+    model.fit(X, y)
+    assert torch.equal(model.patterns_, by_hand.patterns_) and model.n_features_in_ == d
+    torch.testing.assert_close(model.v_, by_hand.v_)
+    net = model.to_module()
+    assert net[0].in_features == d and float(net[0].bias.detach().abs().max()) > 1e-3
+    X_new = torch.randn(25, d, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    torch.testing.assert_close(net(X_new).squeeze(1), model.decision_function(X_new),
+                               atol=1e-6, rtol=0)
+    # robust: the attack moves the d features only, and the program's worst case is its loss
+    robust = ConvexReLU(15, **kwargs, robust_eps=eps, hidden_bias=True)
+    robust.fit(X, y, patterns=model.patterns_)
+    D = robust.patterns_.double()
+    z = D @ (robust.v_ - robust.w_)[:, :d]
+    attacked = X - eps * s[:, None] * torch.sign(z)
+    E, attacked_ones = 2 * D - 1, torch.cat([attacked, with_ones[:, d:]], dim=1)
+    for Z in (robust.v_, robust.w_):
+        assert float((E * (attacked_ones @ Z.T)).min()) > -1e-7
+    penalty = robust.v_.norm(dim=1).sum() + robust.w_.norm(dim=1).sum()
+    out = robust.decision_function(attacked)
+    worst = float(torch.relu(1 - s * out).sum() + robust.beta * penalty)
+    assert worst == pytest.approx(robust.robust_objective_, rel=1e-6)
+    # perturbing the ones column as well defends a larger set: a larger optimum
+    ones_attacked = ConvexReLU(15, **kwargs, robust_eps=eps)
+    ones_attacked.fit(with_ones, y, patterns=model.patterns_)
+    assert ones_attacked.robust_objective_ > robust.robust_objective_ + 1e-3
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
     (dict(beta=-1.0), "beta"), (dict(robust_eps=-0.1), "robust_eps"),
@@ -549,7 +584,7 @@ def test_robust_hinge_objective_is_attained_by_an_attack_on_the_network():
     (dict(rho_cone=-1.0), "rho_cone"), (dict(relaxation=0.0), "relaxation"),
     (dict(relaxation=2.0), r"relaxation must be a number in \(0, 2\)"),
     (dict(linear_solver="lu"), "linear_solver"), (dict(balance=None), "balance"),
-    (dict(cvxpy_solver=1), "cvxpy_solver"),
+    (dict(cvxpy_solver=1), "cvxpy_solver"), (dict(hidden_bias="yes"), "hidden_bias"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
