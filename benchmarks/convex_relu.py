@@ -19,12 +19,19 @@ Cases:
 (c) Memory: the bytes the ADMM keeps (computed: the factor and F^T F, or CG's d x d blocks, and
     the iterates), and the peak resident memory a fit adds (sampled every millisecond in a
     fresh process).
+(d) The target of issue 16 (``python -m benchmarks.convex_relu --big``, not part of ``run``:
+    about 40 minutes): n = 5000, d = 20, 100 directions as in (a); the interior-point method to
+    tol 1e-8 (T_ipm seconds), then Clarabel on the same patterns with its ``time_limit`` at
+    ``BIG_CAP`` * T_ipm. If Clarabel hits the cap, fastest cvxpy / IPM > BIG_CAP; else the ratio,
+    and the two objectives compared. Peak memory from ``getrusage`` (the process's high-water
+    mark after each solver). SCS is not run: at n = 500 it was 10 times slower than Clarabel.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
+import sys
 import multiprocessing
 import resource
 import threading
@@ -49,6 +56,8 @@ ADMM_MAX_ITER = 8000
 SLOPE_NS = [500, 1000, 2000, 5000, 10_000]
 SLOPE_NS_QUICK = [200, 400, 800]
 SLOPE_ITERS = 20
+BIG = (5000, 20, 100)
+BIG_CAP = 12
 MEMORY_GRID = [(2000, 20, 50, "cholesky"), (10_000, 20, 50, "cholesky"),
                (10_000, 20, 50, "cg")]
 
@@ -239,6 +248,60 @@ def case_memory(grid) -> tuple[list[str], list[str]]:
         "as the matrix before its factorization, included)"], []
 
 
+def _max_rss_mib() -> float:
+    """The process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def case_big(n: int, d: int, directions: int, cap: float = BIG_CAP) -> list[str]:
+    """Case (d): the interior-point method, then Clarabel capped at ``cap`` times its time;
+    markdown lines."""
+    from unittest import mock
+
+    from stochstep.optimizers import convex_relu
+    torch.set_num_threads(1)
+    X, y, D = problem(n, d, directions)
+    rss_start = _max_rss_mib()
+    ipm = fit_ipm(n, d, directions)
+    assert torch.equal(ipm.patterns_, D)
+    t_ipm, rss_ipm = ipm.history_["time"][-1], _max_rss_mib()
+    print(f"IPM: {t_ipm:.2f} s, {ipm.n_iter_} steps, objective {ipm.objective_:.10g}, "
+          f"peak RSS {rss_ipm:.0f} MiB", flush=True)
+    limit = cap * t_ipm
+    options = dict(convex_relu.CVXPY_SOLVER_OPTIONS["CLARABEL"], time_limit=limit)
+    model = ConvexReLU(directions, beta=BETA, solver="cvxpy", cvxpy_solver="CLARABEL")
+    start = time.perf_counter()
+    with mock.patch.dict(convex_relu.CVXPY_SOLVER_OPTIONS, {"CLARABEL": options}):
+        try:
+            model.fit(X, y, patterns=D)
+            error = None
+        except RuntimeError as err:
+            error = str(err)
+    wall = time.perf_counter() - start
+    rss_clarabel = _max_rss_mib()
+    status = getattr(model, "history_", {}).get("status", "no status")
+    print(f"Clarabel: {wall:.2f} s (status {status}; {error}), peak RSS {rss_clarabel:.0f} MiB",
+          flush=True)
+    lines = [f"- n = {n}, d = {d}, P = {D.shape[1]}; IPM (tol {IPM_TOL:g}): {t_ipm:.2f} s, "
+             f"{ipm.n_iter_} Newton steps, objective {ipm.objective_:.10g}, final gap bound "
+             f"{ipm.history_['gap_bound'][-1] / ipm.objective_:.1e} relative"]
+    if error is None:
+        gap = (ipm.objective_ - model.objective_) / abs(model.objective_)
+        ipm_band = time_to_band(ipm, model.objective_)
+        lines += [f"- Clarabel (time limit {limit:.0f} s): done in {wall:.2f} s (the solve "
+                  f"call, cvxpy's compile included), objective {model.objective_:.10g}; IPM "
+                  f"relative to it {gap:+.1e}",
+                  f"- fastest cvxpy / IPM: {wall / t_ipm:.2f} (IPM to tol {IPM_TOL:g}); "
+                  f"{wall / ipm_band:.2f} (IPM to the 1e-4 band: {fmt(ipm_band)} s)"]
+    else:
+        lines += [f"- Clarabel (time limit {limit:.0f} s = {cap:g} T_ipm): not done after "
+                  f"{wall:.0f} s (status {status!r}); fastest cvxpy / IPM > {cap:g}"]
+    lines.append(f"- peak resident memory (process high-water mark): {rss_start:.0f} MiB "
+                 f"with the data, {rss_ipm:.0f} MiB after the IPM, {rss_clarabel:.0f} MiB "
+                 "after Clarabel")
+    return lines
+
+
 def run(rounds: int | None, quick: bool) -> str:
     """Run the cases (``rounds`` is not used: each case is one timed run) and return the
     RESULTS.md section."""
@@ -265,3 +328,13 @@ def run(rounds: int | None, quick: bool) -> str:
             f"\nRerun from the repository root: "
             f"`{harness.rerun_command('convex_relu', rounds, quick)}`"]
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--big"]:
+        sys.exit("usage: python -m benchmarks.convex_relu --big  (case (d); the other cases: "
+                 "python -m benchmarks convex_relu)")
+    harness.set_threads()
+    harness.pin_allocator()
+    print(f"- machine: {harness.machine()}", flush=True)
+    print("\n".join(case_big(*BIG)))
