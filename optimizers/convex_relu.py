@@ -207,8 +207,8 @@ def _max_step(s_lin: Tensor, s_soc: Tensor, ds_lin: Tensor, ds_soc: Tensor) -> f
     r"""The largest :math:`\alpha` (``inf`` if none) with :math:`s + \alpha\,\Delta s` in the
     cone: :math:`-s_k/\Delta s_k` over :math:`\Delta s_k < 0`, and per second-order cone the
     first positive root of :math:`\det(s + \alpha\,\Delta s) = a\alpha^2 + 2b\alpha + c`."""
-    shrinking = ds_lin < 0
-    alpha = float((-s_lin[shrinking] / ds_lin[shrinking]).min()) if shrinking.any() else math.inf
+    ratios = torch.where(ds_lin < 0, -s_lin / ds_lin, math.inf)
+    alpha = float(ratios.min()) if ratios.numel() else math.inf
     a, c = _soc_det(ds_soc), _soc_det(s_soc)
     b = s_soc[:, -1] * ds_soc[:, -1] - (s_soc[:, :-1] * ds_soc[:, :-1]).sum(1)
     # c > 0; the roots have product c/a: with a < 0 one is positive, with a > 0 both are of
