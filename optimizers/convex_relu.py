@@ -247,6 +247,9 @@ class _ConeQP:
         # the cone's degree (1 per linear constraint, 1 per second-order cone): s^T z / m is
         # the complementarity mu
         self.m = self.signs.numel() + 2 * P
+        # the rows' outer products x_k x_k^T, (n', d^2): each step's blocks X^T diag(.) X are
+        # then one matrix product (10 times faster than an einsum at n = 5000, d = 20)
+        self.outer = (self.X_c[:, :, None] * self.X_c[:, None, :]).reshape(len(self.X_c), d * d)
         # F^T F = [[K, -K], [-K, K]], K = [D_i X]^T [D_j X], placed in the z-rows and columns of
         # the (2P (d + 1))^2 matrix once: O(n (dP)^2)
         masked = (D.T[:, :, None] * X[None]).permute(1, 0, 2).reshape(n, P * d)
@@ -313,11 +316,10 @@ class _ConeQP:
 
     def matrix(self, scaling: dict) -> Tensor:
         r""":math:`Q + G^\top W^{-2} G`: :math:`F^\top F` plus per group :math:`X^\top
-        \operatorname{diag}(z_j/s_j) X \oplus 0 + W_j^{-2}` (the row signs square away)."""
+        \operatorname{diag}(\lambda_j/s_j) X \oplus 0 + W_j^{-2}` (the row signs square away)."""
         groups, d = scaling["W_inv"].shape[0], self.d
         blocks = scaling["W_inv"] @ scaling["W_inv"]
-        blocks[:, :d, :d] += torch.einsum("kj,kd,ke->jde", scaling["w_lin"] ** -2, self.X_c,
-                                          self.X_c)
+        blocks[:, :d, :d] += (scaling["w_lin"] ** -2).T.matmul(self.outer).view(groups, d, d)
         matrix = self.FtF.clone()
         view = matrix.view(groups, d + 1, groups, d + 1)
         index = torch.arange(groups)
