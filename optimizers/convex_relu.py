@@ -287,10 +287,12 @@ class _ConeQP:
         return out
 
     def scaling(self, s: tuple[Tensor, Tensor], z: tuple[Tensor, Tensor]) -> dict:
-        r"""The Nesterov-Todd scaling :math:`W` (symmetric, :math:`W z = W^{-1} s = \lambda`):
-        :math:`\operatorname{diag}(\sqrt{s/z})` on the orthant; per second-order cone, with
+        r"""The Nesterov-Todd scaling :math:`W` of slacks :math:`s` and duals :math:`z` (here
+        not the weights; symmetric, :math:`W z = W^{-1} s = \lambda`): :math:`\operatorname{diag}
+        (\sqrt{s/z})` on the orthant; per second-order cone, with
         :math:`\bar s = s/\sqrt{\det s}`, :math:`\bar z = z/\sqrt{\det z}`, :math:`\gamma =
-        \sqrt{(1 + \bar s^\top \bar z)/2}`, :math:`\bar w = (\bar s + J\bar z)/(2\gamma)`,
+        \sqrt{(1 + \bar s^\top \bar z)/2}`, :math:`\bar w = (\bar s + J\bar z)/(2\gamma)`
+        (:math:`J = \operatorname{diag}(-I, 1)`),
         :math:`\eta = (\det s/\det z)^{1/4}`: :math:`W = \eta\begin{pmatrix} I + \bar w_1
         \bar w_1^\top/(1 + \bar w_0) & \bar w_1\\ \bar w_1^\top & \bar w_0\end{pmatrix}`
         (head last; :math:`W^{-1}` flips the sign of :math:`\bar w_1` and divides by
