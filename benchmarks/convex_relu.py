@@ -30,7 +30,7 @@ Cases:
     from git commit ``BARRIER_COMMIT``; both on the same problems and patterns as (a) (each
     sampling them itself, so the log-barrier version starts from their directions),
     interleaved (``harness.time_interleaved``, one thread); Newton steps, median seconds, their
-    ratio and the objectives.
+    ratio, the median CPU seconds of the fits (``time.process_time``) and the objectives.
 """
 
 from __future__ import annotations
@@ -335,14 +335,16 @@ def case_ipm_versions(grid=VERSIONS_GRID) -> list[str]:
     rows = []
     for n, d, directions, rounds in grid:
         D = problem(n, d, directions)[2]
-        fits = {}
+        fits, cpu = {}, {name: [] for name in versions}
 
         def step(name):
             def fit():    # each samples the patterns itself, as fit_ipm (the old one's start)
                 X, y, gen = _data(n, d, 0)
                 model = versions[name](directions, beta=BETA, solver="ipm", tol=IPM_TOL,
                                        generator=gen)
+                start = time.process_time()
                 fits[name] = model.fit(X, y)
+                cpu[name].append(time.process_time() - start)
             return fit
         times = harness.time_interleaved({name: step(name) for name in versions}, rounds, 0)
         seconds = {name: float(np.median(t)) for name, t in times.items()}
@@ -352,11 +354,13 @@ def case_ipm_versions(grid=VERSIONS_GRID) -> list[str]:
         rows.append([str(n), str(d), str(D.shape[1]), str(rounds), str(old.n_iter_),
                      str(new.n_iter_), f"{seconds['log-barrier']:.2f}",
                      f"{seconds['primal-dual']:.2f}", f"{ratio:.2f}",
+                     f"{np.median(cpu['log-barrier']):.2f} / {np.median(cpu['primal-dual']):.2f}",
                      f"{(new.objective_ - old.objective_) / old.objective_:+.1e}"])
         print(" | ".join(rows[-1]), flush=True)
     return [harness.markdown_table(
         ["n", "d", "P", "rounds", "log-barrier steps", "primal-dual steps", "log-barrier s",
          "primal-dual s", "log-barrier / primal-dual (median of rounds)",
+         "CPU s, log-barrier / primal-dual",
          "objective, primal-dual vs log-barrier"], rows)]
 
 
