@@ -257,7 +257,11 @@ class _ConeQP:
         FtF = torch.zeros(2 * P, d + 1, 2 * P, d + 1, dtype=X.dtype)
         FtF[:P, :d, :P, :d] = FtF[P:, :d, P:, :d] = K
         FtF[:P, :d, P:, :d] = FtF[P:, :d, :P, :d] = -K
-        self.FtF = FtF.reshape(2 * P * (d + 1), -1)
+        # the Newton matrix lives in this buffer: each step rewrites only its diagonal blocks
+        # (F^T F's, kept apart, plus the scaling's), not the whole (2P (d + 1))^2 matrix
+        self.index = torch.arange(2 * P)
+        self.FtF_blocks = FtF[self.index, :, self.index, :].clone()
+        self.buffer = FtF.reshape(2 * P * (d + 1), -1)
 
     def predictions(self, z: Tensor) -> Tensor:
         return (self.masks * (self.X @ z.T)).sum(1)
@@ -318,15 +322,14 @@ class _ConeQP:
 
     def matrix(self, scaling: dict) -> Tensor:
         r""":math:`Q + G^\top W^{-2} G`: :math:`F^\top F` plus per group :math:`X^\top
-        \operatorname{diag}(\lambda_j/s_j) X \oplus 0 + W_j^{-2}` (the row signs square away)."""
+        \operatorname{diag}(\lambda_j/s_j) X \oplus 0 + W_j^{-2}` (the row signs square away);
+        the returned tensor is overwritten by the next call."""
         groups, d = scaling["W_inv"].shape[0], self.d
         blocks = scaling["W_inv"] @ scaling["W_inv"]
         blocks[:, :d, :d] += (scaling["w_lin"] ** -2).T.matmul(self.outer).view(groups, d, d)
-        matrix = self.FtF.clone()
-        view = matrix.view(groups, d + 1, groups, d + 1)
-        index = torch.arange(groups)
-        view[index, :, index, :] += blocks
-        return matrix
+        view = self.buffer.view(groups, d + 1, groups, d + 1)
+        view[self.index, :, self.index, :] = self.FtF_blocks + blocks
+        return self.buffer
 
     def direction(self, factor: Tensor, scaling: dict, r_x: Tensor,
                   r_p: tuple[Tensor, Tensor], d: tuple[Tensor, Tensor]):
