@@ -322,8 +322,8 @@ class _ConeQP:
 
     def matrix(self, scaling: dict) -> Tensor:
         r""":math:`Q + G^\top W^{-2} G`: :math:`F^\top F` plus per group :math:`X^\top
-        \operatorname{diag}(\lambda_j/s_j) X \oplus 0 + W_j^{-2}` (the row signs square away);
-        the returned tensor is overwritten by the next call."""
+        \operatorname{diag}(z_j/s_j) X \oplus 0 + W_j^{-2}` (:math:`z` the duals; the row signs
+        square away); the returned tensor is overwritten by the next call."""
         groups, d = scaling["W_inv"].shape[0], self.d
         blocks = scaling["W_inv"] @ scaling["W_inv"]
         blocks[:, :d, :d] += (scaling["w_lin"] ** -2).T.matmul(self.outer).view(groups, d, d)
@@ -466,7 +466,7 @@ class ConvexReLU:
             every 10 iterations where a constraint's primal residual is 10 times its dual
             residual, or the other way round, its penalty is doubled or halved (and the matrix
             factorized again). On small problems the residual of :math:`u = v` stalls without.
-        tol: the ADMM tolerance, or the interior-point method's relative gap bound,
+        tol: the ADMM tolerance, or the interior-point method's relative gap and residuals,
             :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations or Newton steps (reaching it without meeting
             ``tol`` warns).
