@@ -19,7 +19,19 @@ Cases:
 (c) Memory: the bytes the ADMM keeps (computed: the factor and F^T F, or CG's d x d blocks, and
     the iterates), and the peak resident memory a fit adds (sampled every millisecond in a
     fresh process).
-(d) ADMM-RBCD (``solver="admm_rbcd"``, defaults, tol 1e-9, at most ``RBCD_MAX_ITER``
+(d) The target of issue 16 (``python -m benchmarks.convex_relu --big``, not part of ``run``:
+    about 40 minutes): n = 5000, d = 20, 100 directions as in (a); the interior-point method to
+    tol 1e-8 (T_ipm seconds), then Clarabel on the same patterns with its ``time_limit`` at
+    ``BIG_CAP`` * T_ipm. If Clarabel hits the cap, fastest cvxpy / IPM > BIG_CAP; else the ratio,
+    and the two objectives compared. Peak memory from ``getrusage`` (the process's high-water
+    mark after each solver). SCS is not run: at n = 500 it was 10 times slower than Clarabel.
+(e) The interior-point method against its earlier log-barrier version (``python -m
+    benchmarks.convex_relu --ipm-versions``, not part of ``run``): that version's module read
+    from git commit ``BARRIER_COMMIT``; both on the same problems and patterns as (a) (each
+    sampling them itself, so the log-barrier version starts from their directions),
+    interleaved (``harness.time_interleaved``, one thread); Newton steps, median seconds, their
+    ratio, the median CPU seconds of the fits (``time.process_time``) and the objectives.
+(f) ADMM-RBCD (``solver="admm_rbcd"``, defaults, tol 1e-9, at most ``RBCD_MAX_ITER``
     iterations; beta = 1e-3 as in (a), and 0.1) for the logistic and hinge losses on the labels ``1[y > 0]`` of (a)'s data, a
     tenth of them flipped at random (``LABEL_FLIPS``), and the same sampled patterns: Clarabel's optimum and time as in (a), ADMM-RBCD's time until
     its objective is within 1e-4 (relative) of it for good, its final gap, and for the hinge
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import sys
 import multiprocessing
 import resource
 import threading
@@ -55,6 +68,10 @@ ADMM_MAX_ITER = 8000
 SLOPE_NS = [500, 1000, 2000, 5000, 10_000]
 SLOPE_NS_QUICK = [200, 400, 800]
 SLOPE_ITERS = 20
+BIG = (5000, 20, 100)
+BARRIER_COMMIT = "620604a"          # the log-barrier interior-point method (case (e))
+VERSIONS_GRID = [(500, 10, 30, 3), (2000, 20, 50, 2)]   # n, d, directions, rounds
+BIG_CAP = 12
 MEMORY_GRID = [(2000, 20, 50, "cholesky"), (10_000, 20, 50, "cholesky"),
                (10_000, 20, 50, "cg")]
 RBCD_GRID = [(500, 10, 30, BETA), (500, 10, 30, 0.1)]
@@ -79,7 +96,7 @@ def _data(n: int, d: int, seed: int):
 
 def fit_ipm(n: int, d: int, directions: int, seed: int = 0) -> ConvexReLU:
     """The interior-point method on :func:`problem`'s program, sampling the same patterns
-    itself (so that it starts from their directions instead of solving an LP per pattern)."""
+    itself."""
     X, y, gen = _data(n, d, seed)
     model = ConvexReLU(directions, beta=BETA, solver="ipm", tol=IPM_TOL, generator=gen)
     return model.fit(X, y)
@@ -109,13 +126,13 @@ def case_time(grid) -> tuple[list[str], list[str]]:
         ipm = fit_ipm(n, d, directions)
         assert torch.equal(ipm.patterns_, D)
         if n * P > CLARABEL_MAX_SIZE:
-            gap_bound = ipm.history_["gap_bound"][-1] / ipm.objective_
+            gap = ipm.history_["gap"][-1] / ipm.objective_
             rows.append([str(n), str(d), str(P), "-", "-", "-", "-",
-                         f"{ipm.history_['time'][-1]:.2f} ({ipm.n_iter_} steps, gap bound "
-                         f"{gap_bound:.1e})", "-", "-"])
+                         f"{ipm.history_['time'][-1]:.2f} ({ipm.n_iter_} steps, gap "
+                         f"{gap:.1e})", "-", "-"])
             notes.append(f"n = {n}, d = {d}, P = {P}: the interior-point method alone (n P = "
-                         f"{n * P} > {CLARABEL_MAX_SIZE}): its time to duality-gap bound "
-                         f"{IPM_TOL:g} relative, no reference")
+                         f"{n * P} > {CLARABEL_MAX_SIZE}): its time to a relative duality gap "
+                         f"and residuals of {IPM_TOL:g}, no reference; see case (d)")
             print(" | ".join(rows[-1]), flush=True)
             continue
         fits = {}
@@ -249,6 +266,114 @@ def case_memory(grid) -> tuple[list[str], list[str]]:
         "as the matrix before its factorization, included)"], []
 
 
+def _max_rss_mib() -> float:
+    """The process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def case_big(n: int, d: int, directions: int, cap: float = BIG_CAP) -> list[str]:
+    """Case (d): the interior-point method, then Clarabel capped at ``cap`` times its time;
+    markdown lines."""
+    from unittest import mock
+
+    from stochstep.optimizers import convex_relu
+    torch.set_num_threads(1)
+    X, y, D = problem(n, d, directions)
+    rss_start = _max_rss_mib()
+    ipm = fit_ipm(n, d, directions)
+    assert torch.equal(ipm.patterns_, D)
+    t_ipm, rss_ipm = ipm.history_["time"][-1], _max_rss_mib()
+    print(f"IPM: {t_ipm:.2f} s, {ipm.n_iter_} steps, objective {ipm.objective_:.10g}, "
+          f"peak RSS {rss_ipm:.0f} MiB", flush=True)
+    limit = cap * t_ipm
+    options = dict(convex_relu.CVXPY_SOLVER_OPTIONS["CLARABEL"], time_limit=limit)
+    model = ConvexReLU(directions, beta=BETA, solver="cvxpy", cvxpy_solver="CLARABEL")
+    start = time.perf_counter()
+    with mock.patch.dict(convex_relu.CVXPY_SOLVER_OPTIONS, {"CLARABEL": options}):
+        try:
+            model.fit(X, y, patterns=D)
+            error = None
+        except RuntimeError as err:
+            error = str(err)
+    wall = time.perf_counter() - start
+    rss_clarabel = _max_rss_mib()
+    status = getattr(model, "history_", {}).get("status", "no status")
+    print(f"Clarabel: {wall:.2f} s (status {status}; {error}), peak RSS {rss_clarabel:.0f} MiB",
+          flush=True)
+    lines = [f"- n = {n}, d = {d}, P = {D.shape[1]}; IPM (tol {IPM_TOL:g}): {t_ipm:.2f} s, "
+             f"{ipm.n_iter_} Newton steps, objective {ipm.objective_:.10g}, final gap "
+             f"{ipm.history_['gap'][-1] / ipm.objective_:.1e} relative"]
+    if error is None:
+        gap = (ipm.objective_ - model.objective_) / abs(model.objective_)
+        ipm_band = time_to_band(ipm, model.objective_)
+        lines += [f"- Clarabel (time limit {limit:.0f} s): done in {wall:.2f} s (the solve "
+                  f"call, cvxpy's compile included), objective {model.objective_:.10g}; IPM "
+                  f"relative to it {gap:+.1e}",
+                  f"- fastest cvxpy / IPM: {wall / t_ipm:.2f} (IPM to tol {IPM_TOL:g}); "
+                  f"{wall / ipm_band:.2f} (IPM to the 1e-4 band: {fmt(ipm_band)} s)"]
+    else:
+        lines += [f"- Clarabel (time limit {limit:.0f} s = {cap:g} T_ipm): not done after "
+                  f"{wall:.0f} s (status {status!r}); fastest cvxpy / IPM > {cap:g}"]
+    lines.append(f"- peak resident memory (process high-water mark): {rss_start:.0f} MiB "
+                 f"with the data, {rss_ipm:.0f} MiB after the IPM, {rss_clarabel:.0f} MiB "
+                 "after Clarabel")
+    return lines
+
+
+def _barrier_version():
+    """``ConvexReLU`` of ``optimizers/convex_relu.py`` at ``BARRIER_COMMIT``, imported from
+    ``git show`` as a module of its own."""
+    import importlib.util
+    import pathlib
+    import subprocess
+    import tempfile
+    root = pathlib.Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{BARRIER_COMMIT}:optimizers/convex_relu.py"],
+                            cwd=root, check=True, capture_output=True, text=True).stdout
+    path = pathlib.Path(tempfile.mkdtemp()) / "convex_relu_barrier.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("convex_relu_barrier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ConvexReLU
+
+
+def case_ipm_versions(grid=VERSIONS_GRID) -> list[str]:
+    """Case (e): the primal-dual method against the log-barrier one, interleaved; markdown."""
+    torch.set_num_threads(1)
+    versions = {"log-barrier": _barrier_version(), "primal-dual": ConvexReLU}
+    rows = []
+    for n, d, directions, rounds in grid:
+        D = problem(n, d, directions)[2]
+        fits, cpu = {}, {name: [] for name in versions}
+
+        def step(name):
+            def fit():    # each samples the patterns itself, as fit_ipm (the old one's start)
+                X, y, gen = _data(n, d, 0)
+                model = versions[name](directions, beta=BETA, solver="ipm", tol=IPM_TOL,
+                                       generator=gen)
+                start = time.process_time()
+                fits[name] = model.fit(X, y)
+                cpu[name].append(time.process_time() - start)
+            return fit
+        times = harness.time_interleaved({name: step(name) for name in versions}, rounds, 0)
+        seconds = {name: float(np.median(t)) for name, t in times.items()}
+        ratio = harness.median_ratio(times, "log-barrier", "primal-dual")
+        old, new = fits["log-barrier"], fits["primal-dual"]
+        assert torch.equal(old.patterns_, D) and torch.equal(new.patterns_, D)
+        rows.append([str(n), str(d), str(D.shape[1]), str(rounds), str(old.n_iter_),
+                     str(new.n_iter_), f"{seconds['log-barrier']:.2f}",
+                     f"{seconds['primal-dual']:.2f}", f"{ratio:.2f}",
+                     f"{np.median(cpu['log-barrier']):.2f} / {np.median(cpu['primal-dual']):.2f}",
+                     f"{(new.objective_ - old.objective_) / old.objective_:+.1e}"])
+        print(" | ".join(rows[-1]), flush=True)
+    return [harness.markdown_table(
+        ["n", "d", "P", "rounds", "log-barrier steps", "primal-dual steps", "log-barrier s",
+         "primal-dual s", "log-barrier / primal-dual (median of rounds)",
+         "CPU s, log-barrier / primal-dual",
+         "objective, primal-dual vs log-barrier"], rows)]
+
+
 def case_rbcd(grid) -> tuple[list[str], list[str]]:
     rows = []
     for n, d, directions, beta in grid:
@@ -299,7 +424,7 @@ def run(rounds: int | None, quick: bool) -> str:
             ("(b) ADMM time per iteration against n (d = 20, 50 directions)", case_slope,
              SLOPE_NS_QUICK if quick else SLOPE_NS),
             ("(c) memory", case_memory, [] if quick else MEMORY_GRID),
-            ("(d) ADMM-RBCD, logistic and hinge losses", case_rbcd,
+            ("(f) ADMM-RBCD, logistic and hinge losses", case_rbcd,
              RBCD_GRID_QUICK if quick else RBCD_GRID)):
         if not arg:
             continue
@@ -311,3 +436,14 @@ def run(rounds: int | None, quick: bool) -> str:
             f"\nRerun from the repository root: "
             f"`{harness.rerun_command('convex_relu', rounds, quick)}`"]
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    cases = {"--big": lambda: case_big(*BIG), "--ipm-versions": case_ipm_versions}
+    if len(sys.argv) != 2 or sys.argv[1] not in cases:
+        sys.exit("usage: python -m benchmarks.convex_relu --big | --ipm-versions  (cases (d) "
+                 "and (e); the others: python -m benchmarks convex_relu)")
+    harness.set_threads()
+    harness.pin_allocator()
+    print(f"- machine: {harness.machine()}", flush=True)
+    print("\n".join(cases[sys.argv[1]]()))

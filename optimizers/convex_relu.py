@@ -26,7 +26,8 @@ perturbed by the robust program).
 Solvers: ``"cvxpy"`` (the program as written; the ground truth), ``"admm"`` (the paper's
 ADMM for the squared loss, with its fixed linear system factorized once), ``"admm_rbcd"`` (the
 same ADMM with randomized block coordinate descent u-steps, for every loss) and ``"ipm"`` (a
-log-barrier interior-point method for the squared loss that exploits the program's structure).
+primal-dual interior-point method for the squared loss that exploits the program's
+structure).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from stochstep.optimizers.online import prox_group_l2_
 from stochstep.stepping.checks import check_flag, check_int, check_nonnegative, check_positive
 from stochstep.stepping.noise import make_generator
 
-__all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "IPM_MU", "LINEAR_SOLVERS", "LOSSES",
-           "MAX_CHOLESKY_UNKNOWNS", "RHO_CONE", "SOLVERS", "sample_patterns"]
+__all__ = ["CVXPY_SOLVER_OPTIONS", "ConvexReLU", "IPM_REGULARIZATION", "IPM_STEP_FRACTION",
+           "LINEAR_SOLVERS", "LOSSES", "MAX_CHOLESKY_UNKNOWNS", "RHO_CONE", "SOLVERS",
+           "sample_patterns"]
 
 LOSSES = ("squared", "logistic", "hinge")
 SOLVERS = ("admm", "admm_rbcd", "cvxpy", "ipm")
@@ -55,13 +57,11 @@ LINEAR_SOLVERS = ("auto", "cholesky", "cg")
 MAX_CHOLESKY_UNKNOWNS = 8192
 RHO_CONE = 0.003
 CG_TOL = 1e-10
-# the interior-point method: the barrier weight's growth per centering (Boyd & Vandenberghe
-# 11.3.3 find 10 to 100 about equally good), the centering's end (half the squared Newton
-# decrement, per barrier term: roundoff keeps it near 3e-9 m at large tau), and the line search
-# (backtracking factor, Armijo fraction)
-IPM_MU = 20.0
-IPM_CENTERED = 1e-7
-IPM_BACKTRACK, IPM_ARMIJO = 0.5, 0.01
+# the interior-point method: the fraction of the step to the cone's boundary taken
+IPM_STEP_FRACTION = 0.99
+# the diagonal shift, relative to the largest diagonal entry, where a Newton matrix fails to
+# factorize
+IPM_REGULARIZATION = 1e-13
 EPS = torch.finfo(torch.float64).eps
 # ADMM-RBCD: the block line search (Armijo fraction, backtracking factor, smallest step)
 RBCD_ARMIJO, RBCD_BACKTRACK, RBCD_MIN_STEP = 0.01, 0.5, 1e-9
@@ -263,40 +263,97 @@ def _rbcd_block_step(X: Tensor, mask: Tensor, sign: Tensor, block: Tensor, shift
     return y_hat
 
 
-def _interior_directions(A: Tensor, directions: Tensor | None) -> Tensor:
-    r"""For each pattern :math:`i` a direction :math:`h_i` (row :math:`i` of the ``(P, d)``
-    result) strictly inside its cone, :math:`A_i h_i > 0` where :math:`A_i = (2D_i - I) X` is
-    ``A[:, i]`` (``(n, P, d)``): the given direction where it is, else the maximizer of the
-    smallest margin over :math:`\lVert h\rVert_\infty \le 1` (an LP, by HiGHS)."""
-    n, P, d = A.shape
-    result = torch.empty(P, d, dtype=A.dtype)
-    for i in range(P):
-        if directions is not None and bool((A[:, i] @ directions[i] > 0).all()):
-            result[i] = directions[i]
-            continue
-        from scipy.optimize import linprog
-        # max m  s.t.  A_i h >= m 1,  -1 <= h <= 1,  m <= 1
-        lp = linprog(np.r_[np.zeros(d), -1.0],
-                     A_ub=np.hstack([-A[:, i].numpy(), np.ones((n, 1))]), b_ub=np.zeros(n),
-                     bounds=[(-1, 1)] * d + [(None, 1)], method="highs")
-        if lp.status != 0 or -lp.fun <= 1e-12 * float(A[:, i].abs().max()):
-            raise ValueError(f"patterns: pattern {i} has a cone (2 D_i - I) X z >= 0 with an "
-                             "empty interior (no z is strictly inside it), which "
-                             "solver='ipm' needs; drop it or use solver='cvxpy'")
-        result[i] = torch.from_numpy(lp.x[:d])
-    return result
+def _soc_det(u: Tensor) -> Tensor:
+    r""":math:`u_0^2 - \lVert u_1\rVert^2` per row of ``u`` (the head :math:`u_0` last)."""
+    return u[:, -1] ** 2 - (u[:, :-1] ** 2).sum(1)
 
 
-class _LogBarrier:
-    r"""The barrier problem of the squared-loss program with epigraph variables, over
-    :math:`x = (z_j, t_j)_{j=1}^{2P}` stored as a ``(2P, d + 1)`` tensor (:math:`z_j = v_j`,
-    then :math:`w_j`; :math:`t_j` in the last column):
+def _soc_product(u: Tensor, v: Tensor) -> Tensor:
+    r"""The Jordan product per row, :math:`u \circ v = (u_1 v_0 + v_1 u_0,\ u^\top v)` (head
+    last)."""
+    return torch.cat([u[:, :-1] * v[:, -1:] + v[:, :-1] * u[:, -1:],
+                      (u * v).sum(1, keepdim=True)], dim=1)
+
+
+def _soc_divide(lam: Tensor, r: Tensor) -> Tensor:
+    r"""The :math:`x` with :math:`\lambda \circ x = r` per row (:math:`\lambda` inside the
+    cone): :math:`x_0 = (\lambda_0 r_0 - \lambda_1^\top r_1)/(\lambda_0^2 - \lVert\lambda_1
+    \rVert^2)`, :math:`x_1 = (r_1 - x_0 \lambda_1)/\lambda_0`."""
+    head = (lam[:, -1] * r[:, -1] - (lam[:, :-1] * r[:, :-1]).sum(1)) / _soc_det(lam)
+    return torch.cat([(r[:, :-1] - head[:, None] * lam[:, :-1]) / lam[:, -1:], head[:, None]],
+                     dim=1)
+
+
+def _newton_factor(matrix: Tensor, where: str) -> Tensor:
+    """The Cholesky factor of the interior-point method's Newton matrix; where roundoff makes
+    it fail, of the matrix plus ``IPM_REGULARIZATION`` times its largest diagonal entry (the
+    next step's residuals correct the slightly different direction)."""
+    try:
+        return torch.linalg.cholesky(matrix)
+    except torch.linalg.LinAlgError:
+        pass
+    shift = IPM_REGULARIZATION * float(matrix.diagonal().max())
+    try:
+        return torch.linalg.cholesky(matrix + shift * torch.eye(len(matrix), dtype=matrix.dtype))
+    except torch.linalg.LinAlgError as err:
+        raise RuntimeError(f"ConvexReLU: the interior-point method's Newton matrix is not "
+                           f"positive definite at {where}, even shifted by {shift:.1e}: {err}"
+                           ) from err
+
+
+def _norm(u: tuple[Tensor, Tensor]) -> float:
+    """The Euclidean norm of a vector of the cone's space, a ``(lin, soc)`` pair."""
+    return math.hypot(float(torch.linalg.vector_norm(u[0])), float(torch.linalg.vector_norm(u[1])))
+
+
+def _shift_into_cone(u: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    r"""``u`` plus :math:`(1 - \lambda_{\min})\,e` on each cone (the orthant as one cone, each
+    second-order cone on its own) whose smallest eigenvalue :math:`\lambda_{\min}` (the least
+    entry; :math:`u_0 - \lVert u_1\rVert`) is below machine epsilon; the others
+    unchanged (Clarabel's rule)."""
+    lin, soc = u
+    low = float(lin.min())
+    if low < EPS:
+        lin = lin + (1 - low)
+    low = soc[:, -1] - torch.linalg.vector_norm(soc[:, :-1], dim=1)
+    soc = torch.cat([soc[:, :-1], (soc[:, -1] + torch.where(low < EPS, 1 - low, 0.0)
+                                   )[:, None]], dim=1)
+    return lin, soc
+
+
+def _max_step(s_lin: Tensor, s_soc: Tensor, ds_lin: Tensor, ds_soc: Tensor) -> float:
+    r"""The largest :math:`\alpha` (``inf`` if none) with :math:`s + \alpha\,\Delta s` in the
+    cone: :math:`-s_k/\Delta s_k` over :math:`\Delta s_k < 0`, and per second-order cone the
+    first positive root of :math:`\det(s + \alpha\,\Delta s) = a\alpha^2 + 2b\alpha + c`."""
+    ratios = torch.where(ds_lin < 0, -s_lin / ds_lin, math.inf)
+    alpha = float(ratios.min()) if ratios.numel() else math.inf
+    a, c = _soc_det(ds_soc), _soc_det(s_soc)
+    b = s_soc[:, -1] * ds_soc[:, -1] - (s_soc[:, :-1] * ds_soc[:, :-1]).sum(1)
+    # c > 0; the roots have product c/a: with a < 0 one is positive, with a > 0 both are of
+    # the sign of -b (or complex); the stable pair q/a, c/q with q = -(b + sign(b) sqrt(.))
+    disc = (b ** 2 - a * c).clamp(min=0)
+    q = -(b + torch.where(b >= 0, 1.0, -1.0) * disc.sqrt())
+    roots = torch.stack([q / a, c / q])
+    roots = torch.where((roots > 0) & torch.isfinite(roots), roots, math.inf)
+    real = (b ** 2 - a * c >= 0) | (a < 0)
+    cone = torch.where(real, roots.min(0).values, math.inf)
+    return min(alpha, float(cone.min()) if len(cone) else math.inf)
+
+
+class _ConeQP:
+    r"""The squared-loss program as a cone quadratic program over :math:`x = (z_j, t_j)_{j=1}
+    ^{2P}`, stored as a ``(2P, d + 1)`` tensor (:math:`z_j = v_j`, then :math:`w_j`;
+    :math:`t_j` in the last column):
 
     .. math::
-        f_\tau(x) = \tau\Big(\tfrac12\lVert Fz - y\rVert^2 + \beta\sum_j t_j\Big)
-            - \sum_j \log(t_j^2 - \lVert z_j\rVert^2) - \sum_j \sum_k \log\,(A_j z_j)_k,
+        \min_x\ \tfrac12\lVert Fz - y\rVert^2 + \beta \sum_j t_j
+        \quad\text{s.t.}\quad s = -Gx \in K,\quad
+        -Gx = \big((A_j z_j)_j,\ (z_j, t_j)_j\big),
 
-    :math:`A_j = (2D_j - I) X` restricted to the nonzero rows of :math:`X`."""
+    :math:`K` the nonnegative orthant of the margins :math:`A_j z_j` (:math:`A_j = (2D_j - I)
+    X` on the nonzero rows of :math:`X`) times :math:`2P` second-order cones :math:`t_j \ge
+    \lVert z_j\rVert`. Vectors of the cone's space are pairs ``(lin, soc)``: ``(n', 2P)`` and
+    ``(2P, d + 1)``, the cone's head last."""
 
     def __init__(self, X: Tensor, y: Tensor, D: Tensor, beta: float):
         n, d = X.shape
@@ -305,17 +362,24 @@ class _LogBarrier:
         self.masks = torch.cat([D, -D], dim=1)                   # F's masks and signs, (n, 2P)
         nonzero = X.abs().sum(1) > 0                             # zero rows: 0 >= 0 always
         self.X_c, self.signs = X[nonzero], torch.cat([2 * D - 1, 2 * D - 1], dim=1)[nonzero]
-        # the number of barrier terms, so that m / tau bounds the duality gap: 2 per
-        # second-order cone (its barrier's degree), 1 per linear constraint
-        self.m = 2 * 2 * P + self.signs.numel()
+        # the cone's degree (1 per linear constraint, 1 per second-order cone): s^T z / m is
+        # the complementarity mu
+        self.m = self.signs.numel() + 2 * P
+        # the rows' outer products x_k x_k^T, (n', d^2): each step's blocks X^T diag(.) X are
+        # then one matrix product (10 times faster than an einsum at n = 5000, d = 20)
+        self.outer = (self.X_c[:, :, None] * self.X_c[:, None, :]).reshape(len(self.X_c), d * d)
         # F^T F = [[K, -K], [-K, K]], K = [D_i X]^T [D_j X], placed in the z-rows and columns of
-        # the (2P (d + 1))^2 Newton matrix once: O(n (dP)^2)
+        # the (2P (d + 1))^2 matrix once: O(n (dP)^2)
         masked = (D.T[:, :, None] * X[None]).permute(1, 0, 2).reshape(n, P * d)
         K = (masked.T @ masked).reshape(P, d, P, d)
         FtF = torch.zeros(2 * P, d + 1, 2 * P, d + 1, dtype=X.dtype)
         FtF[:P, :d, :P, :d] = FtF[P:, :d, P:, :d] = K
         FtF[:P, :d, P:, :d] = FtF[P:, :d, :P, :d] = -K
-        self.FtF = FtF.reshape(2 * P * (d + 1), -1)
+        # the Newton matrix lives in this buffer: each step rewrites only its diagonal blocks
+        # (F^T F's, kept apart, plus the scaling's), not the whole (2P (d + 1))^2 matrix
+        self.index = torch.arange(2 * P)
+        self.FtF_blocks = FtF[self.index, :, self.index, :].clone()
+        self.buffer = FtF.reshape(2 * P * (d + 1), -1)
 
     def predictions(self, z: Tensor) -> Tensor:
         return (self.masks * (self.X @ z.T)).sum(1)
@@ -330,49 +394,80 @@ class _LogBarrier:
             torch.linalg.vector_norm(z, dim=1).sum())
 
     def objective_gradient(self, x: Tensor) -> Tensor:
-        r"""The gradient of :math:`\tfrac12\lVert Fz - y\rVert^2 + \beta\sum_j t_j`, flattened."""
+        r"""The gradient :math:`Qx + c` of :math:`\tfrac12\lVert Fz - y\rVert^2 + \beta\sum_j
+        t_j`, shaped like ``x``."""
         grad = torch.full_like(x, self.beta)
-        z = x[:, :-1]
-        grad[:, :-1] = (self.masks * (self.predictions(z) - self.y)[:, None]).T @ self.X
-        return grad.reshape(-1)
+        grad[:, :-1] = (self.masks * (self.predictions(x[:, :-1]) - self.y)[:, None]).T @ self.X
+        return grad
 
-    def value(self, x: Tensor, tau: float) -> float:
-        r""":math:`f_\tau(x)`; infinity outside the domain."""
-        z, t = x[:, :-1], x[:, -1]
-        q, s = t ** 2 - (z ** 2).sum(1), self.margins(z)
-        if not (bool((t > 0).all()) and bool((q > 0).all()) and bool((s > 0).all())):
-            return math.inf
-        fit = 0.5 * float(((self.predictions(z) - self.y) ** 2).sum()) + self.beta * float(
-            t.sum())
-        return tau * fit - float(q.log().sum()) - float(s.log().sum())
+    def G(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return -self.margins(x[:, :-1]), -x
 
-    def newton_system(self, x: Tensor, tau: float) -> tuple[Tensor, Tensor]:
-        r"""The gradient (flattened like ``x``) and Hessian of :math:`f_\tau` at ``x``:
+    def G_T(self, u_lin: Tensor, u_soc: Tensor) -> Tensor:
+        out = -u_soc.clone()
+        out[:, :-1] -= (self.signs * u_lin).T @ self.X_c
+        return out
 
-        .. math::
-            \nabla^2 f_\tau = \tau F^\top F + \operatorname{blkdiag}_j\Big(
-                A_j^\top \operatorname{diag}(s_j)^{-2} A_j \oplus 0
-                + \tfrac{2}{q_j} \operatorname{diag}(I_d, -1) + \tfrac{4}{q_j^2} c_j c_j^\top
-            \Big),\quad c_j = (z_j, -t_j),\ q_j = t_j^2 - \lVert z_j\rVert^2,\ s_j = A_j z_j,
+    def scaling(self, s: tuple[Tensor, Tensor], z: tuple[Tensor, Tensor]) -> dict:
+        r"""The Nesterov-Todd scaling :math:`W` of slacks :math:`s` and duals :math:`z` (here
+        not the weights; symmetric, :math:`W z = W^{-1} s = \lambda`): :math:`\operatorname{diag}
+        (\sqrt{s/z})` on the orthant; per second-order cone, with
+        :math:`\bar s = s/\sqrt{\det s}`, :math:`\bar z = z/\sqrt{\det z}`, :math:`\gamma =
+        \sqrt{(1 + \bar s^\top \bar z)/2}`, :math:`\bar w = (\bar s + J\bar z)/(2\gamma)`
+        (:math:`J = \operatorname{diag}(-I, 1)`),
+        :math:`\eta = (\det s/\det z)^{1/4}`: :math:`W = \eta\begin{pmatrix} I + \bar w_1
+        \bar w_1^\top/(1 + \bar w_0) & \bar w_1\\ \bar w_1^\top & \bar w_0\end{pmatrix}`
+        (head last; :math:`W^{-1}` flips the sign of :math:`\bar w_1` and divides by
+        :math:`\eta`)."""
+        (s_lin, s_soc), (z_lin, z_soc) = s, z
+        det_s, det_z = _soc_det(s_soc), _soc_det(z_soc)
+        s_bar, z_bar = s_soc / det_s.sqrt()[:, None], z_soc / det_z.sqrt()[:, None]
+        gamma = ((1 + (s_bar * z_bar).sum(1)) / 2).sqrt()
+        w = torch.cat([s_bar[:, :-1] - z_bar[:, :-1], s_bar[:, -1:] + z_bar[:, -1:]], dim=1)
+        w = w / (2 * gamma[:, None])
+        eta = (det_s / det_z) ** 0.25
+        w1, w0 = w[:, :-1], w[:, -1]
+        groups, d = w1.shape
+        core = torch.eye(d + 1, dtype=w.dtype).repeat(groups, 1, 1)
+        core[:, :d, :d] += w1[:, :, None] * w1[:, None, :] / (1 + w0)[:, None, None]
+        core[:, -1, -1] = w0
+        W, W_inv = core.clone(), core.clone()
+        W[:, :d, -1] = W[:, -1, :d] = w1
+        W_inv[:, :d, -1] = W_inv[:, -1, :d] = -w1
+        W, W_inv = eta[:, None, None] * W, W_inv / eta[:, None, None]
+        return dict(w_lin=(s_lin / z_lin).sqrt(), W=W, W_inv=W_inv,
+                    lam=((s_lin * z_lin).sqrt(), torch.einsum("jab,jb->ja", W, z_soc)))
 
-        where :math:`A_j^\top \operatorname{diag}(s_j)^{-2} A_j = X^\top \operatorname{diag}
-        (s_j)^{-2} X` since the row signs square to one: :math:`O(n d^2)` per group."""
-        z, t = x[:, :-1], x[:, -1]
-        groups, d = z.shape
-        q, s = t ** 2 - (z ** 2).sum(1), self.margins(z)
-        c = torch.cat([z, -t[:, None]], dim=1)
-        grad = tau * self.objective_gradient(x).reshape(x.shape)
-        grad[:, :-1] -= (self.signs / s).T @ self.X_c
-        grad += 2 * c / q[:, None]
-        blocks = 4 * c[:, :, None] * c[:, None, :] / (q ** 2)[:, None, None]
-        blocks[:, :d, :d] += torch.einsum("kj,kd,ke->jde", s ** -2, self.X_c, self.X_c)
-        cone = torch.cat([torch.ones(d, dtype=x.dtype), -torch.ones(1, dtype=x.dtype)])
-        blocks += torch.diag_embed((2 / q)[:, None] * cone)
-        hessian = tau * self.FtF
-        view = hessian.view(groups, d + 1, groups, d + 1)
-        index = torch.arange(groups)
-        view[index, :, index, :] += blocks
-        return grad.reshape(-1), hessian
+    def matrix(self, scaling: dict) -> Tensor:
+        r""":math:`Q + G^\top W^{-2} G`: :math:`F^\top F` plus per group :math:`X^\top
+        \operatorname{diag}(z_j/s_j) X \oplus 0 + W_j^{-2}` (:math:`z` the duals; the row signs
+        square away); the returned tensor is overwritten by the next call."""
+        groups, d = scaling["W_inv"].shape[0], self.d
+        blocks = scaling["W_inv"] @ scaling["W_inv"]
+        blocks[:, :d, :d] += (scaling["w_lin"] ** -2).T.matmul(self.outer).view(groups, d, d)
+        view = self.buffer.view(groups, d + 1, groups, d + 1)
+        view[self.index, :, self.index, :] = self.FtF_blocks + blocks
+        return self.buffer
+
+    def direction(self, factor: Tensor, scaling: dict, r_x: Tensor,
+                  r_p: tuple[Tensor, Tensor], d: tuple[Tensor, Tensor]):
+        r"""The solution of :math:`Q\Delta x + G^\top\Delta z = -r_x`, :math:`G\Delta x +
+        \Delta s = -r_p`, :math:`W^{-1}\Delta s + W\Delta z = d` (``factor``: the Cholesky
+        factor of :meth:`matrix`); returns :math:`\Delta x` and the scaled :math:`W^{-1}\Delta
+        s`, :math:`W\Delta z` as ``(lin, soc)`` pairs."""
+        w, W_inv = scaling["w_lin"], scaling["W_inv"]
+
+        def scale_inv(u):           # W^{-1} u
+            return u[0] / w, torch.einsum("jab,jb->ja", W_inv, u[1])
+        inner = scale_inv(r_p)
+        inner = (inner[0] + d[0], inner[1] + d[1])
+        rhs = -r_x - self.G_T(*scale_inv(inner))
+        dx = _cholesky_solve(factor, rhs.reshape(-1)).reshape(r_x.shape)
+        G_dx = self.G(dx)
+        dz_scaled = scale_inv((G_dx[0] + r_p[0], G_dx[1] + r_p[1]))
+        dz_scaled = (dz_scaled[0] + d[0], dz_scaled[1] + d[1])
+        ds_scaled = (d[0] - dz_scaled[0], d[1] - dz_scaled[1])
+        return dx, ds_scaled, dz_scaled
 
 
 class ConvexReLU:
@@ -472,34 +567,36 @@ class ConvexReLU:
     are this implementation's choices. Its convergence is slower than the exact ADMM's (the
     blocks are coupled through :math:`F^\top F`; see the family page for measurements).
 
-    The interior-point method (``solver="ipm"``, squared loss, the same scaled units) follows
-    the central path of the barrier problem over :math:`x = (z_j, t_j)_{j=1}^{2P}`
-    (:math:`z = (v_1, \dots, v_P, w_1, \dots, w_P)`, epigraph variables :math:`t_j \ge \lVert
-    z_j\rVert`, :math:`A_j = (2D_j - I) X`):
+    The interior-point method (``solver="ipm"``, squared loss, the same scaled units) is a
+    primal-dual Mehrotra predictor-corrector method with Nesterov-Todd scaling (as in CVXOPT's
+    cone QP solver) on the program with epigraph variables :math:`t_j \ge \lVert z_j\rVert`,
+    over :math:`x = (z_j, t_j)_{j=1}^{2P}` (:math:`z = (v_1, \dots, v_P, w_1, \dots, w_P)`,
+    :math:`A_j = (2D_j - I) X`), slacks :math:`s` and duals :math:`\lambda` in the cone
+    :math:`K` = the orthant of the margins times :math:`2P` second-order cones:
 
     .. math::
-        \min_x\ f_\tau(x) = \tau\Big(\tfrac12 \lVert Fz - y\rVert^2 + \beta \sum_j t_j\Big)
-            - \sum_j \log\big(t_j^2 - \lVert z_j\rVert^2\big)
-            - \sum_j \sum_k \log\,(A_j z_j)_k,\\
-        \nabla^2 f_\tau = \tau F^\top F + \operatorname{blkdiag}_j\Big(
-            X^\top \operatorname{diag}(A_j z_j)^{-2} X \oplus 0
-            + \tfrac{2}{q_j}\operatorname{diag}(I_d, -1) + \tfrac{4}{q_j^2} c_j c_j^\top\Big),
-        \quad q_j = t_j^2 - \lVert z_j\rVert^2,\ c_j = (z_j, -t_j),\\
-        \text{stop when}\quad m/\tau \le \epsilon\,\lvert f_0(x)\rvert,\qquad
-        m = 4P + \#\{\text{linear constraints}\}.
+        \min_x\ \tfrac12 \lVert Fz - y\rVert^2 + \beta \sum_j t_j
+        \quad\text{s.t.}\quad s = \big((A_j z_j)_j,\ (z_j, t_j)_j\big) \in K,\\
+        (F^\top F \oplus 0 + G^\top W^{-2} G)\,\Delta x = \text{rhs},\qquad
+        G^\top W^{-2} G = \operatorname{blkdiag}_j\Big(
+            X^\top \operatorname{diag}(\lambda_j / s_j) X \oplus 0 + W_j^{-2}\Big),\\
+        \text{stop when}\quad s^\top \lambda \le \epsilon\,\lvert f_0(x)\rvert,\quad
+        \lVert r_p\rVert \le \epsilon \max(1, \lVert s\rVert),\quad
+        \lVert r_d\rVert \le \epsilon \max(1, \lVert \nabla f_0(0)\rVert),
 
-    :math:`F^\top F` is formed once; each Newton step adds the :math:`(d+1)`-blocks
-    (:math:`O(nd^2)` per group, the row signs of :math:`A_j` square away), factorizes the
-    :math:`2P(d+1)` matrix by one dense Cholesky and backtracks (inside the domain, then to
-    sufficient decrease); a point is centered when half the squared Newton decrement is at most
-    ``IPM_CENTERED`` :math:`m`, and then :math:`\tau` grows by ``IPM_MU`` = 20 and a predictor
-    step follows the path's tangent :math:`-\nabla^2 f_\tau^{-1} \nabla f_0`. :math:`m/\tau`
-    bounds the duality gap at a central point (Boyd & Vandenberghe, Section 11.2). The start is
-    free: each sampled pattern's direction :math:`h_i` satisfies :math:`(2D_i - I) X h_i = |X
-    h_i| > 0`, so :math:`v_i = w_i = h_i/(10\lVert h_i\rVert)`, :math:`t = 2\lVert z\rVert` is
-    strictly feasible (for given ``patterns`` an LP finds a direction in each cone; a cone
-    without interior raises). The answer is strictly inside the cones and not exactly group
-    sparse: groups that vanish at the optimum are of the order of the gap.
+    :math:`W` the scaling (:math:`\operatorname{diag}(\sqrt{s/\lambda})` on the orthant, a
+    :math:`(d+1)` block :math:`W_j` per second-order cone), :math:`r_p` and :math:`r_d` the
+    primal and dual residuals. :math:`F^\top F` is formed once; each step adds the
+    :math:`(d+1)`-blocks (:math:`O(nd^2)` per group, the row signs of :math:`A_j` square away),
+    factorizes the :math:`2P(d+1)` matrix by one dense Cholesky and solves with it twice (the
+    affine predictor, then the corrector aiming at :math:`\sigma\mu` with :math:`\sigma` =
+    (the predictor's gap reduction)\ :sup:`3` and its second-order term), and steps
+    ``IPM_STEP_FRACTION`` = 0.99 of the way to the cone's boundary. The start is Clarabel's:
+    the same system with :math:`W = I`, :math:`s` and :math:`\lambda` shifted into
+    :math:`K`; the iterates need not be feasible, so any patterns work (a cone without
+    interior included). The answer satisfies the cone constraints up to the final primal
+    residual and is not exactly group sparse: groups that vanish at the optimum are of the
+    order of the gap.
 
     Args:
         n_patterns: Gaussian directions drawn for the patterns (the distinct ones are kept).
@@ -527,7 +624,7 @@ class ConvexReLU:
             every 10 iterations where a constraint's primal residual is 10 times its dual
             residual, or the other way round, its penalty is doubled or halved (and the matrix
             factorized again). On small problems the residual of :math:`u = v` stalls without.
-        tol: the ADMM tolerance, or the interior-point method's relative gap bound,
+        tol: the ADMM tolerance, or the interior-point method's relative gap and residuals,
             :math:`\epsilon > 0`.
         max_iter: the most ADMM iterations or Newton steps (reaching it without meeting
             ``tol`` warns).
@@ -548,9 +645,10 @@ class ConvexReLU:
     (the convex objective at the solution; with ``robust_eps > 0`` also
     ``robust_objective_``, the robust program's optimum), ``history_`` (ADMM: a dict of
     per-iteration lists ``objective``, ``primal_residual``, ``dual_residual`` and ``time``
-    (seconds since the ADMM began, the factorization included); IPM: per Newton step
-    ``objective``, ``gap_bound`` (:math:`m/\tau`, original units), ``newton_decrement`` and
-    ``time`` (since the fit began, the start included); cvxpy: the
+    (seconds since the ADMM began, the factorization included); IPM: per iteration
+    ``objective``, ``gap`` (:math:`s^\top \lambda`, original units), ``primal_residual``,
+    ``dual_residual`` (scaled units), ``step`` (the step length taken before it) and ``time``
+    (since the fit began, the start included); cvxpy: the
     solver's status and time), ``n_iter_``, ``linear_solver_`` (ADMM: ``"cholesky"`` or
     ``"cg"``; ADMM-RBCD: ``"rbcd"``), ``smoothing_bound_`` (ADMM-RBCD, hinge loss).
 
@@ -558,7 +656,10 @@ class ConvexReLU:
         Bai, Gautam, Sojoudi, "Efficient Global Optimization of Two-layer ReLU Networks:
         Quadratic-time Algorithms and Adversarial Training", SIAM J. Math. Data Sci. 2023,
         arXiv:2201.01965. Pilanci, Ergen, "Neural Networks are Convex Regularizers", ICML 2020.
-        Boyd, Vandenberghe, "Convex Optimization", 2004, Chapter 11 (the barrier method).
+        Vandenberghe, "The CVXOPT linear and quadratic cone program solvers", 2010 (the
+        Nesterov-Todd scaling and the predictor-corrector steps). Goulart, Chen, "Clarabel: An
+        interior-point solver for conic programs with quadratic objectives", arXiv:2405.12762
+        (the start).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -571,7 +672,7 @@ class ConvexReLU:
         >>> bool(torch.allclose(net(X.double()).squeeze(1), model.predict(X)))
         True
         >>> ipm = ConvexReLU(beta=1e-2, solver="ipm").fit(X, y, patterns=model.patterns_)
-        >>> bool(ipm.history_["gap_bound"][-1] <= 1e-6 * ipm.objective_ <= model.objective_)
+        >>> bool(ipm.history_["gap"][-1] <= 1e-6 * ipm.objective_ <= model.objective_)
         True
     """
 
@@ -667,14 +768,14 @@ class ConvexReLU:
         if self.hidden_bias:
             X = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
         if patterns is None:
-            D, directions = _sample_patterns(X, self.n_patterns, self.generator)
+            D = _sample_patterns(X, self.n_patterns, self.generator)[0]
         else:
-            D, directions = self._check_patterns(patterns, X.shape[0]), None
+            D = self._check_patterns(patterns, X.shape[0])
         self.patterns_ = D
         if self.solver == "cvxpy":
             self.v_, self.w_ = self._fit_cvxpy(X, y, D.double())
         elif self.solver == "ipm":
-            self.v_, self.w_ = self._fit_ipm(X, y, D.double(), directions)
+            self.v_, self.w_ = self._fit_ipm(X, y, D.double())
         elif self.solver == "admm_rbcd":
             self.v_, self.w_ = self._fit_admm_rbcd(X, y, D.double())
         else:
@@ -888,66 +989,86 @@ class ConvexReLU:
             self.smoothing_bound_ = float((torch.relu(1 - y * y_hat) - envelope).sum())
         return v, w
 
-    def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor, directions: Tensor | None
-                 ) -> tuple[Tensor, Tensor]:
+    def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
         start = time.perf_counter()
         x_scale = float(X.pow(2).mean().sqrt()) or 1.0
         X, y, beta, y_scale = _unit_scale(X, y, self.beta)
         P, d = D.shape[1], X.shape[1]
-        barrier = _LogBarrier(X, y, D, beta)
-        A = barrier.signs[:, :P, None] * barrier.X_c[:, None, :]          # (n', P, d)
-        h = _interior_directions(A, directions)
-        # v_i = w_i = h_i / (10 ||h_i||): strictly inside every cone, predictions zero
-        z = 0.1 * h / torch.linalg.vector_norm(h, dim=1, keepdim=True)
-        z = torch.cat([z, z])
-        x = torch.cat([z, 2 * torch.linalg.vector_norm(z, dim=1, keepdim=True)], dim=1)
-        # the first barrier weight makes the gap bound m / tau the starting objective
-        tau = barrier.m / barrier.objective(z)
-        history = {"objective": [], "gap_bound": [], "newton_decrement": [], "time": []}
+        qp = _ConeQP(X, y, D, beta)
+        # the start (as Clarabel's for quadratic objectives): the solution of the Newton system
+        # with W = I, min_x 1/2 x^T Q x + c^T x + 1/2 ||G x||^2, s = -G x and z = G x, each
+        # shifted into its cones
+        identity = dict(w_lin=torch.ones_like(qp.signs),
+                        W_inv=torch.eye(d + 1, dtype=X.dtype).repeat(2 * P, 1, 1))
+        x = torch.zeros(2 * P, d + 1, dtype=X.dtype)
+        c = qp.objective_gradient(x)
+        dual_scale = max(1.0, float(torch.linalg.vector_norm(c)))
+        x = -_cholesky_solve(_newton_factor(qp.matrix(identity), "the start"),
+                             c.reshape(-1)).reshape(x.shape)
+        G_x = qp.G(x)
+        s = _shift_into_cone((-G_x[0], -G_x[1]))
+        dual = _shift_into_cone(G_x)
+        unit = torch.zeros_like(x)
+        unit[:, -1] = 1.0                                      # the identity of each cone
+        history = {"objective": [], "gap": [], "primal_residual": [], "dual_residual": [],
+                   "step": [], "time": []}
+        alpha = math.nan
         for k in range(1, self.max_iter + 1):
-            grad, hessian = barrier.newton_system(x, tau)
-            try:
-                factor = torch.linalg.cholesky(hessian)
-            except torch.linalg.LinAlgError as err:
-                raise RuntimeError(f"ConvexReLU: the interior-point method's Newton matrix is "
-                                   f"not positive definite at step {k} (gap bound "
-                                   f"{barrier.m / tau * y_scale ** 2:.3e}): {err}") from err
-            step = -_cholesky_solve(factor, grad)
-            decrement2 = -float(grad @ step)
-            step = step.reshape(x.shape)
-            # backtrack into the domain, then to sufficient decrease (Armijo)
-            alpha, value = 1.0, barrier.value(x, tau)
-            while barrier.value(x + alpha * step, tau) > value - IPM_ARMIJO * alpha * decrement2:
-                alpha *= IPM_BACKTRACK
-                if alpha < 1e-12:
-                    break
-            else:
-                x = x + alpha * step
-            history["objective"].append(barrier.objective(x[:, :-1]) * y_scale ** 2)
-            history["gap_bound"].append(barrier.m / tau * y_scale ** 2)
-            history["newton_decrement"].append(math.sqrt(max(decrement2, 0.0)))
+            r_x = qp.objective_gradient(x) + qp.G_T(*dual)
+            G_x = qp.G(x)
+            r_p = (G_x[0] + s[0], G_x[1] + s[1])
+            gap = float((s[0] * dual[0]).sum() + (s[1] * dual[1]).sum())
+            residual = float(torch.linalg.vector_norm(r_x))
+            objective, primal = qp.objective(x[:, :-1]), _norm(r_p)
+            history["objective"].append(objective * y_scale ** 2)
+            history["gap"].append(gap * y_scale ** 2)
+            history["primal_residual"].append(primal)
+            history["dual_residual"].append(residual)
+            history["step"].append(alpha)
             history["time"].append(time.perf_counter() - start)
             if self.progress:
                 print(f"ConvexReLU IPM {k}: objective {history['objective'][-1]:.10g}, gap "
-                      f"bound {history['gap_bound'][-1]:.3e}, decrement^2 {decrement2:.2e}")
-            # centered; or stuck: the predicted decrease is below f_tau's roundoff (large tau)
-            if (decrement2 / 2 <= max(IPM_CENTERED * barrier.m, 1e3 * EPS * abs(value))
-                    or alpha < 1e-12):
-                if barrier.m / tau <= self.tol * abs(barrier.objective(x[:, :-1])):
-                    break
-                # predictor: follow the central path's tangent dx/dtau = -H^{-1} grad f0 (from
-                # tau grad f0 + grad phi = 0) towards the next weight, as far as it helps
-                tangent = -_cholesky_solve(factor, barrier.objective_gradient(x)).reshape(x.shape)
-                tau, alpha = tau * IPM_MU, (IPM_MU - 1) * tau
-                value = barrier.value(x, tau)
-                while alpha > 1e-12 * tau and barrier.value(x + alpha * tangent, tau) > value:
-                    alpha *= IPM_BACKTRACK
-                if alpha > 1e-12 * tau:
-                    x = x + alpha * tangent
+                      f"{history['gap'][-1]:.3e}, primal residual {primal:.2e}, dual residual "
+                      f"{residual:.2e}, step {alpha:.3f}")
+            # the relative gap and residuals (the residuals scaled as CVXOPT does)
+            if (gap <= self.tol * abs(objective) and primal <= self.tol * max(1.0, _norm(s))
+                    and residual <= self.tol * dual_scale):
+                break
+            if k == self.max_iter:
+                continue                                       # the warning below
+            mu = gap / qp.m
+            scaling = qp.scaling(s, dual)
+            factor = _newton_factor(qp.matrix(scaling), f"step {k}")
+            lam = scaling["lam"]
+            # predictor (affine scaling): lambda o (W^{-1} ds + W dz) = -lambda o lambda
+            _, ds_a, dz_a = qp.direction(factor, scaling, r_x, r_p, (-lam[0], -lam[1]))
+            alpha_a = min(1.0, _max_step(*lam, *ds_a), _max_step(*lam, *dz_a))
+            # s^T z = lambda^T lambda, in the scaled space as well after a step
+            gap_a = sum(float(((l + alpha_a * a) * (l + alpha_a * b)).sum())
+                        for l, a, b in zip(lam, ds_a, dz_a))
+            sigma = min(1.0, max(gap_a, 0.0) / gap) ** 3
+            # corrector (Mehrotra): the target sigma mu e and the predictor's second-order term
+            r_lin = -lam[0] ** 2 + sigma * mu - ds_a[0] * dz_a[0]
+            r_soc = (-_soc_product(lam[1], lam[1]) + sigma * mu * unit
+                     - _soc_product(ds_a[1], dz_a[1]))
+            dx, ds, dz = qp.direction(factor, scaling, r_x, r_p,
+                                      (r_lin / lam[0], _soc_divide(lam[1], r_soc)))
+            alpha = min(1.0, IPM_STEP_FRACTION * min(_max_step(*lam, *ds),
+                                                       _max_step(*lam, *dz)))
+            # back from the scaled space: the increments W (W^{-1} ds) and W^{-1} (W dz), added
+            # to s and z (rebuilding them as W (lambda + ...) loses their small entries)
+            w, W, W_inv = scaling["w_lin"], scaling["W"], scaling["W_inv"]
+            x = x + alpha * dx
+            s = (s[0] + alpha * w * ds[0],
+                 s[1] + alpha * torch.einsum("jab,jb->ja", W, ds[1]))
+            dual = (dual[0] + alpha * dz[0] / w,
+                    dual[1] + alpha * torch.einsum("jab,jb->ja", W_inv, dz[1]))
         else:
             warnings.warn(f"ConvexReLU: the interior-point method did not meet tol={self.tol} "
-                          f"in max_iter={self.max_iter} Newton steps (gap bound "
-                          f"{history['gap_bound'][-1]:.3e}); raise max_iter or tol",
+                          f"in max_iter={self.max_iter} Newton steps (gap "
+                          f"{history['gap'][-1]:.3e}, primal residual "
+                          f"{history['primal_residual'][-1]:.3e}, dual residual "
+                          f"{history['dual_residual'][-1]:.3e}); raise max_iter or tol",
                           RuntimeWarning, stacklevel=3)
         self.history_, self.n_iter_ = history, k
         z = x[:, :-1] * (y_scale / x_scale)

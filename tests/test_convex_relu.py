@@ -6,6 +6,8 @@ the solution; the convex objective equals the regularized objective of the netwo
 torch's layers); ADMM reaches cvxpy's optimum on the same patterns.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -404,70 +406,133 @@ def test_ipm_reaches_the_clarabel_optimum_on_the_same_patterns(one_thread):
                      generator=torch.Generator().manual_seed(1)).fit(X, y)
     assert torch.equal(ipm.patterns_, oracle.patterns_)
     assert ipm.objective_ == pytest.approx(oracle.objective_, rel=1e-6)
-    E = 2 * ipm.patterns_.double() - 1    # strictly inside the cones, away from the zero row
-    rows = torch.arange(50) != 7
-    assert float(torch.cat([E * (X @ ipm.v_.T), E * (X @ ipm.w_.T)], dim=1)[rows].min()) > 0
+    # the cone constraints hold up to the final primal residual
+    assert constraint_violation(ipm, X) <= 1e-9 * float(X.abs().max() * ipm.v_.abs().max())
     assert network_objective(ipm, X, y, "squared") == pytest.approx(oracle.objective_, rel=1e-6)
     h = ipm.history_
-    assert len(h["objective"]) == len(h["gap_bound"]) == len(h["time"]) == ipm.n_iter_
+    assert (len(h["objective"]) == len(h["gap"]) == len(h["primal_residual"])
+            == len(h["dual_residual"]) == len(h["step"]) == len(h["time"]) == ipm.n_iter_)
     assert h["objective"][-1] == pytest.approx(ipm.objective_, rel=1e-12)
-    assert h["gap_bound"][-1] <= 1e-9 * ipm.objective_ < h["gap_bound"][0]
-    # given patterns (no directions: an LP finds a start inside each cone) give the same answer
-    again = ConvexReLU(20, beta=0.01, solver="ipm", tol=1e-9).fit(X, y, patterns=oracle.patterns_)
-    assert again.objective_ == pytest.approx(oracle.objective_, rel=1e-6)
+    assert h["gap"][-1] <= 1e-9 * ipm.objective_ < h["gap"][0]
+    assert ipm.n_iter_ <= 40                              # tens of steps, not hundreds
 
 
-def test_ipm_newton_system_is_the_autograd_gradient_and_hessian():
-    """The barrier of the docstring written densely (F, G as matrices), differentiated by
-    autograd, against the structured gradient and Hessian; and the Newton step they give."""
+def test_ipm_solves_a_pattern_whose_cone_has_no_interior():
+    """Rows x and -x with the same sign force x^T z = 0: no strictly feasible point, which the
+    infeasible start does not need; the answer is Clarabel's."""
+    X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 2.0, 2.5], dtype=torch.float64)
+    patterns = np.array([[1, 1], [1, 0], [1, 1], [1, 1]])
+    oracle = ConvexReLU(beta=0.1, solver="cvxpy").fit(X, y, patterns=patterns)
+    ipm = ConvexReLU(beta=0.1, solver="ipm", tol=1e-9).fit(X, y, patterns=patterns)
+    assert ipm.objective_ == pytest.approx(oracle.objective_, rel=1e-6)
+
+
+def cone_point(shape, generator, inside=True):
+    """A random point strictly inside the cone: a positive (n, 2P) part and (2P, d + 1) rows
+    with head ||body|| + a positive margin (last column)."""
+    lin_shape, (groups, d1) = shape
+    lin = 0.5 + torch.rand(*lin_shape, generator=generator, dtype=torch.float64)
+    body = torch.randn(groups, d1 - 1, generator=generator, dtype=torch.float64)
+    head = body.norm(dim=1) + 0.2 + torch.rand(groups, generator=generator, dtype=torch.float64)
+    return lin, torch.cat([body, head[:, None]], dim=1)
+
+
+def test_nesterov_todd_scaling_and_jordan_algebra():
+    g = torch.Generator().manual_seed(3)
+    s, z = cone_point(((6, 4), (4, 3)), g), cone_point(((6, 4), (4, 3)), g)
+    qp_like = convex_relu._ConeQP.scaling(None, s, z)
+    W, W_inv = qp_like["W"], qp_like["W_inv"]
+    torch.testing.assert_close(W, W.transpose(1, 2))
+    torch.testing.assert_close(W @ W_inv, torch.eye(3, dtype=torch.float64).expand(4, 3, 3))
+    lam = qp_like["lam"]
+    # W z = W^{-1} s = lambda on both parts
+    torch.testing.assert_close(qp_like["w_lin"] * z[0], lam[0])
+    torch.testing.assert_close(s[0] / qp_like["w_lin"], lam[0])
+    torch.testing.assert_close(torch.einsum("jab,jb->ja", W, z[1]), lam[1])
+    torch.testing.assert_close(torch.einsum("jab,jb->ja", W_inv, s[1]), lam[1])
+    # W maps the cone's identity to a point of the cone; s^T z = lambda^T lambda
+    assert float(convex_relu._soc_det(lam[1]).min()) > 0 and float(lam[1][:, -1].min()) > 0
+    u, v = s[1], z[1]
+    product = convex_relu._soc_product(u, v)           # (u_0 v_1 + v_0 u_1, u^T v), head last
+    torch.testing.assert_close(product[:, -1], (u * v).sum(1))
+    torch.testing.assert_close(product[:, :-1], u[:, -1:] * v[:, :-1] + v[:, -1:] * u[:, :-1])
+    torch.testing.assert_close(convex_relu._soc_divide(u, product), v)
+
+
+def test_max_step_is_the_distance_to_the_cone_boundary():
+    g = torch.Generator().manual_seed(4)
+    s = cone_point(((5, 3), (3, 4)), g)
+    ds = (torch.randn(5, 3, generator=g, dtype=torch.float64),
+          torch.randn(3, 4, generator=g, dtype=torch.float64))
+    alpha = convex_relu._max_step(*s, *ds)
+    # independently: the largest step on a fine grid that keeps every part inside the cone
+    grid = torch.linspace(0, 2 * alpha, 200_001, dtype=torch.float64)[1:]
+    lin_ok = (s[0][None] + grid[:, None, None] * ds[0][None] >= 0).all(2).all(1)
+    moved = s[1][None] + grid[:, None, None] * ds[1][None]
+    soc_ok = (moved[..., -1] >= moved[..., :-1].norm(dim=2)).all(1)
+    inside = lin_ok & soc_ok
+    first_out = int((~inside).nonzero()[0])
+    assert float(grid[first_out - 1]) <= alpha <= float(grid[first_out])
+    assert convex_relu._max_step(s[0], s[1], torch.ones(5, 3, dtype=torch.float64),
+                                 torch.eye(4, dtype=torch.float64)[-1].expand(3, 4)) == math.inf
+
+
+def test_ipm_newton_direction_solves_the_dense_kkt_system():
+    """The structured matrix and the two-solve direction against the unreduced linearized KKT
+    system Q dx + G^T dz = -r_x, G dx + ds = -r_p, W^{-1} ds + W dz = d, written densely
+    (F, the linear and second-order parts of G, W as matrices) and solved by LU."""
     X, y = data(n=9, d=3, seed=5)
-    D, directions = convex_relu._sample_patterns(X, 4, torch.Generator().manual_seed(0))
-    D = D.double()
-    P, beta, tau = D.shape[1], 0.2, 3.0
-    F, G = dense_operators(X, D)
-    barrier = convex_relu._LogBarrier(X, y, D, beta)
-    assert barrier.m == 2 * 2 * P + G.shape[0]
-    g = torch.Generator().manual_seed(1)
-    z = torch.cat([directions, directions]) * (1 + torch.rand(2 * P, 1, generator=g,
-                                                             dtype=torch.float64))
-    x = torch.cat([z, z.norm(dim=1, keepdim=True) + 0.5], dim=1)
+    D = convex_relu._sample_patterns(X, 4, torch.Generator().manual_seed(0))[0].double()
+    P, d, n = D.shape[1], 3, 9
+    qp = convex_relu._ConeQP(X, y, D, 0.2)
+    g = torch.Generator().manual_seed(6)
+    s, z = cone_point(((n, 2 * P), (2 * P, d + 1)), g), cone_point(((n, 2 * P), (2 * P, d + 1)), g)
+    scaling = qp.scaling(s, z)
+    # dense operators on x = (z_j, t_j)_j flattened row by row; the linear part of the cone
+    # space flattened group by group (the transpose of the code's (n, 2P) layout)
+    F, G_admm = dense_operators(X, D)
+    cols = torch.tensor([j * (d + 1) + a for j in range(2 * P) for a in range(d)])
+    N = 2 * P * (d + 1)
+    Q = torch.zeros(N, N, dtype=torch.float64)
+    Q[cols[:, None], cols[None, :]] = F.T @ F
+    G_lin = torch.zeros(2 * P * n, N, dtype=torch.float64)
+    G_lin[:, cols] = -G_admm
+    G = torch.cat([G_lin, -torch.eye(N, dtype=torch.float64)])
+    W = torch.block_diag(torch.diag(scaling["w_lin"].T.reshape(-1)), *scaling["W"])
+    W_inv = torch.linalg.inv(W)
+    torch.testing.assert_close(qp.matrix(scaling), Q + G.T @ W_inv @ W_inv @ G)
+    r_x = torch.randn(2 * P, d + 1, generator=g, dtype=torch.float64)
+    r_p = (torch.randn(n, 2 * P, generator=g, dtype=torch.float64),
+           torch.randn(2 * P, d + 1, generator=g, dtype=torch.float64))
+    rhs_d = (torch.randn(n, 2 * P, generator=g, dtype=torch.float64),
+             torch.randn(2 * P, d + 1, generator=g, dtype=torch.float64))
 
-    def f(flat):
-        x = flat.reshape(2 * P, 4)
-        z, t = x[:, :3], x[:, 3]
-        fit = 0.5 * ((F @ z.reshape(-1) - y) ** 2).sum() + beta * t.sum()
-        return tau * fit - (t ** 2 - (z ** 2).sum(1)).log().sum() - (G @ z.reshape(-1)).log().sum()
-
-    grad, hessian = barrier.newton_system(x, tau)
-    flat = x.reshape(-1)
-    torch.testing.assert_close(grad, torch.func.grad(f)(flat), rtol=1e-10, atol=1e-10)
-    expected = torch.autograd.functional.hessian(f, flat)
-    torch.testing.assert_close(hessian, expected, rtol=1e-10, atol=1e-10)
-    assert barrier.value(x, tau) == pytest.approx(float(f(flat)), rel=1e-12)
-    step = -torch.cholesky_solve(grad[:, None], torch.linalg.cholesky(hessian))[:, 0]
-    torch.testing.assert_close(step, -torch.linalg.solve(expected, torch.func.grad(f)(flat)))
-
-
-def test_ipm_start_is_strictly_inside_every_cone():
-    """A given direction is kept where it is strictly inside its cone, else an LP replaces it."""
-    X, _ = data(n=30, d=3, seed=2)
-    D, directions = convex_relu._sample_patterns(X, 6, torch.Generator().manual_seed(0))
-    A = (2 * D.double() - 1).T[:, :, None] * X[None]           # (P, n, d): A_i = (2D_i - I) X
-    A = A.permute(1, 0, 2)
-    assert torch.equal(convex_relu._interior_directions(A, directions), directions)
-    wrong = -directions                                         # outside (the opposite cone)
-    wrong[0] = directions[0] - (X[0] @ directions[0]) / X[0].dot(X[0]) * X[0]  # on a face
-    h = convex_relu._interior_directions(A, wrong)
-    assert float(torch.einsum("npd,pd->np", A, h).min()) > 0
-    assert float(h.abs().max()) <= 1 + 1e-9                     # the LP's box
-
-
-def test_ipm_rejects_a_pattern_without_interior():
-    # rows x and -x with the same sign: x^T h >= 0 and -x^T h >= 0 force x^T h = 0
-    X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-    y = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
-    with pytest.raises(ValueError, match="pattern 0 has a cone .* empty interior"):
-        ConvexReLU(solver="ipm").fit(X, y, patterns=np.ones((3, 1)))
+    def flat(u):
+        return torch.cat([u[0].T.reshape(-1), u[1].reshape(-1)])
+    M = len(G)
+    zero, eye = torch.zeros, torch.eye(M, dtype=torch.float64)
+    kkt = torch.cat([
+        torch.cat([Q, zero(N, M, dtype=torch.float64), G.T], 1),
+        torch.cat([G, eye, zero(M, M, dtype=torch.float64)], 1),
+        torch.cat([zero(M, N, dtype=torch.float64), W_inv, W], 1)])
+    solution = torch.linalg.solve(kkt, torch.cat([-r_x.reshape(-1), -flat(r_p), flat(rhs_d)]))
+    dx, ds, dz = solution[:N], solution[N:N + M], solution[N + M:]
+    factor = torch.linalg.cholesky(qp.matrix(scaling))
+    got_dx, got_ds, got_dz = qp.direction(factor, scaling, r_x, r_p, rhs_d)
+    torch.testing.assert_close(got_dx.reshape(-1), dx)
+    torch.testing.assert_close(flat(got_ds), W_inv @ ds)
+    torch.testing.assert_close(flat(got_dz), W @ dz)
+    # and the operators themselves: G x and G^T u
+    x = torch.randn(2 * P, d + 1, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(flat(qp.G(x)), G @ x.reshape(-1))
+    torch.testing.assert_close(qp.G_T(*r_p).reshape(-1), G.T @ flat(r_p))
+    torch.testing.assert_close(qp.objective_gradient(x).reshape(-1),
+                               Q @ x.reshape(-1) + torch.cat(
+                                   [torch.cat([F.T @ -y, torch.zeros(0, dtype=torch.float64)])
+                                    .reshape(2 * P, d), torch.full((2 * P, 1), 0.2,
+                                                                   dtype=torch.float64)],
+                                   1).reshape(-1))
 
 
 def test_ipm_reports_a_failed_factorization(monkeypatch):
@@ -475,8 +540,18 @@ def test_ipm_reports_a_failed_factorization(monkeypatch):
         raise torch.linalg.LinAlgError("the leading minor of order 3 is not positive-definite")
     monkeypatch.setattr(torch.linalg, "cholesky", fail)
     X, y = data()
-    with pytest.raises(RuntimeError, match="Newton matrix is not positive definite at step 1"):
+    with pytest.raises(RuntimeError, match="Newton matrix is not positive definite at the "
+                                           "start, even shifted"):
         ConvexReLU(10, solver="ipm", generator=torch.Generator().manual_seed(0)).fit(X, y)
+
+
+def test_ipm_factorization_falls_back_to_a_shifted_matrix():
+    """A singular matrix factorizes once shifted by IPM_REGULARIZATION of its diagonal."""
+    matrix = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    factor = convex_relu._newton_factor(matrix, "here")
+    shift = convex_relu.IPM_REGULARIZATION
+    expected = matrix + shift * torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(factor @ factor.T, expected)
 
 
 def test_ipm_warns_when_it_runs_out_of_newton_steps():

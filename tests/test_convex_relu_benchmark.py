@@ -1,6 +1,7 @@
 """The convex-ReLU benchmark's pieces: the time-to-objective rule and the slope case."""
 
 import math
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -43,6 +44,30 @@ def test_time_case_runs_the_interior_point_method_alone_above_the_clarabel_size(
     monkeypatch.setattr(bench, "CLARABEL_MAX_SIZE", 0)
     lines, targets = bench.case_time([(60, 3, 8)])
     row = lines[0].splitlines()[2].split(" | ")
-    assert row[3:7] == ["-"] * 4 and "steps, gap bound" in row[7]
+    assert row[3:7] == ["-"] * 4 and "steps, gap" in row[7]
     assert "interior-point method alone" in lines[1]
     assert targets[-1].startswith("target (issue 16)")
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")  # the capped Clarabel
+def test_big_case_reports_the_ratio_or_clarabels_cap(one_thread):
+    """Case (d) on a small problem: Clarabel done (the ratio, the objectives agreeing), then
+    with a cap too short to finish (the lower bound)."""
+    lines = bench.case_big(60, 3, 8, cap=1e4)
+    assert "IPM relative to it" in lines[1] and "fastest cvxpy / IPM:" in lines[2]
+    gap = float(lines[1].split("IPM relative to it ")[1])
+    assert abs(gap) <= 1e-6
+    assert "peak resident memory" in lines[-1]
+    lines = bench.case_big(60, 3, 8, cap=1e-9)
+    assert "not done after" in lines[1] and "fastest cvxpy / IPM > 1e-09" in lines[1]
+
+
+def test_ipm_versions_case_compares_with_the_log_barrier_commit(one_thread):
+    try:
+        bench._barrier_version()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"git or its commit {bench.BARRIER_COMMIT} is not available (a shallow clone)")
+    lines = bench.case_ipm_versions([(60, 3, 8, 1)])
+    row = lines[0].splitlines()[2].split(" | ")
+    assert row[0] == "| 60" and int(row[4]) > int(row[5]) > 0    # fewer steps than before
+    assert abs(float(row[-1].rstrip(" |"))) <= 1e-6                # the same objective
