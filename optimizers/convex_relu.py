@@ -1076,8 +1076,16 @@ class ConvexReLU:
 
     @staticmethod
     def _block_gram(X: Tensor, D: Tensor) -> Tensor:
-        r"""The ``(P, d, d)`` Gram matrices :math:`X^\top D_i X`."""
-        return torch.einsum("np,nd,ne->pde", D, X, X)
+        r"""The ``(P, d, d)`` Gram matrices :math:`X^\top D_i X = X_{S_i}^\top X_{S_i}` (the rows
+        :math:`S_i` that pattern :math:`i` keeps), one pattern at a time into a preallocated
+        result: an einsum over all patterns materialized :math:`(n, P, d)` (3 GiB at n = 20000,
+        d = 100, P = 200) and took 3x longer."""
+        P, d = D.shape[1], X.shape[1]
+        gram = X.new_empty(P, d, d)
+        for i in range(P):
+            rows = X[D[:, i] > 0]
+            torch.mm(rows.T, rows, out=gram[i])
+        return gram
 
     def _cholesky_solver(self, X: Tensor, D: Tensor):
         r"""``solve(rhs, u_prev)`` for :math:`(I + F^\top F/\rho + (\rho_c/\rho) G^\top G) u =

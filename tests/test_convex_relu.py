@@ -205,6 +205,14 @@ def test_conjugate_gradients_and_cholesky_give_the_same_iterates():
                                atol=0, rtol=1e-6)
 
 
+def test_block_grams_are_the_masked_gram_matrices():
+    X, _ = data(n=30, d=4)
+    D = sample_patterns(X, 6, torch.Generator().manual_seed(2)).double()
+    gram = ConvexReLU._block_gram(X, D)
+    for i in range(D.shape[1]):
+        torch.testing.assert_close(gram[i], X.T @ torch.diag(D[:, i]) @ X)
+
+
 def test_auto_linear_solver_switches_to_cg_above_the_size(monkeypatch):
     X, y = data(n=20, d=3)
     D = sample_patterns(X, 6, torch.Generator().manual_seed(0))
