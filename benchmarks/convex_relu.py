@@ -65,7 +65,7 @@ IPM_TOL = 1e-8
 TIME_GRID = [(500, 10, 30), (2000, 20, 50), (5000, 20, 100)]
 TIME_GRID_QUICK = [(200, 5, 20)]
 ADMM_MAX_ITER = 8000
-SLOPE_NS = [500, 1000, 2000, 5000, 10_000]
+SLOPE_NS = [500, 1000, 2000, 5000, 10_000, 20_000]
 SLOPE_NS_QUICK = [200, 400, 800]
 SLOPE_ITERS = 20
 BIG = (5000, 20, 100)
@@ -73,7 +73,7 @@ BARRIER_COMMIT = "620604a"          # the log-barrier interior-point method (cas
 VERSIONS_GRID = [(500, 10, 30, 3), (2000, 20, 50, 2)]   # n, d, directions, rounds
 BIG_CAP = 12
 MEMORY_GRID = [(2000, 20, 50, "cholesky"), (10_000, 20, 50, "cholesky"),
-               (10_000, 20, 50, "cg")]
+               (10_000, 20, 50, "cg"), (20_000, 100, 200, "cg")]
 RBCD_GRID = [(500, 10, 30, BETA), (500, 10, 30, 0.1)]
 RBCD_GRID_QUICK = [(100, 4, 10, 0.1)]
 RBCD_MAX_ITER = 4000
