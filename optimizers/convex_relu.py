@@ -120,19 +120,11 @@ def sample_patterns(X, n_patterns: int, generator: torch.Generator | None = None
         >>> sample_patterns(X, 50, torch.Generator().manual_seed(0)).shape[0]
         3
     """
-    return _sample_patterns(_as_float64("X", X, (2,)), n_patterns, generator)[0]
-
-
-def _sample_patterns(X: Tensor, n_patterns, generator) -> tuple[Tensor, Tensor]:
-    """The patterns of :func:`sample_patterns` and, for each, one direction ``(P, d)`` that
-    drew it (the first), which lies in its cone: :math:`(2D_i - I) X h_i = |X h_i|`."""
+    X = _as_float64("X", X, (2,))
     n_patterns = check_int("n_patterns", n_patterns)
-    generator = make_generator(generator)
-    H = torch.randn(X.shape[1], n_patterns, generator=generator, dtype=torch.float64)
-    D, inverse = torch.unique(X @ H >= 0, dim=1, return_inverse=True)
-    first = torch.full((D.shape[1],), n_patterns).scatter_reduce(
-        0, inverse, torch.arange(n_patterns), "amin")
-    return D, H[:, first].T
+    H = torch.randn(X.shape[1], n_patterns, generator=make_generator(generator),
+                    dtype=torch.float64)
+    return torch.unique(X @ H >= 0, dim=1)
 
 
 def _cholesky_solve(L: Tensor, b: Tensor) -> Tensor:
@@ -142,13 +134,14 @@ def _cholesky_solve(L: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(L.T, z, upper=True)[:, 0]
 
 
-def _unit_scale(X: Tensor, y: Tensor, beta: float) -> tuple[Tensor, Tensor, float, float]:
-    """``(X', y', beta', b)``: the data in units where ``X`` and ``y`` have unit root-mean-square
-    entries. With ``X = a X'``, ``y = b y'`` and ``v = (b/a) v'`` the objective is ``b^2`` times
-    the same program in ``(X', y', v')`` with ``beta' = beta/(a b)``."""
+def _unit_scale(X: Tensor, y: Tensor, beta: float
+                ) -> tuple[Tensor, Tensor, float, float, float]:
+    """``(X', y', beta', a, b)``: the data in units where ``X`` and ``y`` have unit
+    root-mean-square entries. With ``X = a X'``, ``y = b y'`` and ``v = (b/a) v'`` the objective
+    is ``b^2`` times the same program in ``(X', y', v')`` with ``beta' = beta/(a b)``."""
     x_scale = float(X.pow(2).mean().sqrt()) or 1.0
     y_scale = float(y.pow(2).mean().sqrt()) or 1.0
-    return X / x_scale, y / y_scale, beta / (x_scale * y_scale), y_scale
+    return X / x_scale, y / y_scale, beta / (x_scale * y_scale), x_scale, y_scale
 
 
 class _Split:
@@ -768,7 +761,7 @@ class ConvexReLU:
         if self.hidden_bias:
             X = torch.cat([X, X.new_ones(X.shape[0], 1)], dim=1)
         if patterns is None:
-            D = _sample_patterns(X, self.n_patterns, self.generator)[0]
+            D = sample_patterns(X, self.n_patterns, self.generator)
         else:
             D = self._check_patterns(patterns, X.shape[0])
         self.patterns_ = D
@@ -879,8 +872,7 @@ class ConvexReLU:
         # penalties do not depend on the data's units: with X = a X', y = b y' and v = (b/a) v'
         # the objective is b^2 times the same program in (X', y', v') with beta' = beta/(a b).
         # Labels +-1 have b = 1, and then the classification losses scale the same way.
-        x_scale = float(X.pow(2).mean().sqrt()) or 1.0
-        X, y, beta, y_scale = _unit_scale(X, y, self.beta)
+        X, y, beta, x_scale, y_scale = _unit_scale(X, y, self.beta)
         to_original = y_scale / x_scale
         start = time.perf_counter()
         rho, rho_cone, alpha = self.rho, self.rho_cone, self.relaxation
@@ -991,8 +983,7 @@ class ConvexReLU:
 
     def _fit_ipm(self, X: Tensor, y: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
         start = time.perf_counter()
-        x_scale = float(X.pow(2).mean().sqrt()) or 1.0
-        X, y, beta, y_scale = _unit_scale(X, y, self.beta)
+        X, y, beta, x_scale, y_scale = _unit_scale(X, y, self.beta)
         P, d = D.shape[1], X.shape[1]
         qp = _ConeQP(X, y, D, beta)
         # the start (as Clarabel's for quadratic objectives): the solution of the Newton system

@@ -491,7 +491,7 @@ def test_ipm_newton_direction_solves_the_dense_kkt_system():
     system Q dx + G^T dz = -r_x, G dx + ds = -r_p, W^{-1} ds + W dz = d, written densely
     (F, the linear and second-order parts of G, W as matrices) and solved by LU."""
     X, y = data(n=9, d=3, seed=5)
-    D = convex_relu._sample_patterns(X, 4, torch.Generator().manual_seed(0))[0].double()
+    D = sample_patterns(X, 4, torch.Generator().manual_seed(0)).double()
     P, d, n = D.shape[1], 3, 9
     qp = convex_relu._ConeQP(X, y, D, 0.2)
     g = torch.Generator().manual_seed(6)
