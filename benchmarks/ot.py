@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import harness
 from stochstep.samplers import entropic_ot

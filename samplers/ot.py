@@ -305,11 +305,18 @@ def _check_problem(a, b, C) -> tuple[Tensor, Tensor, Tensor, bool]:
 
 
 def _plan(f: Tensor, g: Tensor, C: Tensor, reg: float) -> Tensor:
-    """``exp((f_i + g_j - C_ij) / reg)``, with the entries below ``e * tiny`` (``tiny`` the
-    dtype's smallest normal number) set to 0: subnormal numbers make every later product with
-    the matrix several times slower, and none of them moves a marginal by more than
-    ``e * tiny * max(n, m)``."""
-    exponent = torch.add(f[:, :, None], g[:, None, :]).sub_(C).div_(reg)
+    """``exp((f_i + g_j - C_ij) / reg)`` per problem of a batch (:func:`_plan_entries`)."""
+    return _plan_entries(f[:, :, None], g[:, None, :], C, reg)
+
+
+def _plan_entries(f: Tensor, g: Tensor, C: Tensor, reg: float, out: Tensor | None = None
+                  ) -> Tensor:
+    """``exp((f + g - C) / reg)`` elementwise (broadcast; into ``out`` when given), with the
+    entries below ``e * tiny`` (``tiny`` the dtype's smallest normal number) set to 0:
+    subnormal numbers make every later product with the matrix several times slower, and none
+    of them moves a marginal by more than ``e * tiny * max(n, m)``. Every plan, dense or on a
+    support, goes through here, so its entries round alike."""
+    exponent = torch.add(f, g, out=out).sub_(C).div_(reg)
     floor = math.log(torch.finfo(exponent.dtype).tiny) + 1
     return F.threshold_(exponent, floor, -math.inf).exp_()
 
@@ -320,7 +327,6 @@ def _marginal_error(P: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def _sinkhorn(a, b, C, reg, tol, max_iter, auto, log, start, bar):
     """Scaling iterations with absorption; returns the potentials with u, v absorbed."""
-    B, n, m = a.shape[0], a.shape[1], b.shape[1]
     # rows and columns without mass get a potential so low that their plan entries are 0
     # (finite, so that 0 * potential stays 0); their scalings stay 1
     massless_a, massless_b = a == 0, b == 0
@@ -510,15 +516,13 @@ class _SparsePlan:
         self.C, self.reg, self.has_mass = C, reg, has_mass
         n, m = C.shape
         self.drop = torch.finfo(C.dtype).eps / 2 / max(n, m)
-        self.floor = math.log(torch.finfo(C.dtype).tiny) + 1
         self.support = None
         self.passes = 0  # full passes over C (for tests and profiles)
 
     def __call__(self, f: Tensor, g: Tensor):
         if self.support is not None:
             rows, cols, cost, indptr, f0, g0, r0 = self.support
-            P = torch.add(f[rows], g[cols]).sub_(cost).div_(self.reg)
-            F.threshold_(P, self.floor, -math.inf).exp_()
+            P = _plan_entries(f[rows], g[cols], cost, self.reg)
             r = torch.zeros_like(f).index_add_(0, rows, P)
             reach = (f - f0 + (g - g0).max()) / self.reg - _SUPPORT_MARGIN
             if bool((reach <= torch.log(r / r0))[self.has_mass].all()):
@@ -540,9 +544,7 @@ class _SparsePlan:
         for lo in range(0, n, rows):
             hi = min(lo + rows, n)
             P = block[: hi - lo]
-            # the order of operations of _plan: the same rounding
-            torch.add(f[lo:hi, None], g[None, :], out=P).sub_(C[lo:hi]).div_(reg)
-            F.threshold_(P, self.floor, -math.inf).exp_()
+            _plan_entries(f[lo:hi, None], g[None, :], C[lo:hi], reg, out=P)
             torch.sum(P, 1, out=r[lo:hi])
             c += P.sum(0)
             # one threshold for the block, its smallest row mass's (more entries kept, never
