@@ -12,12 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"),
-         "--epochs", "2", "--seeds", "1", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+def run_example(tmp_path, script, *args, timeout):
+    """``examples/<script>`` run with ``args`` and ``--out tmp_path`` from ``tmp_path``; its
+    exit status must be 0 (the message shows stderr's tail)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args, "--out",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_quickstart_runs(tmp_path):
+    proc = run_example(tmp_path, "quickstart.py", "--epochs", "2", "--seeds", "1", timeout=120)
     png = tmp_path / "quickstart.png"
     assert png.is_file() and png.stat().st_size > 0
     rows = [line.split() for line in proc.stdout.splitlines()]
@@ -26,22 +32,15 @@ def test_quickstart_runs(tmp_path):
 
 
 def test_score_sde_2d_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "score_sde_2d.py"),
-         "--iters", "30", "--steps", "10", "--samples", "200", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "score_sde_2d.py", "--iters", "30", "--steps", "10", "--samples",
+                       "200", timeout=120)
     png = tmp_path / "score_sde_2d.png"
     assert png.is_file() and png.stat().st_size > 0
     assert "energy distance to data" in proc.stdout, proc.stdout
 
 
 def test_srrw_graph_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "srrw_graph.py"), "--quick", "--no-progress",
-         "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "srrw_graph.py", "--quick", "--no-progress", timeout=60)
     for name in ("srrw_variance.png", "srrw_optimization.png"):
         png = tmp_path / name
         assert png.is_file() and png.stat().st_size > 0
@@ -106,11 +105,8 @@ def test_score_sde_2d_figure_labels_every_panel(tmp_path, monkeypatch):
 
 
 def test_policy_gradient_cartpole_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "policy_gradient_cartpole.py"), "--quick",
-         "--no-progress", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "policy_gradient_cartpole.py", "--quick", "--no-progress",
+                       timeout=120)
     png = tmp_path / "policy_gradient_cartpole.png"
     assert png.is_file() and png.stat().st_size > 0
     for method in ("vanilla PG", "NSGDM", "N-PG-IGT", "HARPG", "N-HARPG"):
@@ -140,11 +136,7 @@ def test_policy_gradient_training_stops_when_the_weights_diverge(monkeypatch):
 
 
 def test_online_sea_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "online_sea.py"), "--quick", "--no-progress",
-         "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "online_sea.py", "--quick", "--no-progress", timeout=120)
     for name in ("online_sea_regret.png", "online_sea_portfolio.png"):
         png = tmp_path / name
         assert png.is_file() and png.stat().st_size > 0
@@ -157,11 +149,7 @@ def test_online_sea_runs(tmp_path):
 
 
 def test_sparse_regression_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "sparse_regression.py"), "--quick",
-         "--no-progress", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "sparse_regression.py", "--quick", "--no-progress", timeout=120)
     png = tmp_path / "sparse_regression.png"
     assert png.is_file() and png.stat().st_size > 0
     found = [line for line in proc.stdout.splitlines() if "true support found" in line]
@@ -177,11 +165,7 @@ def import_example(name):
 
 
 def test_sso_imitation_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "sso_imitation.py"), "--quick",
-         "--no-progress", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "sso_imitation.py", "--quick", "--no-progress", timeout=120)
     png = tmp_path / "sso_imitation.png"
     assert png.is_file() and png.stat().st_size > 0
     rows = [line for line in proc.stdout.splitlines()
@@ -260,11 +244,8 @@ def _small_bilevel_problem(example, tasks=3, lam=1e-2):
 
 
 def test_bilevel_hyperparameters_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "bilevel_hyperparameters.py"), "--quick",
-         "--no-progress", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "bilevel_hyperparameters.py", "--quick", "--no-progress",
+                       timeout=120)
     png = tmp_path / "bilevel_hyperparameters.png"
     assert png.is_file() and png.stat().st_size > 0
     lines = proc.stdout.splitlines()
@@ -358,10 +339,7 @@ def test_bilevel_batch_stream_passes_are_permutations():
 
 def test_entropic_ot_quick_runs(tmp_path):
     """Quick mode works with or without POT (ours alone then, and it says so)."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "entropic_ot.py"), "--quick", "--out",
-         str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "entropic_ot.py", "--quick", timeout=120)
     png = tmp_path / "entropic_ot.png"
     assert png.is_file() and png.stat().st_size > 0
     assert proc.stdout.count("ours (auto): marginal error") == 2, proc.stdout
@@ -372,11 +350,7 @@ def test_entropic_ot_quick_runs(tmp_path):
 
 
 def test_convex_relu_quick_checks_the_identity_and_the_lower_bound(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "convex_relu.py"), "--quick", "--no-progress",
-         "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "convex_relu.py", "--quick", "--no-progress", timeout=180)
     for name in ("objective", "admm", "robust"):
         png = tmp_path / f"convex_relu_{name}.png"
         assert png.is_file() and png.stat().st_size > 0
@@ -407,10 +381,7 @@ def test_convex_relu_quick_checks_the_identity_and_the_lower_bound(tmp_path):
 
 
 def test_light_sb_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "light_sb.py"), "--quick", "--out", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_example(tmp_path, "light_sb.py", "--quick", timeout=60)
     png = tmp_path / "light_sb.png"
     assert png.is_file() and png.stat().st_size > 0
     assert "energy distance to target data" in proc.stdout, proc.stdout
